@@ -1,0 +1,110 @@
+"""Hyperparameter declarations: one table per technique drives validation, the CLI listing and error messages."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ConfigError", "Hyperparameter"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed.
+
+    ``key`` is the dotted config path (``anderson.history``), ``value`` what was given and ``allowed`` a short
+    description of what is accepted. Callers that read a file prefix the file name via :meth:`in_file`.
+    """
+
+    def __init__(self, key: str, value: Any, allowed: str, source: str | None = None):
+        self.key, self.value, self.allowed, self.source = key, value, allowed, source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key} = {value!r}: {allowed}")
+
+    def in_file(self, source: str) -> ConfigError:
+        return ConfigError(self.key, self.value, self.allowed, source)
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One hyperparameter: its type, default and valid range (or choices), with a one-line description.
+
+    Ranges are closed unless ``low_open``/``high_open`` say otherwise; ``None`` means unbounded. ``nullable`` allows
+    ``None`` (meaning "derive it", as documented in ``help``).
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+
+    def allowed(self) -> str:
+        if self.choices is not None:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        elif self.kind is bool:
+            text = "true or false"
+        else:
+            noun = {int: "an integer", float: "a number"}.get(self.kind, self.kind.__name__)
+            lo = None if self.low is None else ("(" if self.low_open else "[") + _fmt(self.low)
+            hi = None if self.high is None else _fmt(self.high) + (")" if self.high_open else "]")
+            if lo and hi:
+                text = f"{noun} in {lo}, {hi}"
+            elif lo:
+                text = f"{noun} {'>' if self.low_open else '≥'} {_fmt(self.low)}"
+            elif hi:
+                text = f"{noun} {'<' if self.high_open else '≤'} {_fmt(self.high)}"
+            else:
+                text = noun
+        return text + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, key: str | None = None) -> Any:
+        """Return ``value`` converted to this hyperparameter's type, or raise :class:`ConfigError`."""
+        key = key or self.name
+        if value is None:
+            if self.nullable:
+                return None
+            raise ConfigError(key, value, self.allowed())
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ConfigError(key, value, self.allowed())
+            return value
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(key, value, self.allowed())
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, value, self.allowed())
+        if self.kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ConfigError(key, value, self.allowed())
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(key, value, self.allowed())
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            raise ConfigError(key, value, self.allowed())
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            raise ConfigError(key, value, self.allowed())
+        return value
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def check_all(table: tuple[Hyperparameter, ...], values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Validate ``values`` (a subset of the table's names) and return them converted."""
+    by_name = {h.name: h for h in table}
+    out = {}
+    for name, value in values.items():
+        if name not in by_name:
+            raise ConfigError(prefix + name, value, "unknown key; allowed keys: " + ", ".join(sorted(by_name)))
+        out[name] = by_name[name].check(value, prefix + name)
+    return out

@@ -1,0 +1,37 @@
+"""A torch optimizer whose state dict carries one extra namespaced entry (global counters, random generators)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.optim import Optimizer
+
+__all__ = ["NamespacedStateOptimizer"]
+
+
+class NamespacedStateOptimizer(Optimizer):
+    """``state_dict()`` = torch's (per-parameter state keyed by position, param groups) + ``{state_key: extra}``."""
+
+    state_key = "extra"
+
+    def _extra_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state[self.state_key] = self._extra_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        if self.state_key not in state_dict:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: no {self.state_key!r} entry: "
+                f"this state dict was not saved by a {type(self).__name__}"
+            )
+        extra = state_dict.pop(self.state_key)
+        super().load_state_dict(state_dict)
+        self._load_extra_state(extra)

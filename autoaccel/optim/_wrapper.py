@@ -1,0 +1,157 @@
+"""The protocol every autoaccel wrapper follows, so that any wrapper composes with any optimizer.
+
+A wrapper *is* a :class:`torch.optim.Optimizer` (LR schedulers and step hooks accept it) whose ``param_groups`` are
+the inner optimizer's very list: a scheduler that changes ``lr`` on the wrapper changes it for the inner optimizer.
+``step(closure)`` calls the inner ``step`` exactly once. The wrapper's own per-parameter tensors live in
+``self.state`` (keyed by parameter, like torch's); ``state_dict()`` keys them by parameter *position* and nests the
+inner optimizer's state dict, so a checkpoint loads into freshly built objects and through
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+__all__ = ["OptimizerWrapper", "iter_stack", "optimizer_statistics"]
+
+_HOOK_DICTS = (
+    "_optimizer_step_pre_hooks",
+    "_optimizer_step_post_hooks",
+    "_optimizer_state_dict_pre_hooks",
+    "_optimizer_state_dict_post_hooks",
+    "_optimizer_load_state_dict_pre_hooks",
+    "_optimizer_load_state_dict_post_hooks",
+)
+
+
+class OptimizerWrapper(Optimizer):
+    """Base class of the wrappers (Lookahead, AndersonAcceleration, AdaScale).
+
+    Subclasses set ``state_key`` (their namespace in the state dict), implement ``step`` and, for state beyond the
+    per-parameter tensors in ``self.state``, ``_extra_state``/``_load_extra_state``. ``_init_group`` prepares the
+    wrapper's state for a param group (at construction and on ``add_param_group``).
+    """
+
+    state_key = "wrapper"
+
+    def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__} wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        # Deliberately not Optimizer.__init__: that would copy the param groups instead of sharing them.
+        self.optimizer = optimizer
+        self.state: defaultdict[torch.Tensor, dict[str, Any]] = defaultdict(dict)
+        for name in _HOOK_DICTS:
+            setattr(self, name, OrderedDict())
+        self._patch_step_function()
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.optimizer.defaults
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.optimizer.add_param_group(param_group)
+        self._init_group(self.param_groups[-1])
+
+    def _init_group(self, group: dict[str, Any]) -> None:
+        """Create this wrapper's state for a new param group; nothing by default."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def _inner_step(self, closure: Callable[[], Any] | None) -> Any:
+        return self.optimizer.step() if closure is None else self.optimizer.step(closure)
+
+    # -- checkpointing ------------------------------------------------------------------------------------------
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Counters and hyperparameters to checkpoint (plain Python values or tensors)."""
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_state` returned."""
+
+    def state_dict(self) -> dict[str, Any]:
+        inner = self.optimizer.state_dict()
+        position = {p: i for i, p in enumerate(self._params())}
+        own = {position[p]: dict(s) for p, s in self.state.items() if p in position and s}
+        extra = self._extra_state()
+        return {"state": own, "param_groups": inner["param_groups"], self.state_key: extra, "inner": inner}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.state_key not in state_dict or "inner" not in state_dict:
+            found = sorted(k for k in state_dict if k not in ("state", "param_groups", "inner"))
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: this state dict was not saved by a {type(self).__name__} "
+                f"(expected the key {self.state_key!r}, found {found or 'a plain optimizer state dict'})"
+            )
+        self.optimizer.load_state_dict(state_dict["inner"])
+        params = self._params()
+        self.state = defaultdict(dict)
+        for index, saved in state_dict["state"].items():
+            index = int(index)
+            if index >= len(params):
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: state for parameter #{index}, "
+                    f"but the optimizer has {len(params)} parameters"
+                )
+            p = params[index]
+            self.state[p] = {k: _to_param(v, p) for k, v in saved.items()}
+        self._load_extra_state(state_dict[self.state_key])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._patch_step_function()
+
+    # -- reporting ----------------------------------------------------------------------------------------------
+    def statistics(self) -> dict[str, float]:
+        """This wrapper's counters for reports (e.g. ``aa_accepted_fraction``); empty by default."""
+        return {}
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {}
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={v!r}" for k, v in self._hyperparameters().items())
+        inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())
+        return f"{type(self).__name__}({hyper},\n  optimizer=\n{inner})"
+
+
+def _to_param(value: Any, param: torch.Tensor) -> Any:
+    """A loaded state tensor, on the parameter's device (floating tensors also in its dtype), never aliased."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    dtype = param.dtype if value.is_floating_point() else value.dtype
+    return value.to(device=param.device, dtype=dtype, copy=True)
+
+
+def iter_stack(optimizer: Optimizer) -> Iterator[Optimizer]:
+    """The optimizer and every optimizer it wraps, outermost first."""
+    while True:
+        yield optimizer
+        if not isinstance(optimizer, OptimizerWrapper):
+            return
+        optimizer = optimizer.optimizer
+
+
+def optimizer_statistics(optimizer: Optimizer) -> dict[str, float]:
+    """The merged ``statistics()`` of every layer of a stack (``demon_beta``, ``adascale_gain``, ``aa_*``...)."""
+    stats: dict[str, float] = {}
+    for layer in iter_stack(optimizer):
+        report = getattr(layer, "statistics", None)
+        if callable(report):
+            stats.update(report())
+    return stats
