@@ -1,0 +1,263 @@
+"""What exists (one table, with metadata) and the one factory that builds any stack from a nested config.
+
+Config (the contract with search spaces and trials; see ``docs/optimizers.md``)::
+
+    base: adam                 # sgd | adam | adamw | demon_sgd | demon_adam | adahessian
+    lr: 1.0e-3                 # the base's own keys at the top level (lr, weight_decay, momentum, beta1, ...)
+    demon: {beta_init: 0.9, total_steps: 3000, variant: paper}     # with demon_* bases
+    adahessian: {hessian_power: 1.0, update_each: 1}               # with the adahessian base
+    lookahead: {k: 5, alpha: 0.5}                                  # optional wrappers...
+    anderson: {history: 5, averaging: auto, rsd_threshold: 0.1}
+    adascale: {num_gradients_to_accumulate: 4}
+
+Wrapping order is fixed: Lookahead directly around the base (its k counts base steps), Anderson around that (its
+map G is the Lookahead-wrapped step, so with ``store_every = k`` each pair is one outer Lookahead iteration), and
+AdaScale outermost (it owns the gradient hooks and scales the learning rate of everything inside)::
+
+    AdaScale(AndersonAcceleration(Lookahead(base)))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from ._hyper import ConfigError, Hyperparameter, check_all
+from .adahessian import ADAHESSIAN_HYPERPARAMETERS, AdaHessian
+from .adascale import ADASCALE_HYPERPARAMETERS, AdaScale
+from .anderson import ANDERSON_HYPERPARAMETERS, AndersonAcceleration
+from .demon import DEMON_ADAM_HYPERPARAMETERS, DEMON_SGD_HYPERPARAMETERS, DemonAdam, DemonSGD
+from .lookahead import LOOKAHEAD_HYPERPARAMETERS, Lookahead
+
+__all__ = ["TECHNIQUES", "Technique", "build_optimizer", "validate_config"]
+
+
+@dataclass(frozen=True)
+class Technique:
+    """A registered technique. Bases read ``top_level`` keys (and their ``section``); wrappers read ``section``."""
+
+    name: str
+    kind: str  # "base" or "wrapper"
+    summary: str
+    reference: str
+    top_level: tuple[Hyperparameter, ...] = ()
+    section: str | None = None
+    section_keys: tuple[Hyperparameter, ...] = ()
+    build: Callable[..., Optimizer] = field(default=lambda *a, **k: None, repr=False)
+    sgd_family: bool = False
+
+    @property
+    def hyperparameters(self) -> tuple[tuple[str, Hyperparameter], ...]:
+        """(config key, declaration) pairs, e.g. ``("demon.beta_init", ...)``."""
+        top = tuple((h.name, h) for h in self.top_level)
+        return top + tuple((f"{self.section}.{h.name}", h) for h in self.section_keys)
+
+
+def _pick(table: tuple[Hyperparameter, ...], *names: str) -> tuple[Hyperparameter, ...]:
+    by_name = {h.name: h for h in table}
+    return tuple(by_name[n] for n in names)
+
+
+def _with_default(h: Hyperparameter, default: Any) -> Hyperparameter:
+    return Hyperparameter(**{**h.__dict__, "default": default})
+
+
+_LR = Hyperparameter("lr", float, 1e-3, "learning rate η", 0.0, low_open=True)
+_WD = Hyperparameter("weight_decay", float, 0.0, "weight decay λ", 0.0)
+_BETA1 = Hyperparameter("beta1", float, 0.9, "first-moment decay β₁", 0.0, 1.0, high_open=True)
+_BETA2 = Hyperparameter("beta2", float, 0.999, "second-moment decay β₂", 0.0, 1.0, high_open=True)
+_EPS = Hyperparameter("eps", float, 1e-8, "denominator term ε", 0.0)
+_SGD = (
+    _with_default(_LR, 1e-2),
+    Hyperparameter("momentum", float, 0.0, "heavy-ball momentum", 0.0, 1.0, high_open=True),
+    _WD,
+    Hyperparameter("nesterov", bool, False, "Nesterov momentum (needs momentum > 0)"),
+)
+_ADAM = (_LR, _BETA1, _BETA2, _EPS, _WD)
+
+
+def _torch_sgd(params: Any, hp: dict[str, Any], _: dict[str, Any]) -> Optimizer:
+    if hp.get("nesterov") and hp.get("momentum", 0.0) == 0.0:
+        raise ConfigError("nesterov", True, "needs momentum > 0")
+    return torch.optim.SGD(params, **hp)
+
+
+def _torch_adam(cls: type[Optimizer]) -> Callable[[Any, dict[str, Any], dict[str, Any]], Optimizer]:
+    def build(params: Any, hp: dict[str, Any], _: dict[str, Any]) -> Optimizer:
+        hp = dict(hp)
+        betas = (hp.pop("beta1", 0.9), hp.pop("beta2", 0.999))
+        return cls(params, betas=betas, **hp)
+
+    return build
+
+
+def _adahessian(params: Any, hp: dict[str, Any], section: dict[str, Any]) -> Optimizer:
+    hp = dict(hp)
+    betas = (hp.pop("beta1", 0.9), hp.pop("beta2", 0.999))
+    return AdaHessian(params, betas=betas, **hp, **section)
+
+
+def _demon(cls: type[Optimizer]) -> Callable[[Any, dict[str, Any], dict[str, Any]], Optimizer]:
+    def build(params: Any, hp: dict[str, Any], section: dict[str, Any]) -> Optimizer:
+        if section.get("total_steps") is None:
+            raise ConfigError(
+                "demon.total_steps", section.get("total_steps"), "required: the run's optimizer steps (≥ 1)"
+            )
+        return cls(params, **hp, **section)
+
+    return build
+
+
+TECHNIQUES: dict[str, Technique] = {
+    t.name: t
+    for t in (
+        Technique(
+            "sgd",
+            "base",
+            "SGD with optional heavy-ball/Nesterov momentum (torch.optim.SGD)",
+            "Robbins & Monro 1951",
+            top_level=_SGD,
+            build=_torch_sgd,
+            sgd_family=True,
+        ),
+        Technique(
+            "adam",
+            "base",
+            "Adam (torch.optim.Adam)",
+            "Kingma & Ba, ICLR 2015",
+            top_level=_ADAM,
+            build=_torch_adam(torch.optim.Adam),
+        ),
+        Technique(
+            "adamw",
+            "base",
+            "Adam with decoupled weight decay (torch.optim.AdamW)",
+            "Loshchilov & Hutter, ICLR 2019",
+            top_level=(*_ADAM[:-1], _with_default(_WD, 1e-2)),
+            build=_torch_adam(torch.optim.AdamW),
+        ),
+        Technique(
+            "demon_sgd",
+            "base",
+            "SGD momentum with Demon decay β/(1-β) → 0 over the run",
+            "arXiv:1910.04952",
+            top_level=(_with_default(_LR, 1e-2), *_pick(DEMON_SGD_HYPERPARAMETERS, "weight_decay", "nesterov")),
+            section="demon",
+            section_keys=_pick(DEMON_SGD_HYPERPARAMETERS, "beta_init", "total_steps"),
+            build=_demon(DemonSGD),
+            sgd_family=True,
+        ),
+        Technique(
+            "demon_adam",
+            "base",
+            "Adam with Demon-decayed first-moment momentum",
+            "arXiv:1910.04952",
+            top_level=_pick(DEMON_ADAM_HYPERPARAMETERS, "lr", "beta2", "eps", "weight_decay", "decoupled_weight_decay"),
+            section="demon",
+            section_keys=_pick(DEMON_ADAM_HYPERPARAMETERS, "beta_init", "total_steps", "variant"),
+            build=_demon(DemonAdam),
+        ),
+        Technique(
+            "adahessian",
+            "base",
+            "Adam-like step preconditioned by a Hutchinson Hessian diagonal",
+            "arXiv:2006.00719",
+            top_level=_pick(ADAHESSIAN_HYPERPARAMETERS, "lr", "beta1", "beta2", "eps", "weight_decay"),
+            section="adahessian",
+            section_keys=_pick(
+                ADAHESSIAN_HYPERPARAMETERS, "hessian_power", "update_each", "n_samples", "spatial_averaging", "seed"
+            ),
+            build=_adahessian,
+        ),
+        Technique(
+            "lookahead",
+            "wrapper",
+            "k fast steps, then slow weights φ ← φ + α(θ − φ), θ ← φ",
+            "arXiv:1907.08610",
+            section="lookahead",
+            section_keys=LOOKAHEAD_HYPERPARAMETERS,
+            build=lambda inner, hp: Lookahead(inner, **hp),
+        ),
+        Technique(
+            "anderson",
+            "wrapper",
+            "type-II Anderson extrapolation of the iterates, with an RSD-switched moving average",
+            "arXiv:2110.14813",
+            section="anderson",
+            section_keys=ANDERSON_HYPERPARAMETERS,
+            build=lambda inner, hp: AndersonAcceleration(inner, **hp),
+        ),
+        Technique(
+            "adascale",
+            "wrapper",
+            "lr × gain r ∈ [1, S] from the gradient variance; scale-invariant progress τ",
+            "arXiv:2007.05105",
+            section="adascale",
+            section_keys=ADASCALE_HYPERPARAMETERS,
+            build=lambda inner, hp: AdaScale(inner, **hp),
+        ),
+    )
+}
+
+_BASES = tuple(n for n, t in TECHNIQUES.items() if t.kind == "base")
+_WRAPPERS = ("lookahead", "anderson", "adascale")  # innermost first: the fixed wrapping order
+_SECTION_OWNERS = {
+    section: [n for n, t in TECHNIQUES.items() if t.kind == "base" and t.section == section]
+    for section in {t.section for t in TECHNIQUES.values() if t.kind == "base" and t.section}
+}
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a nested optimizer config without building anything; return it with values converted.
+
+    Raises :class:`ConfigError` naming the key, the value and what is allowed.
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError("optimizer", config, "a mapping with at least the key 'base'")
+    base_name = config.get("base")
+    if base_name not in _BASES:
+        raise ConfigError("base", base_name, "one of " + ", ".join(_BASES))
+    base = TECHNIQUES[base_name]
+    out: dict[str, Any] = {"base": base_name}
+    top_names = {h.name for h in base.top_level}
+    sections = {base.section} - {None} | set(_WRAPPERS)
+    allowed_keys = sorted({"base"} | top_names | sections)
+    for key, value in config.items():
+        if key == "base":
+            continue
+        if key in top_names:
+            out.update(check_all(base.top_level, {key: value}))
+        elif key in sections:
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(key, value, "a mapping of its hyperparameters (or null to leave it out)")
+            technique = base if key == base.section else TECHNIQUES[key]
+            out[key] = check_all(technique.section_keys, dict(value), prefix=f"{key}.")
+        elif key in _SECTION_OWNERS:
+            raise ConfigError(key, value, f"only with base {' or '.join(_SECTION_OWNERS[key])}, not {base_name!r}")
+        else:
+            allowed = f"unknown key for base {base_name!r}; allowed keys: {', '.join(allowed_keys)}"
+            raise ConfigError(key, value, allowed)
+    if "adascale" in out and not base.sgd_family:
+        family = ", ".join(n for n, t in TECHNIQUES.items() if t.sgd_family)
+        reason = " (its Hessian-vector backward would fire AdaScale's hooks)" if base_name == "adahessian" else ""
+        allowed = f"needs an SGD-family base ({family}), not {base_name!r}{reason}"
+        raise ConfigError("adascale", out["adascale"], allowed)
+    return out
+
+
+def build_optimizer(params: Iterable[Any], config: Mapping[str, Any]) -> Optimizer:
+    """Build ``base`` (+ ``lookahead``, ``anderson``, ``adascale`` when present) from a nested config."""
+    config = validate_config(config)
+    base = TECHNIQUES[config["base"]]
+    top = {h.name: config.get(h.name, h.default) for h in base.top_level if h.name in config or h.default is not None}
+    optimizer = base.build(params, top, config.get(base.section, {}) if base.section else {})
+    for name in _WRAPPERS:
+        if name in config:
+            optimizer = TECHNIQUES[name].build(optimizer, config[name])
+    return optimizer

@@ -1,0 +1,97 @@
+"""Tiny real models and deterministic batches shared by the optimizer tests."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def tiny_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+class TinyConvNet(nn.Module):
+    """Conv2d (4-d kernel), Conv1d (3-d kernel) and Linear layers: every spatial-averaging branch of AdaHessian."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = nn.Conv2d(1, 2, 3)
+        self.conv1 = nn.Conv1d(2, 2, 3)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = nn.functional.interpolate(x.view(-1, 1, 2, 2), size=(4, 4))  # (N, 1, 4, 4)
+        maps = torch.tanh(self.conv2(image)).flatten(2)  # (N, 2, 4)
+        return self.head(torch.tanh(self.conv1(maps)).flatten(1))  # (N, 2·2) → (N, 1)
+
+
+def tiny_convnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return TinyConvNet()
+
+
+def batch(step: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """A deterministic regression batch for training step ``step`` (independent of any global RNG)."""
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(size, 4, generator=g)
+    y = (x[:, :1] * 0.7 - x[:, 1:2] ** 2 + 0.1 * torch.randn(size, 1, generator=g)).tanh()
+    return x, y
+
+
+def train(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    steps: int,
+    start: int = 0,
+    *,
+    create_graph: bool = False,
+    micro_batches: int = 1,
+    closure: bool = False,
+) -> list[float]:
+    """Train ``steps`` steps from step index ``start``; return the losses.
+
+    ``micro_batches`` > 1 accumulates gradients of losses divided by their count (AdaScale's contract);
+    ``closure`` passes a closure that also works under ``torch.no_grad()`` (AndersonAcceleration's safeguard).
+    """
+    losses = []
+    for step in range(start, start + steps):
+        opt.zero_grad()
+        if closure:
+            x, y = batch(step)
+
+            def evaluate(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+                loss = nn.functional.mse_loss(model(x), y)
+                if torch.is_grad_enabled():
+                    loss.backward()
+                return loss
+
+            losses.append(opt.step(evaluate).item())
+            continue
+        total = 0.0
+        for micro in range(micro_batches):
+            x, y = batch(step * micro_batches + micro)
+            loss = nn.functional.mse_loss(model(x), y) / micro_batches
+            loss.backward(create_graph=create_graph)
+            total += loss.item()
+        opt.step()
+        losses.append(total)
+    return losses
+
+
+def roundtrip(obj: object) -> object:
+    """torch.save then torch.load(weights_only=True): what a checkpoint goes through."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def params_of(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]

@@ -1,0 +1,89 @@
+"""The wrappers behave as torch optimizers: schedulers, shared param groups, hooks, zero_grad, deepcopy."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+from helpers import tiny_mlp, train
+
+from autoaccel.optim import AdaScale, AndersonAcceleration, Lookahead, iter_stack, optimizer_statistics
+
+WRAPPERS = {
+    "lookahead": lambda opt: Lookahead(opt, k=2),
+    "anderson": lambda opt: AndersonAcceleration(opt, history=2),
+    "adascale": lambda opt: AdaScale(opt, num_gradients_to_accumulate=2),
+    "anderson(lookahead)": lambda opt: AndersonAcceleration(Lookahead(opt, k=2), history=2),
+}
+
+
+def _micro(name):
+    return 2 if "adascale" in name else 1
+
+
+@pytest.mark.parametrize("name", list(WRAPPERS))
+def test_param_groups_are_the_inner_optimizers(name):
+    model = tiny_mlp()
+    inner = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = WRAPPERS[name](inner)
+    assert opt.param_groups is inner.param_groups
+    opt.param_groups[0]["lr"] = 0.01
+    assert inner.param_groups[0]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("name", list(WRAPPERS))
+def test_lr_scheduler_drives_the_inner_optimizer(name):
+    model = tiny_mlp()
+    inner = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt = WRAPPERS[name](inner)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "lr_scheduler.step() before optimizer.step()"
+        for step in range(5):
+            train(model, opt, 1, start=step, micro_batches=_micro(name))
+            scheduler.step()
+            seen.append(inner.param_groups[0]["lr"])
+    assert seen == pytest.approx([0.1, 0.05, 0.05, 0.025, 0.025])
+
+
+@pytest.mark.parametrize("name", list(WRAPPERS))
+def test_step_hooks_fire_once_per_step(name):
+    model = tiny_mlp()
+    opt = WRAPPERS[name](torch.optim.SGD(model.parameters(), lr=0.1))
+    calls = []
+    opt.register_step_post_hook(lambda *_: calls.append(1))
+    train(model, opt, 3, micro_batches=_micro(name))
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("name", list(WRAPPERS))
+def test_zero_grad_and_add_param_group(name):
+    model = tiny_mlp()
+    extra = torch.nn.Linear(2, 2)
+    opt = WRAPPERS[name](torch.optim.SGD(model.parameters(), lr=0.1))
+    opt.add_param_group({"params": extra.parameters(), "lr": 0.2})
+    assert len(opt.param_groups) == 2 and opt.param_groups[1]["lr"] == 0.2
+    for _step in range(3):
+        for _ in range(_micro(name)):
+            (model(torch.ones(1, 4)).sum() + extra(torch.ones(1, 2)).sum()).backward()
+        opt.step()
+        opt.zero_grad()
+        assert all(p.grad is None for p in extra.parameters())
+    assert not torch.equal(extra.weight, torch.nn.Linear(2, 2).weight)
+
+
+def test_deepcopy_and_repr_and_stack():
+    model = tiny_mlp()
+    opt = AndersonAcceleration(Lookahead(torch.optim.Adam(model.parameters()), k=3), history=2)
+    clone = copy.deepcopy(opt)
+    assert isinstance(clone.optimizer, Lookahead)
+    assert [type(o).__name__ for o in iter_stack(opt)] == ["AndersonAcceleration", "Lookahead", "Adam"]
+    assert "history=2" in repr(opt) and "k=3" in repr(opt) and "Adam" in repr(opt)
+    train(model, opt, 3)
+    assert set(optimizer_statistics(opt)) >= {"aa_accepted_fraction", "aa_averaging_fraction"}
+
+
+def test_wrapping_a_non_optimizer_is_a_type_error():
+    with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer"):
+        Lookahead([torch.zeros(1)])
