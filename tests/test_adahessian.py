@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from helpers import tiny_convnet, train
 from torch import nn
 
 from autoaccel.optim import AdaHessian
+
+from helpers import tiny_convnet, train
 
 H = torch.tensor([0.5, 2.0, 4.0, 0.1], dtype=torch.float64)
 

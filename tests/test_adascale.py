@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from helpers import tiny_mlp, train
 from torch import nn
 
 from autoaccel.optim import AdaHessian, AdaScale, DemonSGD, demon_momentum
+
+from helpers import tiny_mlp, train
 
 
 def _golden_step(opt, model):

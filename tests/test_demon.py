@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
-from helpers import batch, tiny_mlp, train
 
 from autoaccel.optim import ConfigError, DemonAdam, DemonSGD, demon_momentum
+
+from helpers import batch, tiny_mlp, train
 
 # β_t for β_init = 0.9, T = 1000 (research notes §2.1, computed from the closed form).
 SCHEDULE = [(0, 0.9), (250, 0.871), (500, 0.818), (750, 0.692), (900, 0.474), (999, 0.0089), (1000, 0.0)]

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from helpers import tiny_mlp, train
 
 from autoaccel.optim import Lookahead
+
+from helpers import tiny_mlp, train
 
 
 def test_algorithm_1_by_hand():

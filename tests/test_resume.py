@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from helpers import params_of, roundtrip, tiny_convnet, tiny_mlp, train
 
 from autoaccel.optim import (
     AdaHessian,
@@ -13,6 +12,8 @@ from autoaccel.optim import (
     Lookahead,
     build_optimizer,
 )
+
+from helpers import params_of, roundtrip, tiny_convnet, tiny_mlp, train
 
 
 def _sgd(m):

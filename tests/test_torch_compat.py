@@ -5,9 +5,10 @@ import warnings
 
 import pytest
 import torch
-from helpers import tiny_mlp, train
 
 from autoaccel.optim import AdaScale, AndersonAcceleration, Lookahead, iter_stack, optimizer_statistics
+
+from helpers import tiny_mlp, train
 
 WRAPPERS = {
     "lookahead": lambda opt: Lookahead(opt, k=2),
