@@ -126,7 +126,7 @@ class AdaHessian(NamespacedStateOptimizer):
                 "AdaHessian needs Hessian-vector products: run the backward pass as "
                 "loss.backward(create_graph=True) before step() (none of the gradients carries a graph)"
             )
-        estimates = [torch.zeros_like(p) for p in params]
+        estimates: list[torch.Tensor | None] = [None] * len(params)
         inputs = [params[i] for i in with_graph]
         outputs = [grads[i] for i in with_graph]
         with torch.enable_grad():
@@ -136,11 +136,16 @@ class AdaHessian(NamespacedStateOptimizer):
                     outputs, inputs, grad_outputs=probes, retain_graph=sample < self.n_samples - 1, allow_unused=True
                 )
                 for i, z, hz in zip(with_graph, probes, hvps, strict=True):
-                    if hz is not None:
-                        estimates[i].addcmul_(z, hz, value=1.0 / self.n_samples)
+                    if hz is None:
+                        continue
+                    term = z.mul_(hz)  # the probe is not needed again: reuse its buffer
+                    if self.n_samples > 1:
+                        term.div_(self.n_samples)
+                    estimates[i] = term if estimates[i] is None else estimates[i].add_(term)
         for p in params:
             p.grad = p.grad.detach()
-        return estimates
+        # A parameter whose gradient is constant (or unused by the HVP) has a zero Hessian row.
+        return [torch.zeros_like(p) if d is None else d for p, d in zip(params, estimates, strict=True)]
 
     @staticmethod
     def _spatial_average(d: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ are all-reduced (n = world size × accumulation). State is plain floats: it load
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -113,7 +114,8 @@ class AdaScale(OptimizerWrapper):
 
     def _make_hook(self, group_index: int, param: torch.Tensor) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
-            sq = torch.linalg.vector_norm(grad.detach(), dtype=torch.float32).square()
+            half = grad.dtype in (torch.float16, torch.bfloat16)
+            sq = torch.linalg.vector_norm(grad.detach(), dtype=torch.float32 if half else None).square()
             acc = self._micro_sqnorm[group_index]
             self._micro_sqnorm[group_index] = sq if acc is None else acc + sq
             self._backward_calls[param] = self._backward_calls.get(param, 0) + 1
@@ -149,7 +151,7 @@ class AdaScale(OptimizerWrapper):
             # The hooks saw the gradients of losses divided by the accumulation count: undo that scaling.
             micro.append(acc * self.num_gradients_to_accumulate**2)
             norms = torch._foreach_norm(grads)
-            mean.append(torch.linalg.vector_norm(torch.stack([x.float() for x in norms])).square())
+            mean.append(torch.linalg.vector_norm(torch.stack([x.double() for x in norms])).square())
         device = self._params()[0].device
         sums = torch.stack([x.to(device) for x in micro + mean]).double()
         if self.world_size > 1:
@@ -162,7 +164,7 @@ class AdaScale(OptimizerWrapper):
             micro_sum, mean_sq = values[index], values[len(micro) + index]
             variance = max((S / n) * (micro_sum - n * mean_sq) / (n - 1), _MIN_VARIANCE)
             sqnorm = max(mean_sq - variance / S, 0.0)
-            if not (torch.isfinite(torch.tensor(variance)) and torch.isfinite(torch.tensor(sqnorm))):
+            if not (math.isfinite(variance) and math.isfinite(sqnorm)):
                 continue  # an overflowed (e.g. AMP) gradient must not poison the averages
             ema, theta = self._ema[index], self.smoothing
             ema["variance"] = theta * ema["variance"] + (1 - theta) * variance
