@@ -14,6 +14,7 @@ when installed. ``--quick`` shrinks everything for a smoke run.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -171,12 +172,13 @@ def _sync(device: torch.device) -> None:
 
 
 def time_case(
-    case: Case, model: nn.Module, batches: list[Any], steps: int, device: torch.device
+    case: Case, model: nn.Module, batches: list[Any], steps: int, device: torch.device, warmup: int = 3
 ) -> tuple[float, float]:
-    """Mean seconds per full iteration and per optimizer step over ``steps`` iterations (after the warm-up)."""
+    """Mean seconds per full iteration and per optimizer step over ``steps`` iterations, after ``warmup``
+    untimed iterations of the same optimizer on the same model (lazy state, allocations, first calls)."""
     opt = case.build(model)
     full = step_only = 0.0
-    for i in range(steps):
+    for i in range(warmup + steps):
         _sync(device)
         t0 = time.perf_counter()
         opt.zero_grad()
@@ -188,8 +190,9 @@ def time_case(
         opt.step()
         _sync(device)
         t2 = time.perf_counter()
-        full += t2 - t0
-        step_only += t2 - t1
+        if i >= warmup:
+            full += t2 - t0
+            step_only += t2 - t1
     return full / steps, step_only / steps
 
 
@@ -200,14 +203,13 @@ def run(model_name: str, rounds: int, steps: int, batch_size: int, device: torch
         params = sum(p.numel() for p in model.parameters())
         batches = [tuple(t.to(device) for t in make_batch(batch_size)) for _ in range(4)]
         all_cases = cases(total_steps=rounds * (steps + 5) * 4)
-        initial = {k: v.clone() for k, v in model.state_dict().items()}
         per_round: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for _ in range(rounds):
             for case in all_cases:
-                model.load_state_dict(initial)
-                time_case(case, model, batches, 2, device)  # warm-up: lazy state, allocator, first-call costs
-                model.load_state_dict(initial)
-                per_round.setdefault((case.name, case.peer), []).append(time_case(case, model, batches, steps, device))
+                # A fresh copy per case: AdaScale's gradient hooks and graph-carrying gradients left by
+                # AdaHessian peers must not leak into the next case.
+                timing = time_case(case, copy.deepcopy(model), batches, steps, device)
+                per_round.setdefault((case.name, case.peer), []).append(timing)
         for case in all_cases:
             ours, base = per_round[(case.name, case.peer)], per_round[(case.baseline, "")]
             rows.append(
