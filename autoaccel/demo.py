@@ -48,7 +48,8 @@ def _data(seed: int) -> tuple[torch.Tensor, ...]:
     return x[train], y[train], x[val], y[val]
 
 
-def _train(config: dict[str, Any], epochs: int, seed: int) -> tuple[float, float, dict[str, float]]:
+def train_config(config: dict[str, Any], epochs: int, seed: int) -> tuple[float, float, dict[str, float]]:
+    """Train the demo MLP with one optimizer config: (validation MSE, seconds, optimizer statistics)."""
     x, y, x_val, y_val = _data(seed)
     torch.manual_seed(seed)
     model = nn.Sequential(
@@ -83,7 +84,7 @@ def run_demo(epochs: int = 60, seed: int = 0) -> list[dict[str, Any]]:
     results: dict[str, tuple[float, float]] = {}
     rows = []
     for label, config, base in CONFIGS:
-        val, elapsed, stats = _train(config, epochs, seed)
+        val, elapsed, stats = train_config(config, epochs, seed)
         results[label] = (val, elapsed)
         ratio = val / results[base][0]
         shown = ", ".join(f"{k}={v:.3g}" for k, v in stats.items() if "fraction" in k or k.endswith("gain"))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import math
 
 import torch
 from torch import nn
+
+from autoaccel.optim import AndersonAcceleration
 
 
 def tiny_mlp(seed: int = 0) -> nn.Module:
@@ -51,6 +53,7 @@ def train(
     create_graph: bool = False,
     micro_batches: int = 1,
     closure: bool = False,
+    device: str | torch.device = "cpu",
 ) -> list[float]:
     """Train ``steps`` steps from step index ``start``; return the losses.
 
@@ -61,7 +64,7 @@ def train(
     for step in range(start, start + steps):
         opt.zero_grad()
         if closure:
-            x, y = batch(step)
+            x, y = (t.to(device) for t in batch(step))
 
             def evaluate(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
                 loss = nn.functional.mse_loss(model(x), y)
@@ -73,7 +76,7 @@ def train(
             continue
         total = 0.0
         for micro in range(micro_batches):
-            x, y = batch(step * micro_batches + micro)
+            x, y = (t.to(device) for t in batch(step * micro_batches + micro))
             loss = nn.functional.mse_loss(model(x), y) / micro_batches
             loss.backward(create_graph=create_graph)
             total += loss.item()
@@ -94,4 +97,23 @@ def params_of(model: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
-OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
+def ill_conditioned_quadratic(d: int = 100, seed: int = 0, low: float = 1e-3):
+    """f(x) = ½ xᵀAx − bᵀx with A's eigenvalues log-spaced in [low, 1]: (A, b, the minimiser x*), float64."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    a = q @ torch.diag(torch.logspace(math.log10(low), 0, d, dtype=torch.float64)) @ q.T
+    x_star = 10 * torch.randn(d, generator=g, dtype=torch.float64)
+    return a, a @ x_star, x_star
+
+
+def gradient_descent(a, b, steps, lr=1.0, x0=None, **anderson):
+    """``steps`` of SGD on the quadratic, wrapped in AndersonAcceleration(**anderson) if any are given."""
+    x = (torch.zeros(len(b), dtype=torch.float64) if x0 is None else x0.clone()).requires_grad_()
+    opt = torch.optim.SGD([x], lr=lr)
+    if anderson:
+        opt = AndersonAcceleration(opt, **anderson)
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * x @ a @ x - b @ x).backward()
+        opt.step()
+    return x.detach(), opt

@@ -8,25 +8,7 @@ import torch
 
 from autoaccel.optim import AndersonAcceleration
 
-
-def _quadratic(d=100, seed=0, low=1e-3):
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-    a = q @ torch.diag(torch.logspace(np.log10(low), 0, d, dtype=torch.float64)) @ q.T
-    x_star = 10 * torch.randn(d, generator=g, dtype=torch.float64)
-    return a, a @ x_star, x_star
-
-
-def _gradient_descent(a, b, steps, lr=1.0, x0=None, **aa):
-    x = (torch.zeros(len(b), dtype=torch.float64) if x0 is None else x0.clone()).requires_grad_()
-    opt = torch.optim.SGD([x], lr=lr)
-    if aa:
-        opt = AndersonAcceleration(opt, **aa)
-    for _ in range(steps):
-        opt.zero_grad()
-        (0.5 * x @ a @ x - b @ x).backward()
-        opt.step()
-    return x.detach(), opt
+from helpers import gradient_descent, ill_conditioned_quadratic
 
 
 def _aadl_by_hand(iterates, relaxation):
@@ -72,9 +54,9 @@ def test_far_smaller_error_than_gradient_descent_on_an_ill_conditioned_quadratic
     """Eigenvalues 1e-3..1, lr 1, 300 steps: GD leaves an error of ≈29; AA(5) every step ≈0.6, AA(10) every step
     ≈0.2. The default window of 6 fresh consecutive GD pairs is a Krylov basis so collinear that it needs
     |α| > 10: ≈1.6 with a cap of 1e3, ≈12.5 under the default cap of 10 (tuned for noisy mini-batches)."""
-    a, b, x_star = _quadratic()
-    gd, _ = _gradient_descent(a, b, 300)
-    aa, opt = _gradient_descent(a, b, 300, history=history, frequency=frequency, averaging="off", max_coefficient=cap)
+    a, b, x_star = ill_conditioned_quadratic()
+    gd, _ = gradient_descent(a, b, 300)
+    aa, opt = gradient_descent(a, b, 300, history=history, frequency=frequency, averaging="off", max_coefficient=cap)
     gd_error, aa_error = (gd - x_star).norm().item(), (aa - x_star).norm().item()
     assert gd_error > 20
     assert aa_error < gd_error / 15
@@ -129,8 +111,8 @@ def test_averaging_on_replaces_the_iterate_by_the_window_mean():
 
 
 def test_each_param_group_has_its_own_extrapolation():
-    a1, b1, _ = _quadratic(d=8, seed=2, low=1e-2)
-    a2, b2, _ = _quadratic(d=8, seed=3, low=1e-2)
+    a1, b1, _ = ill_conditioned_quadratic(d=8, seed=2, low=1e-2)
+    a2, b2, _ = ill_conditioned_quadratic(d=8, seed=3, low=1e-2)
     x1 = torch.zeros(8, dtype=torch.float64, requires_grad=True)
     x2 = torch.zeros(8, dtype=torch.float64, requires_grad=True)
     opt = AndersonAcceleration(
@@ -140,14 +122,14 @@ def test_each_param_group_has_its_own_extrapolation():
         opt.zero_grad()
         (0.5 * x1 @ a1 @ x1 - b1 @ x1 + 0.5 * x2 @ a2 @ x2 - b2 @ x2).backward()
         opt.step()
-    alone1, _ = _gradient_descent(a1, b1, 20, lr=0.5, history=3, averaging="off")
-    alone2, _ = _gradient_descent(a2, b2, 20, lr=0.5, history=3, averaging="off")
+    alone1, _ = gradient_descent(a1, b1, 20, lr=0.5, history=3, averaging="off")
+    alone2, _ = gradient_descent(a2, b2, 20, lr=0.5, history=3, averaging="off")
     torch.testing.assert_close(x1.detach(), alone1, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(x2.detach(), alone2, rtol=1e-10, atol=1e-10)
 
 
 def test_non_finite_extrapolation_falls_back_to_the_plain_iterate():
-    a, b, _ = _quadratic(d=6, seed=4, low=1e-1)
+    a, b, _ = ill_conditioned_quadratic(d=6, seed=4, low=1e-1)
     x = torch.zeros(6, dtype=torch.float64, requires_grad=True)
     opt = AndersonAcceleration(torch.optim.SGD([x], lr=0.5), history=3, frequency=4, averaging="off")
     for step in range(4):
@@ -162,8 +144,8 @@ def test_non_finite_extrapolation_falls_back_to_the_plain_iterate():
 
 
 def test_coefficient_cap_raises_regularization_instead_of_giving_up():
-    a, b, _ = _quadratic()
-    x, opt = _gradient_descent(a, b, 300, history=5, averaging="off", max_coefficient=2.0)
+    a, b, _ = ill_conditioned_quadratic()
+    x, opt = gradient_descent(a, b, 300, history=5, averaging="off", max_coefficient=2.0)
     stats = opt.statistics()
     assert stats["aa_regularized_fraction"] > 0
     assert stats["aa_accepted_fraction"] == 1.0
@@ -171,7 +153,7 @@ def test_coefficient_cap_raises_regularization_instead_of_giving_up():
 
 
 def _safeguarded(losses):
-    a, b, _ = _quadratic(d=10, seed=5, low=1e-2)
+    a, b, _ = ill_conditioned_quadratic(d=10, seed=5, low=1e-2)
     x = torch.zeros(10, dtype=torch.float64, requires_grad=True)
     opt = AndersonAcceleration(torch.optim.SGD([x], lr=0.5), history=3, averaging="off", safeguard=True)
     for _ in range(12):
@@ -191,16 +173,16 @@ def _safeguarded(losses):
 def test_safeguard_rejects_when_the_loss_does_not_decrease():
     x, opt = _safeguarded(itertools.repeat(1.0))  # the extrapolated point never looks better
     assert opt.counters["extrapolations"] > 0 and opt.counters["accepted"] == 0
-    a, b, _ = _quadratic(d=10, seed=5, low=1e-2)
-    plain, _ = _gradient_descent(a, b, 12, lr=0.5)
+    a, b, _ = ill_conditioned_quadratic(d=10, seed=5, low=1e-2)
+    plain, _ = gradient_descent(a, b, 12, lr=0.5)
     torch.testing.assert_close(x, plain)
 
 
 def test_safeguard_accepts_when_the_loss_decreases():
     x, opt = _safeguarded(itertools.count(0.0, -1.0))  # every later evaluation is lower
     assert opt.counters["accepted"] == opt.counters["extrapolations"] > 0
-    a, b, _ = _quadratic(d=10, seed=5, low=1e-2)
-    unguarded, _ = _gradient_descent(a, b, 12, lr=0.5, history=3, averaging="off")
+    a, b, _ = ill_conditioned_quadratic(d=10, seed=5, low=1e-2)
+    unguarded, _ = gradient_descent(a, b, 12, lr=0.5, history=3, averaging="off")
     torch.testing.assert_close(x, unguarded)
 
 
@@ -218,7 +200,7 @@ def test_frequency_must_be_a_multiple_of_store_every():
 
 
 def test_warmup_and_store_every():
-    a, b, _ = _quadratic(d=6, seed=6, low=1e-1)
-    _, opt = _gradient_descent(a, b, 20, lr=0.5, history=2, store_every=2, frequency=2, warmup=4, averaging="off")
+    a, b, _ = ill_conditioned_quadratic(d=6, seed=6, low=1e-1)
+    _, opt = gradient_descent(a, b, 20, lr=0.5, history=2, store_every=2, frequency=2, warmup=4, averaging="off")
     # 16 steps after warm-up = 8 stored pairs; the first extrapolation needs 2 pairs: 7 extrapolations.
     assert opt.counters["extrapolations"] == 7
