@@ -6,7 +6,16 @@ import warnings
 import pytest
 import torch
 
-from autoaccel.optim import AdaScale, AndersonAcceleration, Lookahead, iter_stack, optimizer_statistics
+from autoaccel.optim import (
+    AdaHessian,
+    AdaScale,
+    AndersonAcceleration,
+    DemonAdam,
+    DemonSGD,
+    Lookahead,
+    iter_stack,
+    optimizer_statistics,
+)
 
 from helpers import tiny_mlp, train
 
@@ -88,3 +97,28 @@ def test_deepcopy_and_repr_and_stack():
 def test_wrapping_a_non_optimizer_is_a_type_error():
     with pytest.raises(TypeError, match=r"torch\.optim\.Optimizer"):
         Lookahead([torch.zeros(1)])
+
+
+@pytest.mark.parametrize(
+    ("make", "create_graph"),
+    [
+        (lambda ps: DemonSGD(ps, lr=0.1, total_steps=5), False),
+        (lambda ps: DemonAdam(ps, lr=0.1, total_steps=5), False),
+        (lambda ps: AdaHessian(ps, lr=0.1), True),
+    ],
+)
+def test_bases_evaluate_the_closure_with_gradients_enabled(make, create_graph):
+    """torch's closure protocol: step(closure) runs it with grad enabled, uses its gradients, returns its loss."""
+    w = torch.ones(3, requires_grad=True)
+    opt = make([w])
+
+    def closure():
+        opt.zero_grad()
+        loss = ((w - 2.0) ** 2).sum()
+        loss.backward(create_graph=create_graph)
+        return loss
+
+    with torch.no_grad():
+        loss = opt.step(closure)
+    assert loss.item() == 3.0
+    assert (w > 1.0).all()  # moved towards 2

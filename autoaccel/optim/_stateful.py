@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch.optim import Optimizer
 
 __all__ = ["NamespacedStateOptimizer"]
@@ -13,6 +15,14 @@ class NamespacedStateOptimizer(Optimizer):
     """``state_dict()`` = torch's (per-parameter state keyed by position, param groups) + ``{state_key: extra}``."""
 
     state_key = "extra"
+
+    @staticmethod
+    def _closure_loss(closure: Callable[[], Any] | None) -> Any:
+        """torch's optional closure, evaluated with gradients enabled (``step`` itself runs under no_grad)."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
 
     def _extra_state(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -157,10 +157,7 @@ class AdaHessian(NamespacedStateOptimizer):
     # -- the update ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure)
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if any(p.grad.is_sparse for p in params):
             raise RuntimeError("AdaHessian does not support sparse gradients")

@@ -140,10 +140,7 @@ class DemonSGD(_DemonSchedule):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
             params, grads = _grads(group, "DemonSGD")
             if not params:
@@ -219,10 +216,7 @@ class DemonAdam(_DemonSchedule):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
             params, grads = _grads(group, "DemonAdam")
             if not params:
