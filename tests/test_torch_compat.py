@@ -122,3 +122,33 @@ def test_bases_evaluate_the_closure_with_gradients_enabled(make, create_graph):
         loss = opt.step(closure)
     assert loss.item() == 3.0
     assert (w > 1.0).all()  # moved towards 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: DemonSGD(ps, lr=0.1, total_steps=10),
+        lambda ps: DemonAdam(ps, lr=0.1, total_steps=10),
+        lambda ps: AdaHessian(ps, lr=0.1, update_each=100),
+    ],
+)
+def test_lr_scheduler_drives_the_bases(make):
+    """A LambdaLR run equals a run whose lr is set by hand to the same values, and differs from a constant lr."""
+
+    def run(schedule):
+        w = torch.zeros(2, requires_grad=True)
+        opt = make([w])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5**k) if schedule == "scheduler" else None
+        for k in range(4):
+            if schedule == "by hand":
+                opt.param_groups[0]["lr"] = 0.1 * 0.5**k
+            opt.zero_grad()
+            (w - torch.tensor([1.0, -2.0])).pow(2).sum().backward(create_graph=isinstance(opt, AdaHessian))
+            opt.step()
+            if scheduler:
+                scheduler.step()
+        return w.detach()
+
+    scheduled = run("scheduler")
+    assert torch.equal(scheduled, run("by hand"))
+    assert not torch.equal(scheduled, run("constant"))
