@@ -4,7 +4,7 @@
 
 For every (model, technique) it times, in the same process and interleaved round by round with its baseline, the
 full training iteration (zero_grad + forward + backward + step) and the optimizer step alone, and reports the
-median of the per-round ratios technique/baseline. Baselines are ``torch.optim.Adam``/``SGD`` with
+median of the per-round ratios technique/baseline (and their range). Baselines are ``torch.optim.Adam``/``SGD`` with
 ``foreach=True``; AdaScale is compared with the *same* micro-batch accumulation under plain SGD, AdaHessian with
 an Adam iteration. Techniques that act every few steps (Lookahead, Anderson) are timed over a multiple of their
 period, i.e. averaged over steps. Peers (pytorch-optimizer, torch-optimizer, fairscale) are timed the same way
@@ -212,6 +212,8 @@ def run(model_name: str, rounds: int, steps: int, batch_size: int, device: torch
                 per_round.setdefault((case.name, case.peer), []).append(timing)
         for case in all_cases:
             ours, base = per_round[(case.name, case.peer)], per_round[(case.baseline, "")]
+            iteration = [a[0] / b[0] for a, b in zip(ours, base, strict=True)]
+            step = [a[1] / b[1] for a, b in zip(ours, base, strict=True)]
             rows.append(
                 {
                     "model": label,
@@ -220,9 +222,11 @@ def run(model_name: str, rounds: int, steps: int, batch_size: int, device: torch
                     "implementation": case.peer or "autoaccel/torch",
                     "baseline": case.baseline,
                     "iteration_ms": 1e3 * statistics.median(t for t, _ in ours),
-                    "iteration_ratio": statistics.median(a[0] / b[0] for a, b in zip(ours, base, strict=True)),
+                    "iteration_ratio": statistics.median(iteration),
+                    "iteration_ratio_range": (min(iteration), max(iteration)),
                     "step_ms": 1e3 * statistics.median(s for _, s in ours),
-                    "step_ratio": statistics.median(a[1] / b[1] for a, b in zip(ours, base, strict=True)),
+                    "step_ratio": statistics.median(step),
+                    "step_ratio_range": (min(step), max(step)),
                 }
             )
     return rows
@@ -235,13 +239,16 @@ def markdown(rows: list[dict]) -> str:
         lines += [
             f"**{model}** ({subset[0]['parameters'] / 1e6:.1f}M parameters)",
             "",
-            "| technique | implementation | baseline | iteration ms | iteration × base | step ms | step × base |",
+            "| technique | implementation | baseline | iteration ms | iteration × base (range) | step ms "
+            "| step × base (range) |",
             "|---|---|---|---:|---:|---:|---:|",
         ]
         for r in subset:
+            (ilo, ihi), (slo, shi) = r["iteration_ratio_range"], r["step_ratio_range"]
             lines.append(
                 f"| {r['technique']} | {r['implementation']} | {r['baseline']} | {r['iteration_ms']:.1f} | "
-                f"{r['iteration_ratio']:.3f} | {r['step_ms']:.2f} | {r['step_ratio']:.2f} |"
+                f"{r['iteration_ratio']:.2f} ({ilo:.2f}–{ihi:.2f}) | {r['step_ms']:.2f} | "
+                f"{r['step_ratio']:.2f} ({slo:.2f}–{shi:.2f}) |"
             )
         lines.append("")
     return "\n".join(lines)
