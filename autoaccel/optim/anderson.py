@@ -53,7 +53,7 @@ from ._wrapper import OptimizerWrapper
 __all__ = ["ANDERSON_HYPERPARAMETERS", "AndersonAcceleration"]
 
 ANDERSON_HYPERPARAMETERS = (
-    Hyperparameter("history", int, 5, "m: past iterate pairs mixed with the newest (the window size)", 1),
+    Hyperparameter("history", int, 5, "m: older iterate pairs mixed with the newest (AADL history_depth − 2)", 1),
     Hyperparameter(
         "frequency",
         int,
