@@ -98,6 +98,22 @@ class _DemonSchedule(NamespacedStateOptimizer):
     def statistics(self) -> dict[str, float]:
         return {"demon_beta": self.beta(self.param_groups[0])}
 
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = self._closure_loss(closure)
+        for group in self.param_groups:
+            params, grads = _grads(group, type(self).__name__)
+            if params:
+                self._update(group, params, grads, self.beta(group))
+        self.progress += self.progress_increment
+        return loss
+
+    def _update(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor], beta: float
+    ) -> None:
+        """Apply one step with momentum ``beta`` to the parameters of ``group`` that have gradients."""
+        raise NotImplementedError
+
 
 def _grads(group: dict[str, Any], name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     params, grads = [], []
@@ -138,32 +154,25 @@ class DemonSGD(_DemonSchedule):
         super().__init__(params, hyper)
         self._init_schedule(total_steps)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = self._closure_loss(closure)
-        for group in self.param_groups:
-            params, grads = _grads(group, "DemonSGD")
-            if not params:
-                continue
-            beta = self.beta(group)
-            if group["weight_decay"] != 0:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            decayed, decayed_grads = [], []
-            for p, g in zip(params, grads, strict=True):
-                state = self.state[p]
-                if "momentum_buffer" in state:
-                    decayed.append(state["momentum_buffer"])
-                    decayed_grads.append(g)
-                else:
-                    state["momentum_buffer"] = torch.clone(g).detach()
-            if decayed:
-                torch._foreach_mul_(decayed, beta)
-                torch._foreach_add_(decayed, decayed_grads)
-            bufs = [self.state[p]["momentum_buffer"] for p in params]
-            direction = torch._foreach_add(grads, bufs, alpha=beta) if group["nesterov"] else bufs
-            torch._foreach_add_(params, direction, alpha=-group["lr"])
-        self.progress += self.progress_increment
-        return loss
+    def _update(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor], beta: float
+    ) -> None:
+        if group["weight_decay"] != 0:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        decayed, decayed_grads = [], []
+        for p, g in zip(params, grads, strict=True):
+            state = self.state[p]
+            if "momentum_buffer" in state:
+                decayed.append(state["momentum_buffer"])
+                decayed_grads.append(g)
+            else:
+                state["momentum_buffer"] = torch.clone(g).detach()
+        if decayed:
+            torch._foreach_mul_(decayed, beta)
+            torch._foreach_add_(decayed, decayed_grads)
+        bufs = [self.state[p]["momentum_buffer"] for p in params]
+        direction = torch._foreach_add(grads, bufs, alpha=beta) if group["nesterov"] else bufs
+        torch._foreach_add_(params, direction, alpha=-group["lr"])
 
 
 class DemonAdam(_DemonSchedule):
@@ -214,48 +223,42 @@ class DemonAdam(_DemonSchedule):
         super().__init__(params, hyper)
         self._init_schedule(total_steps)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = self._closure_loss(closure)
-        for group in self.param_groups:
-            params, grads = _grads(group, "DemonAdam")
-            if not params:
-                continue
-            beta, beta2, lr, wd = self.beta(group), group["beta2"], group["lr"], group["weight_decay"]
-            paper = group["variant"] == "paper"
-            exp_avgs, exp_avg_sqs, bias2_sqrt, step_sizes = [], [], [], []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if not paper:
-                        state["beta1_product"] = 1.0
-                state["step"] += 1
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                bias2_sqrt.append(math.sqrt(1.0 - beta2 ** state["step"]))
-                if paper:
-                    step_sizes.append(-lr)
-                else:
-                    state["beta1_product"] *= beta
-                    step_sizes.append(-lr / (1.0 - state["beta1_product"]))
-            if wd != 0:
-                if group["decoupled_weight_decay"]:
-                    torch._foreach_mul_(params, 1.0 - lr * wd)
-                else:
-                    grads = torch._foreach_add(grads, params, alpha=wd)
+    def _update(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor], beta: float
+    ) -> None:
+        beta2, lr, wd = group["beta2"], group["lr"], group["weight_decay"]
+        paper = group["variant"] == "paper"
+        exp_avgs, exp_avg_sqs, bias2_sqrt, step_sizes = [], [], [], []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if not paper:
+                    state["beta1_product"] = 1.0
+            state["step"] += 1
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            bias2_sqrt.append(math.sqrt(1.0 - beta2 ** state["step"]))
             if paper:
-                torch._foreach_mul_(exp_avgs, beta)
-                torch._foreach_add_(exp_avgs, grads)
+                step_sizes.append(-lr)
             else:
-                torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
-            denom = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_div_(denom, bias2_sqrt)
-            torch._foreach_add_(denom, group["eps"])
-            torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)
-        self.progress += self.progress_increment
-        return loss
+                state["beta1_product"] *= beta
+                step_sizes.append(-lr / (1.0 - state["beta1_product"]))
+        if wd != 0:
+            if group["decoupled_weight_decay"]:
+                torch._foreach_mul_(params, 1.0 - lr * wd)
+            else:
+                grads = torch._foreach_add(grads, params, alpha=wd)
+        if paper:
+            torch._foreach_mul_(exp_avgs, beta)
+            torch._foreach_add_(exp_avgs, grads)
+        else:
+            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, bias2_sqrt)
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)
