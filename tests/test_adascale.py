@@ -99,3 +99,12 @@ def test_unhook_removes_the_hooks():
     opt.unhook()
     model(torch.ones(1, 4)).sum().backward()
     assert opt._backward_calls == {}
+
+
+def test_zero_grad_clears_a_partial_accumulation():
+    """E.g. after a step skipped for overflowing gradients: the next full accumulation steps normally."""
+    model = tiny_mlp()
+    opt = AdaScale(torch.optim.SGD(model.parameters(), lr=0.1), num_gradients_to_accumulate=2)
+    model(torch.ones(1, 4)).sum().backward()  # one micro-batch, then no step
+    train(model, opt, 1, micro_batches=2)  # train() calls zero_grad first
+    assert opt.gain() >= 1.0 and opt.scale_invariant_steps > 0

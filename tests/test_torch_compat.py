@@ -152,3 +152,23 @@ def test_lr_scheduler_drives_the_bases(make):
     scheduled = run("scheduler")
     assert torch.equal(scheduled, run("by hand"))
     assert not torch.equal(scheduled, run("constant"))
+
+
+@pytest.mark.parametrize("name", list(WRAPPERS))
+def test_deepcopy_and_pickle_after_a_scheduler_is_attached(name):
+    """A copy steps its own parameters, not the original's through the scheduler's bound step; it pickles."""
+    import pickle
+
+    model = tiny_mlp()
+    opt = WRAPPERS[name](torch.optim.SGD(model.parameters(), lr=0.1))
+    torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    opt.register_step_post_hook(lambda *_: None)
+    train(model, opt, 2, micro_batches=_micro(name))
+    model_copy, opt_copy = copy.deepcopy((model, opt))
+    before = [p.detach().clone() for p in model.parameters()]
+    train(model_copy, opt_copy, 2, start=2, micro_batches=_micro(name))
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+    assert not all(torch.equal(p, b) for p, b in zip(model_copy.parameters(), before, strict=True))
+    if isinstance(opt_copy, AdaScale):
+        assert opt_copy.gain() > 1.0  # its hooks were registered on the copied parameters
+    assert pickle.loads(pickle.dumps(opt)).state_dict()["param_groups"][0]["lr"] == opt.param_groups[0]["lr"]

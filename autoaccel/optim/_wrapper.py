@@ -109,12 +109,23 @@ class OptimizerWrapper(Optimizer):
             self.state[p] = {k: _to_param(v, p) for k, v in saved.items()}
         self._load_extra_state(state_dict[self.state_key])
 
+    # Not copied or pickled: a scheduler's instance-level ``step`` (bound to the original object), hooks (callables
+    # of the original), and each subclass's ``_transient`` attributes (scratch buffers, autograd hook handles).
+    _transient: tuple[str, ...] = ()
+
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        skip = {"step", *_HOOK_DICTS, *self._transient}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        for name in _HOOK_DICTS:
+            setattr(self, name, OrderedDict())
+        self._reset_transient()
         self._patch_step_function()
+
+    def _reset_transient(self) -> None:
+        """Recreate the ``_transient`` attributes on a copy (nothing by default)."""
 
     # -- reporting ----------------------------------------------------------------------------------------------
     def statistics(self) -> dict[str, float]:

@@ -17,6 +17,8 @@ by r_t per step. Statistics are kept per param group, as in fairscale (``gain(i)
 Gradients: each micro-batch loss must be divided by ``num_gradients_to_accumulate`` so that ``.grad`` holds the
 mean, and ``step()`` follows exactly that many ``backward()`` calls. Under ``torch.distributed`` the per-worker sums
 are all-reduced (n = world size × accumulation). State is plain floats: it loads with ``weights_only=True``.
+Not supported yet: AMP loss scaling (the hooks would see scaled gradients and pin the gain at S); after a step
+skipped for overflow, ``zero_grad()`` clears the accumulated statistics.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class AdaScale(OptimizerWrapper):
     """``AdaScale(torch.optim.SGD(params, lr=0.1, momentum=0.9), num_gradients_to_accumulate=4)``."""
 
     state_key = "adascale"
+    _transient = ("_hooks", "_micro_sqnorm", "_backward_calls")
 
     def __init__(
         self,
@@ -97,20 +100,32 @@ class AdaScale(OptimizerWrapper):
         self.scale_invariant_steps = 0.0
         self._last_gain = 1.0
         # Per group: debiased EMAs of σ² and μ² (biased accumulators and their debias weight), as floats.
-        self._ema: list[dict[str, float]] = []
-        self._micro_sqnorm: list[torch.Tensor | None] = []
-        self._backward_calls: dict[torch.Tensor, int] = {}
-        self._hooks: list[Any] = []
-        for group in self.param_groups:
-            self._init_group(group)
+        self._ema: list[dict[str, float]] = [{"variance": 0.0, "sqnorm": 0.0, "weight": 0.0} for _ in self.param_groups]
+        self._reset_transient()
 
     def _init_group(self, group: dict[str, Any]) -> None:
-        index = len(self._ema)
         self._ema.append({"variance": 0.0, "sqnorm": 0.0, "weight": 0.0})
         self._micro_sqnorm.append(None)
+        self._register_hooks(len(self._ema) - 1, group)
+
+    def _reset_transient(self) -> None:
+        """Per-step accumulators and the gradient hooks, which a copy must register on its own parameters."""
+        self._micro_sqnorm: list[torch.Tensor | None] = [None] * len(self.param_groups)
+        self._backward_calls: dict[torch.Tensor, int] = {}
+        self._hooks: list[Any] = []
+        for index, group in enumerate(self.param_groups):
+            self._register_hooks(index, group)
+
+    def _register_hooks(self, index: int, group: dict[str, Any]) -> None:
         for p in group["params"]:
             if p.requires_grad:
                 self._hooks.append(p.register_hook(self._make_hook(index, p)))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients and this step's statistics (e.g. after a step skipped for overflowing gradients)."""
+        super().zero_grad(set_to_none=set_to_none)
+        self._micro_sqnorm = [None] * len(self._micro_sqnorm)
+        self._backward_calls.clear()
 
     def _make_hook(self, group_index: int, param: torch.Tensor) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
@@ -130,6 +145,12 @@ class AdaScale(OptimizerWrapper):
 
     # -- the gain -----------------------------------------------------------------------------------------------
     def _check_accumulation(self) -> None:
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if world != self.world_size:
+            raise RuntimeError(
+                f"AdaScale was built with world size {self.world_size} and steps with {world}: build it after "
+                "torch.distributed.init_process_group so that the gradients of all workers are counted"
+            )
         calls = set(self._backward_calls.values())
         if calls and calls != {self.num_gradients_to_accumulate}:
             raise RuntimeError(
