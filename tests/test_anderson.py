@@ -204,3 +204,44 @@ def test_warmup_and_store_every():
     _, opt = gradient_descent(a, b, 20, lr=0.5, history=2, store_every=2, frequency=2, warmup=4, averaging="off")
     # 16 steps after warm-up = 8 stored pairs; the first extrapolation needs 2 pairs: 7 extrapolations.
     assert opt.counters["extrapolations"] == 7
+
+
+def test_channels_last_parameters_and_empty_groups():
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    opt = AndersonAcceleration(torch.optim.SGD(conv.parameters(), lr=0.1), history=2, averaging="auto")
+    opt.add_param_group({"params": []})
+    for _ in range(7):
+        opt.zero_grad()
+        conv(torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last)).square().mean().backward()
+        opt.step()
+    assert opt.counters["extrapolations"] == 2 and torch.isfinite(conv.weight).all()
+
+
+def test_a_group_added_mid_block_waits_for_the_next_block():
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    y = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = AndersonAcceleration(torch.optim.SGD([x], lr=0.1), history=2, store_every=2, averaging="off")
+
+    def step():
+        opt.zero_grad()
+        ((x - 1) ** 2).sum().add(((y - 2) ** 2).sum()).backward()
+        opt.step()
+
+    step()  # block 0 opens
+    opt.add_param_group({"params": [y]})
+    step()  # block 0 closes: y had no input stored for it, so no pair
+    assert [book["pairs"] for book in opt._groups] == [1, 0]
+    step()
+    step()
+    assert [book["pairs"] for book in opt._groups] == [2, 1]
+
+
+def test_state_follows_a_dtype_change_after_construction():
+    model = torch.nn.Linear(3, 1)
+    opt = AndersonAcceleration(torch.optim.SGD(model.parameters(), lr=0.1), history=2)
+    model.double()
+    for _ in range(4):
+        opt.zero_grad()
+        model(torch.randn(4, 3, dtype=torch.float64)).sum().backward()
+        opt.step()
+    assert opt.state[model.weight]["g_hist"].dtype == torch.float64

@@ -68,3 +68,13 @@ def test_alpha_one_recovers_the_inner_optimizer():
 def test_bad_hyperparameters(k, alpha):
     with pytest.raises(ValueError, match=r"k|alpha"):
         Lookahead(torch.optim.SGD(tiny_mlp().parameters(), lr=0.1), k=k, alpha=alpha)
+
+
+def test_slow_weights_start_from_the_weights_of_the_first_step():
+    """Weights loaded after the optimizer was built are φ_0 (not the random initialisation)."""
+    model = tiny_mlp()
+    opt = Lookahead(torch.optim.SGD(model.parameters(), lr=0.0), k=2, alpha=0.5)
+    model.load_state_dict(tiny_mlp(seed=5).state_dict())
+    loaded = [p.detach().clone() for p in model.parameters()]
+    train(model, opt, 2)  # lr 0: θ stays, so the sync must leave it where it was loaded
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), loaded, strict=True))

@@ -97,6 +97,7 @@ class AndersonAcceleration(OptimizerWrapper):
     """
 
     state_key = "anderson"
+    _transient = ("_mean_buffers",)
 
     def __init__(
         self,
@@ -145,19 +146,25 @@ class AndersonAcceleration(OptimizerWrapper):
         self.steps = 0
         self.counters = {"extrapolations": 0, "accepted": 0, "regularized": 0, "averaging_decisions": 0, "averaged": 0}
         self._groups: list[dict[str, int]] = []
-        self._mean_buffers: dict[torch.Tensor, torch.Tensor] = {}  # scratch, not state
+        self._reset_transient()
         for group in self.param_groups:
             self._init_group(group)
 
     def _init_group(self, group: dict[str, Any]) -> None:
-        pairs, window = self.hyper["history"] + 1, self.hyper["averaging_window"]
-        for p in group["params"]:
-            state = self.state[p]
-            state["x_hist"] = p.new_zeros((pairs, *p.shape))
-            state["g_hist"] = p.new_zeros((pairs, *p.shape))
-            if self.hyper["averaging"] != "off":
-                state["window"] = p.new_zeros((window, *p.shape))
-        self._groups.append({"pairs": 0, "slot": 0, "window_count": 0, "window_slot": 0})
+        # "open": a pair's input was stored in this block; a group added mid-block waits for the next block start.
+        self._groups.append({"pairs": 0, "slot": 0, "window_count": 0, "window_slot": 0, "open": 0})
+
+    def _reset_transient(self) -> None:
+        self._mean_buffers: dict[torch.Tensor, torch.Tensor] = {}  # scratch for the window means, not state
+
+    def _buffer(self, p: torch.Tensor, name: str) -> torch.Tensor:
+        """The history (x_hist, g_hist) or averaging-window buffer of ``p``, allocated at first use as torch's
+        optimizers allocate state: a dtype or device change after construction is respected."""
+        state = self.state[p]
+        if name not in state:
+            rows = self.hyper["averaging_window"] if name == "window" else self.hyper["history"] + 1
+            state[name] = p.new_zeros((rows, *p.shape))  # contiguous, whatever p's layout
+        return state[name]
 
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -167,22 +174,27 @@ class AndersonAcceleration(OptimizerWrapper):
         since = self.steps - h["warmup"]
         block_start = since >= 0 and since % h["store_every"] == 0
         block_end = since >= 0 and (since + 1) % h["store_every"] == 0
+        groups = [(g, book) for g, book in zip(self.param_groups, self._groups, strict=True) if g["params"]]
         if block_start:
             with torch.no_grad():
-                for group, book in zip(self.param_groups, self._groups, strict=True):
-                    slot = book["slot"]
-                    torch._foreach_copy_([self.state[p]["x_hist"][slot] for p in group["params"]], group["params"])
+                for group, book in groups:
+                    params = group["params"]
+                    torch._foreach_copy_([self._buffer(p, "x_hist")[book["slot"]] for p in params], params)
+                    book["open"] = 1
         loss = self._inner_step(closure)
         with torch.no_grad():
             if h["averaging"] != "off":
-                for group, book in zip(self.param_groups, self._groups, strict=True):
+                for group, book in groups:
                     self._moving_average(group, book)
             if block_end:
-                for group, book in zip(self.param_groups, self._groups, strict=True):
-                    slot = book["slot"]
-                    torch._foreach_copy_([self.state[p]["g_hist"][slot] for p in group["params"]], group["params"])
-                    book["slot"] = (slot + 1) % (h["history"] + 1)
+                for group, book in groups:
+                    if not book["open"]:
+                        continue
+                    params = group["params"]
+                    torch._foreach_copy_([self._buffer(p, "g_hist")[book["slot"]] for p in params], params)
+                    book["slot"] = (book["slot"] + 1) % (h["history"] + 1)
                     book["pairs"] = min(book["pairs"] + 1, h["history"] + 1)
+                    book["open"] = 0
                 if (since + 1) % h["frequency"] == 0:
                     self._extrapolate(closure)
         self.steps += 1
@@ -191,7 +203,7 @@ class AndersonAcceleration(OptimizerWrapper):
     def _moving_average(self, group: dict[str, Any], book: dict[str, int]) -> None:
         params = group["params"]
         slot = book["window_slot"]
-        torch._foreach_copy_([self.state[p]["window"][slot] for p in params], params)
+        torch._foreach_copy_([self._buffer(p, "window")[slot] for p in params], params)
         book["window_slot"] = (slot + 1) % self.hyper["averaging_window"]
         book["window_count"] = count = min(book["window_count"] + 1, self.hyper["averaging_window"])
         if count < 2:
@@ -217,7 +229,7 @@ class AndersonAcceleration(OptimizerWrapper):
         for p in params:
             window = self.state[p]["window"][:count].reshape(count, -1)
             if p not in self._mean_buffers:
-                self._mean_buffers[p] = torch.empty_like(p)
+                self._mean_buffers[p] = torch.empty_like(p, memory_format=torch.contiguous_format)
             mean = self._mean_buffers[p]
             flat = mean.view(-1)
             for start in range(0, window.shape[1], _CHUNK):
@@ -358,7 +370,7 @@ class AndersonAcceleration(OptimizerWrapper):
         self.hyper = dict(extra["hyper"])
         self.steps = int(extra["steps"])
         self.counters = {k: int(v) for k, v in extra["counters"].items()}
-        self._groups = [{k: int(v) for k, v in book.items()} for book in extra["groups"]]
+        self._groups = [{"open": 0, **{k: int(v) for k, v in book.items()}} for book in extra["groups"]]
 
     def statistics(self) -> dict[str, float]:
         c = self.counters

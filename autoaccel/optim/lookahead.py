@@ -1,6 +1,6 @@
 """Lookahead (Zhang, Lucas, Hinton, Ba, "Lookahead Optimizer: k steps forward, 1 step back", NeurIPS 2019).
 
-Algorithm 1 of the paper, exactly: the slow weights start at the initial parameters, φ_0 = θ_0. The inner
+Algorithm 1 of the paper, exactly: the slow weights start at the parameters of the first step, φ_0 = θ_0. The inner
 optimizer takes k steps on the fast weights θ; after every k-th inner step::
 
     φ ← φ + α (θ − φ)
@@ -46,18 +46,17 @@ class Lookahead(OptimizerWrapper):
         self.k: int = hyper["k"]
         self.alpha: float = hyper["alpha"]
         self.inner_steps = 0
-        for group in self.param_groups:
-            self._init_group(group)
-
-    def _init_group(self, group: dict[str, Any]) -> None:
-        for p in group["params"]:
-            self.state[p]["slow"] = p.detach().clone(memory_format=torch.preserve_format)
 
     def _slow_and_fast(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         fast = self._params()
         return [self.state[p]["slow"] for p in fast], fast
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        # φ_0 = θ_0 taken at the first step a parameter takes part in, not at construction (torch's convention for
+        # lazy state): weights loaded, or a dtype/device changed, after the optimizer was built are respected.
+        for p in self._params():
+            if "slow" not in self.state[p]:
+                self.state[p]["slow"] = p.detach().clone(memory_format=torch.preserve_format)
         loss = self._inner_step(closure)
         self.inner_steps += 1
         if self.inner_steps % self.k == 0:
@@ -69,7 +68,11 @@ class Lookahead(OptimizerWrapper):
 
     @contextmanager
     def slow_weights(self) -> Iterator[None]:
-        """Evaluate with the slow weights φ: ``with opt.slow_weights(): evaluate(model)``."""
+        """Evaluate with the slow weights φ: ``with opt.slow_weights(): evaluate(model)`` (before the first step
+        they are the current weights)."""
+        if not all("slow" in self.state[p] for p in self._params()):
+            yield
+            return
         with torch.no_grad():
             slow, fast = self._slow_and_fast()
             backup = [p.detach().clone() for p in fast]
