@@ -148,3 +148,11 @@ def test_gradients_are_detached_after_the_step():
     opt = AdaHessian(model.parameters())
     train(model, opt, 1, create_graph=True)
     assert all(p.grad is not None and p.grad.grad_fn is None for p in model.parameters())
+
+
+def test_needs_create_graph_ignores_frozen_parameters():
+    model = tiny_convnet()
+    model.head.bias.requires_grad_(False)
+    opt = AdaHessian(model.parameters(), update_each=2)
+    train(model, opt, 1, create_graph=True)
+    assert opt.needs_create_graph is False

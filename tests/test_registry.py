@@ -89,6 +89,7 @@ def test_adahessian_section_and_betas():
         ({"base": "sgd", "nesterov": True}, "nesterov", "momentum > 0"),
         ({"base": "adahessian", "adahessian": {"hessian_power": 2}}, "adahessian.hessian_power", "[0, 1]"),
         ({"base": "sgd", "anderson": {"history": 2.5}}, "anderson.history", "an integer"),
+        ({"base": "sgd", "anderson": {"safeguard": True}, "adascale": {}}, "anderson.safeguard", "takes no closure"),
     ],
 )
 def test_bad_configs_name_the_key_the_value_and_what_is_allowed(config, key, allowed):

@@ -243,6 +243,10 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         else:
             allowed = f"unknown key for base {base_name!r}; allowed keys: {', '.join(allowed_keys)}"
             raise ConfigError(key, value, allowed)
+    if "adascale" in out and out.get("anderson", {}).get("safeguard"):
+        raise ConfigError(
+            "anderson.safeguard", True, "false under adascale (AdaScale.step takes no closure, the safeguard needs one)"
+        )
     if "adascale" in out and not base.sgd_family:
         family = ", ".join(n for n, t in TECHNIQUES.items() if t.sgd_family)
         reason = " (its Hessian-vector backward would fire AdaScale's hooks)" if base_name == "adahessian" else ""

@@ -21,7 +21,8 @@ which the reference implementations crash on.
 
 The backward pass before a refresh step must build the graph: ``loss.backward(create_graph=True)``
 (``needs_create_graph`` says whether the next step refreshes). Parameters whose gradient does not depend on any
-parameter (a constant gradient) have a zero Hessian row and get D = 0 instead of crashing the double backward.
+parameter (a constant gradient) have a zero Hessian row and get D = 0 instead of crashing the double backward;
+their step is then η m̂/ε, as the rule says for zero curvature: give them their own group with a smaller lr.
 After the Hessian-vector product the gradients are detached, which frees the double-backward graph at once.
 """
 
@@ -110,12 +111,16 @@ class AdaHessian(NamespacedStateOptimizer):
         return z.mul_(2).sub_(1)
 
     def _refresh_due(self, params: list[torch.Tensor]) -> bool:
-        return self.steps % self.update_each == 0 or any(self.state[p].get("hessian_step", 0) == 0 for p in params)
+        """A scheduled refresh, or a parameter that has no Hessian estimate yet."""
+        return self.steps % self.update_each == 0 or any(p not in self.state for p in params)
 
     @property
     def needs_create_graph(self) -> bool:
-        """Whether the next ``step()`` refreshes the Hessian (so its backward needs ``create_graph=True``)."""
-        params = [p for group in self.param_groups for p in group["params"]]
+        """Whether the next ``step()`` refreshes the Hessian (so its backward needs ``create_graph=True``).
+
+        Counts the trainable parameters (``requires_grad``); one that never receives a gradient keeps this True.
+        """
+        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
         return self._refresh_due(params)
 
     def _hessian_diagonal(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -223,4 +228,6 @@ class AdaHessian(NamespacedStateOptimizer):
         self.seed = int(extra["seed"])
         self._generators = {}
         for device, gen_state in extra["generators"].items():
+            if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+                continue  # a GPU checkpoint resumed on CPU: the probes restart from the seed
             self._generator(torch.device(device)).set_state(gen_state.cpu())
