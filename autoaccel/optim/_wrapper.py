@@ -11,7 +11,7 @@ inner optimizer's state dict, so a checkpoint loads into freshly built objects a
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -66,9 +66,6 @@ class OptimizerWrapper(Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def _inner_step(self, closure: Callable[[], Any] | None) -> Any:
-        return self.optimizer.step() if closure is None else self.optimizer.step(closure)
 
     # -- checkpointing ------------------------------------------------------------------------------------------
     def _params(self) -> list[torch.Tensor]:

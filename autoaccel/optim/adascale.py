@@ -98,7 +98,6 @@ class AdaScale(OptimizerWrapper):
         self.scale: float = float(n) if hyper["scale"] is None else hyper["scale"]
         self.smoothing: float = max(1.0 - n / 1000.0, 0.0) if hyper["smoothing"] is None else hyper["smoothing"]
         self.scale_invariant_steps = 0.0
-        self._last_gain = 1.0
         # Per group: debiased EMAs of σ² and μ² (biased accumulators and their debias weight), as floats.
         self._ema: list[dict[str, float]] = [{"variance": 0.0, "sqnorm": 0.0, "weight": 0.0} for _ in self.param_groups]
         self._reset_transient()
@@ -225,12 +224,11 @@ class AdaScale(OptimizerWrapper):
         for group, r in zip(self.param_groups, gains, strict=True):
             group["lr"] = group["lr"] * r
         try:
-            loss = self._inner_step(None)
+            loss = self.optimizer.step()
         finally:
             for group, lr in zip(self.param_groups, saved, strict=True):
                 group["lr"] = lr
         self.scale_invariant_steps += total
-        self._last_gain = total
         self._micro_sqnorm = [None] * len(self._micro_sqnorm)
         self._backward_calls.clear()
         return loss
@@ -247,7 +245,6 @@ class AdaScale(OptimizerWrapper):
             "num_gradients_to_accumulate": self.num_gradients_to_accumulate,
             "smoothing": self.smoothing,
             "scale_invariant_steps": self.scale_invariant_steps,
-            "last_gain": self._last_gain,
             "ema": [dict(e) for e in self._ema],
         }
 
@@ -256,7 +253,6 @@ class AdaScale(OptimizerWrapper):
         self.num_gradients_to_accumulate = int(extra["num_gradients_to_accumulate"])
         self.smoothing = float(extra["smoothing"])
         self.scale_invariant_steps = float(extra["scale_invariant_steps"])
-        self._last_gain = float(extra["last_gain"])
         if len(extra["ema"]) != len(self._ema):
             raise ValueError(
                 f"AdaScale.load_state_dict: statistics for {len(extra['ema'])} param groups, "
@@ -265,7 +261,7 @@ class AdaScale(OptimizerWrapper):
         self._ema = [{k: float(v) for k, v in e.items()} for e in extra["ema"]]
 
     def statistics(self) -> dict[str, float]:
-        return {"adascale_gain": self._last_gain, "adascale_scale_invariant_steps": self.scale_invariant_steps}
+        return {"adascale_gain": self.gain(), "adascale_scale_invariant_steps": self.scale_invariant_steps}
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {"scale": self.scale, "num_gradients_to_accumulate": self.num_gradients_to_accumulate}

@@ -181,7 +181,7 @@ class AndersonAcceleration(OptimizerWrapper):
                     params = group["params"]
                     torch._foreach_copy_([self._buffer(p, "x_hist")[book["slot"]] for p in params], params)
                     book["open"] = 1
-        loss = self._inner_step(closure)
+        loss = self.optimizer.step(closure)
         with torch.no_grad():
             if h["averaging"] != "off":
                 for group, book in groups:

@@ -54,10 +54,12 @@ class Lookahead(OptimizerWrapper):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         # φ_0 = θ_0 taken at the first step a parameter takes part in, not at construction (torch's convention for
         # lazy state): weights loaded, or a dtype/device changed, after the optimizer was built are respected.
-        for p in self._params():
-            if "slow" not in self.state[p]:
-                self.state[p]["slow"] = p.detach().clone(memory_format=torch.preserve_format)
-        loss = self._inner_step(closure)
+        params = self._params()
+        if len(self.state) < len(params):  # "slow" is the only state, so this is cheap on the hot path
+            for p in params:
+                if p not in self.state:
+                    self.state[p]["slow"] = p.detach().clone(memory_format=torch.preserve_format)
+        loss = self.optimizer.step(closure)
         self.inner_steps += 1
         if self.inner_steps % self.k == 0:
             with torch.no_grad():
@@ -70,7 +72,7 @@ class Lookahead(OptimizerWrapper):
     def slow_weights(self) -> Iterator[None]:
         """Evaluate with the slow weights φ: ``with opt.slow_weights(): evaluate(model)`` (before the first step
         they are the current weights)."""
-        if not all("slow" in self.state[p] for p in self._params()):
+        if not all(p in self.state for p in self._params()):
             yield
             return
         with torch.no_grad():
