@@ -4,7 +4,9 @@
 
 1. Deterministic gradient descent (lr 1, 300 steps) on the ill-conditioned quadratic of the tests (eigenvalues
    1e-3..1): the error ‖x − x*‖ of plain GD and of Anderson acceleration at several settings.
-2. The demo's MLP (scikit-learn diabetes, batch 40) with SGD (momentum 0.9) and Adam, plain and under Anderson
+2. The RSD switch of ``averaging="auto"``: the fraction of steps averaged on a noisy linear regression at batch
+   sizes 1, 4 and 256 (full batch).
+3. The demo's MLP (scikit-learn diabetes, batch 40) with SGD (momentum 0.9) and Adam, plain and under Anderson
    acceleration with history 5 at several extrapolation frequencies and coefficient caps: validation MSE per seed
    (nan = diverged). Quality only, no timing.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from autoaccel.demo import train_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import gradient_descent, ill_conditioned_quadratic
+from helpers import averaging_fraction_on_noisy_regression, gradient_descent, ill_conditioned_quadratic
 
 QUADRATIC = [  # (label, anderson options or None for plain GD)
     ("gradient descent", None),
@@ -52,6 +54,12 @@ def main() -> None:
     for label, options in QUADRATIC:
         x, _ = gradient_descent(a, b, 300, **({"averaging": "off", **options} if options else {}))
         print(f"| {label} | {(x - x_star).norm().item():.3g} |")
+    print()
+    print("| noisy linear regression, SGD lr 0.05, 400 steps | fraction of steps averaged (auto, τ = 0.1) |")
+    print("|---|---:|")
+    for batch in (1, 4, 256):
+        fraction = averaging_fraction_on_noisy_regression(batch)
+        print(f"| batch {batch}{' (full)' if batch == 256 else ''} | {fraction:.3f} |")
     print()
     print(f"| base | Anderson (history 5) | validation MSE, seeds {', '.join(map(str, args.seeds))} | diverged |")
     print("|---|---|---|---:|")

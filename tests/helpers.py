@@ -117,3 +117,32 @@ def gradient_descent(a, b, steps, lr=1.0, x0=None, **anderson):
         (0.5 * x @ a @ x - b @ x).backward()
         opt.step()
     return x.detach(), opt
+
+
+def averaging_fraction_on_noisy_regression(
+    batch: int,
+    steps: int = 400,
+    criterion: str = "norm_ratio",
+    negative: bool = False,
+    threshold: float = 0.1,
+    seed: int = 0,
+) -> float:
+    """Anderson(SGD) with ``averaging="auto"`` on a noisy 256 × 10 linear regression at this batch size (256 = full
+    batch): the fraction of steps it averaged. ``negative`` makes every true weight negative."""
+    g = torch.Generator().manual_seed(seed)
+    n, d = 256, 10
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w_true = torch.randn(d, generator=g, dtype=torch.float64)
+    if negative:
+        w_true = -w_true.abs() - 3.0
+    y = x @ w_true + torch.randn(n, generator=g, dtype=torch.float64)
+    w = (w_true + 0.5 * torch.randn(d, generator=g, dtype=torch.float64)).requires_grad_()
+    opt = AndersonAcceleration(
+        torch.optim.SGD([w], lr=0.05), history=5, averaging="auto", rsd_criterion=criterion, rsd_threshold=threshold
+    )
+    for _ in range(steps):
+        idx = torch.randint(0, n, (batch,), generator=g) if batch < n else torch.arange(n)
+        opt.zero_grad()
+        ((x[idx] @ w - y[idx]) ** 2).mean().backward()
+        opt.step()
+    return opt.statistics()["aa_averaging_fraction"]

@@ -8,7 +8,7 @@ import torch
 
 from autoaccel.optim import AndersonAcceleration
 
-from helpers import gradient_descent, ill_conditioned_quadratic
+from helpers import averaging_fraction_on_noisy_regression, gradient_descent, ill_conditioned_quadratic
 
 
 def _aadl_by_hand(iterates, relaxation):
@@ -63,35 +63,15 @@ def test_far_smaller_error_than_gradient_descent_on_an_ill_conditioned_quadratic
     assert opt.statistics()["aa_accepted_fraction"] == 1.0
 
 
-def _noisy_regression(batch, steps=400, criterion="norm_ratio", negative=False, threshold=0.1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n, d = 256, 10
-    x = torch.randn(n, d, generator=g, dtype=torch.float64)
-    w_true = torch.randn(d, generator=g, dtype=torch.float64)
-    if negative:
-        w_true = -w_true.abs() - 3.0
-    y = x @ w_true + torch.randn(n, generator=g, dtype=torch.float64)
-    w = (w_true + 0.5 * torch.randn(d, generator=g, dtype=torch.float64)).requires_grad_()
-    opt = AndersonAcceleration(
-        torch.optim.SGD([w], lr=0.05), history=5, averaging="auto", rsd_criterion=criterion, rsd_threshold=threshold
-    )
-    for _ in range(steps):
-        idx = torch.randint(0, n, (batch,), generator=g) if batch < n else torch.arange(n)
-        opt.zero_grad()
-        ((x[idx] @ w - y[idx]) ** 2).mean().backward()
-        opt.step()
-    return opt.statistics()["aa_averaging_fraction"]
-
-
 def test_auto_averaging_switches_on_for_small_noisy_batches_and_stays_off_for_full_batches():
-    assert _noisy_regression(batch=1) > 0.5
-    assert _noisy_regression(batch=256) < 0.1
+    assert averaging_fraction_on_noisy_regression(batch=1) > 0.5
+    assert averaging_fraction_on_noisy_regression(batch=256) < 0.1
 
 
 def test_max_ratio_criterion_never_fires_on_negative_parameters():
     """AADL's max σ / max μ is negative when every parameter is: the scale-robust default still fires."""
-    assert _noisy_regression(batch=1, criterion="max_ratio", negative=True, threshold=0.01) == 0.0
-    assert _noisy_regression(batch=1, criterion="norm_ratio", negative=True, threshold=0.01) > 0.5
+    assert averaging_fraction_on_noisy_regression(batch=1, criterion="max_ratio", negative=True, threshold=0.01) == 0.0
+    assert averaging_fraction_on_noisy_regression(batch=1, criterion="norm_ratio", negative=True, threshold=0.01) > 0.5
 
 
 def test_averaging_on_replaces_the_iterate_by_the_window_mean():
