@@ -44,10 +44,10 @@ class Technique:
     kind: str  # "base" or "wrapper"
     summary: str
     reference: str
+    build: Callable[..., Optimizer] = field(repr=False)
     top_level: tuple[Hyperparameter, ...] = ()
     section: str | None = None
     section_keys: tuple[Hyperparameter, ...] = ()
-    build: Callable[..., Optimizer] = field(default=lambda *a, **k: None, repr=False)
     sgd_family: bool = False
 
     @property
@@ -101,12 +101,8 @@ def _adahessian(params: Any, hp: dict[str, Any], section: dict[str, Any]) -> Opt
     return AdaHessian(params, betas=betas, **hp, **section)
 
 
-def _demon(cls: type[Optimizer]) -> Callable[[Any, dict[str, Any], dict[str, Any]], Optimizer]:
+def _with_section(cls: type[Optimizer]) -> Callable[[Any, dict[str, Any], dict[str, Any]], Optimizer]:
     def build(params: Any, hp: dict[str, Any], section: dict[str, Any]) -> Optimizer:
-        if section.get("total_steps") is None:
-            raise ConfigError(
-                "demon.total_steps", section.get("total_steps"), "required: the run's optimizer steps (≥ 1)"
-            )
         return cls(params, **hp, **section)
 
     return build
@@ -148,7 +144,7 @@ TECHNIQUES: dict[str, Technique] = {
             top_level=(_with_default(_LR, 1e-2), *_pick(DEMON_SGD_HYPERPARAMETERS, "weight_decay", "nesterov")),
             section="demon",
             section_keys=_pick(DEMON_SGD_HYPERPARAMETERS, "beta_init", "total_steps"),
-            build=_demon(DemonSGD),
+            build=_with_section(DemonSGD),
             sgd_family=True,
         ),
         Technique(
@@ -159,7 +155,7 @@ TECHNIQUES: dict[str, Technique] = {
             top_level=_pick(DEMON_ADAM_HYPERPARAMETERS, "lr", "beta2", "eps", "weight_decay", "decoupled_weight_decay"),
             section="demon",
             section_keys=_pick(DEMON_ADAM_HYPERPARAMETERS, "beta_init", "total_steps", "variant"),
-            build=_demon(DemonAdam),
+            build=_with_section(DemonAdam),
         ),
         Technique(
             "adahessian",
@@ -243,6 +239,10 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         else:
             allowed = f"unknown key for base {base_name!r}; allowed keys: {', '.join(allowed_keys)}"
             raise ConfigError(key, value, allowed)
+    if base.section:
+        for h in base.section_keys:  # declared without a default and not nullable: the config must give it
+            if h.default is None and not h.nullable and h.name not in out.get(base.section, {}):
+                raise ConfigError(f"{base.section}.{h.name}", None, f"required: {h.help} ({h.allowed()})")
     if "adascale" in out and out.get("anderson", {}).get("safeguard"):
         raise ConfigError(
             "anderson.safeguard", True, "false under adascale (AdaScale.step takes no closure, the safeguard needs one)"
