@@ -50,7 +50,7 @@ class Hyperparameter:
         elif self.kind is bool:
             text = "true or false"
         else:
-            noun = {int: "an integer", float: "a number"}.get(self.kind, self.kind.__name__)
+            noun = {int: "an integer", float: "a number", str: "a string"}.get(self.kind, self.kind.__name__)
             lo = None if self.low is None else ("(" if self.low_open else "[") + _fmt(self.low)
             hi = None if self.high is None else _fmt(self.high) + (")" if self.high_open else "]")
             if lo and hi:
@@ -74,8 +74,8 @@ class Hyperparameter:
             if value not in self.choices:
                 raise ConfigError(key, value, self.allowed())
             return value
-        if self.kind is bool:
-            if not isinstance(value, bool):
+        if self.kind in (bool, str):
+            if not isinstance(value, self.kind):
                 raise ConfigError(key, value, self.allowed())
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
