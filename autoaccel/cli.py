@@ -38,6 +38,48 @@ def _optimizers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workloads(args: argparse.Namespace) -> int:
+    from autoaccel.workloads import WORKLOADS
+    from autoaccel.workloads._base import options_table
+
+    rows = []
+    for name in WORKLOADS:
+        cls = WORKLOADS[name]
+        rows.append(
+            {
+                "name": name,
+                "task": cls.task,
+                "summary": cls.summary,
+                "metric": cls.metric,
+                "mode": cls.mode,
+                "target": cls().target,
+                "default_batch_size": cls.default_batch_size,
+                "options": options_table(cls),
+            }
+        )
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    for row in rows:
+        print(f"{row['name']} ({row['task']}) — {row['summary']}")
+        print(
+            f"    metric {row['metric']} ({row['mode']}), target {row['target']:g}, "
+            f"default batch size {row['default_batch_size']}"
+        )
+        width = max((len(o["key"]) for o in row["options"]), default=0)
+        for o in row["options"]:
+            print(f"    {o['key']:<{width}}  default {json.dumps(o['default']):<9} {o['allowed']:<30} {o['help']}")
+        print()
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from autoaccel.train import train_command
+
+    return train_command(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from autoaccel.demo import run_demo
 
@@ -53,6 +95,34 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=_optimizers)
 
+    workloads = commands.add_parser("workloads", help="list workloads with their options, metric and target")
+    workloads.add_argument("--json", action="store_true", help="machine-readable output")
+    workloads.set_defaults(func=_workloads)
+
+    train = commands.add_parser("train", help="train one workload with one optimizer config (one trial)")
+    train.add_argument("--workload", required=True, help="workload name (see `autoaccel workloads`)")
+    train.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a workload option")
+    train.add_argument("--config", help="optimizer config YAML (nested, as build_optimizer takes it)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="optimizer config override with a dotted key, e.g. anderson.history=5",
+    )
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="training epochs (default 10)")
+    budget.add_argument("--steps", type=int, help="optimizer steps instead of epochs")
+    train.add_argument("--batch-size", type=int, help="default: the workload's")
+    train.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    train.add_argument("--checkpoint-dir", help="checkpoint every epoch there; resume from a checkpoint found there")
+    train.add_argument("--output-json", help="write the final metrics there")
+    train.add_argument("--tracking-uri", help="also record an MLflow run there (e.g. sqlite:///mlflow.db)")
+    train.add_argument("--experiment", default="autoaccel-train", help="MLflow experiment (with --tracking-uri)")
+    train.set_defaults(func=_train)
+
     demo = commands.add_parser("demo", help="train a small real regression with each technique and compare")
     demo.add_argument("--epochs", type=int, default=60)
     demo.add_argument("--seed", type=int, default=0)
@@ -61,8 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from autoaccel.optim import ConfigError
+    from autoaccel.workloads._cache import DataError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError) as error:  # bad input: one clear line, exit code 2, nothing started
+        print(f"autoaccel {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

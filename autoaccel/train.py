@@ -1,0 +1,89 @@
+"""``autoaccel train``: one trial from the command line, with a progress line per epoch and optional MLflow run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoaccel._overrides import apply_overrides
+from autoaccel.optim import ConfigError
+from autoaccel.trial import run_trial, validate_trial_config
+
+__all__ = ["train_command", "trial_config_from_args"]
+
+_BAR = 24
+
+
+def trial_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    optimizer: dict[str, Any] = {"base": "adam"}
+    if args.config:
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError("--config", args.config, f"a readable YAML mapping ({error})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError("--config", args.config, "a YAML mapping (the nested optimizer config)")
+        optimizer = loaded
+    optimizer = apply_overrides(optimizer, args.set)
+    workload = apply_overrides({"name": args.workload}, args.option, flag="--option")
+    budget: dict[str, Any] = {"schedule": args.schedule}
+    budget.update({"steps": args.steps} if args.steps else {"epochs": args.epochs or 10})
+    if args.batch_size:
+        budget["batch_size"] = args.batch_size
+    return {"workload": workload, "optimizer": optimizer, "budget": budget, "seed": args.seed, "device": args.device}
+
+
+def _line(metrics: dict[str, Any], budget: dict[str, Any], metric: str) -> str:
+    done = metrics["epoch"] / budget["epochs"] if budget["epochs"] else metrics["step"] / budget["steps"]
+    filled = round(_BAR * min(done, 1.0))
+    shown = [f"{key}={metrics[key]:.4g}" for key in ("train_loss", metric) if key in metrics]
+    shown += [
+        f"{k}={v:.3g}"
+        for k, v in metrics.items()
+        if k.startswith(("demon_", "adascale_gain", "aa_")) and k != "aa_extrapolations"
+    ]
+    bar = "█" * filled + "·" * (_BAR - filled)
+    return f"epoch {metrics['epoch']:>4} |{bar}| {metrics['time_s']:7.1f}s  " + "  ".join(shown)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    config, workload = validate_trial_config(trial_config_from_args(args))  # bad input fails here, before any work
+    tracker = run_id = None
+    if args.tracking_uri:
+        from autoaccel.tracking import Tracker, family, resolve_tracking_uri
+
+        tracker = Tracker(resolve_tracking_uri(args.tracking_uri), args.experiment)
+        tags = {"workload": workload.name, "family": family(config["optimizer"]), "seed": config["seed"]}
+        run_id = tracker.start_run(f"{workload.name}-{family(config['optimizer'])}-s{config['seed']}", config, tags)
+
+    def report(metrics: dict[str, Any], _: str | None) -> None:
+        print(_line(metrics, config["budget"], workload.metric), file=sys.stderr, flush=True)
+        if tracker is not None:
+            tracker.log_epoch(run_id, metrics, step=metrics["epoch"])
+
+    try:
+        result = run_trial(config, report=report, checkpoint_dir=args.checkpoint_dir)
+    except BaseException as error:  # the MLflow run still ends in a terminal state
+        if tracker is not None:
+            tracker.finish(run_id, "errored" if isinstance(error, Exception) else "interrupted")
+        raise
+    status = result["status"]
+    if tracker is not None:
+        tracker.set_tags(run_id, {"epochs": result.get("epoch", 0), "best_metric": result["best_metric"]})
+        tracker.finish(run_id, status)
+    summary = {k: v for k, v in result.items() if not isinstance(v, float) or abs(v) < 1e300}
+    print(
+        f"{workload.name} {status}: {workload.metric}={result.get(workload.metric, float('nan')):.6g} "
+        f"(best {result['best_metric']:.6g} at epoch {result['best_epoch']}, target {workload.target:g}, "
+        f"time to target {result['time_to_target'] if result['time_to_target'] is not None else 'not reached'})"
+    )
+    if args.output_json:
+        Path(args.output_json).write_text(json.dumps({"config": config, "result": summary}, indent=2) + "\n")
+    if run_id:
+        print(f"MLflow run {run_id} in {args.tracking_uri}")
+    return 0

@@ -1,0 +1,203 @@
+"""The trial runner: metrics per epoch, exact resume, divergence as a result, clear errors; ``autoaccel train``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from autoaccel.cli import main
+from autoaccel.optim import ConfigError
+from autoaccel.trial import CHECKPOINT, run_trial, validate_trial_config
+from autoaccel.workloads import register_workload
+from autoaccel.workloads.quadratic import NoisyQuadratic
+
+QUAD = {"name": "quadratic", "dim": 8, "samples": 96, "condition": 50.0}
+
+STACKS: dict[str, dict[str, Any]] = {
+    "sgd_cosine": {"base": "sgd", "lr": 0.2, "momentum": 0.9},
+    "demon_adam": {"base": "demon_adam", "lr": 0.05, "demon": {"beta_init": 0.9}},
+    "anderson_lookahead_adam": {
+        "base": "adam",
+        "lr": 0.05,
+        "lookahead": {"k": 3, "alpha": 0.5},
+        "anderson": {"history": 3, "averaging": "auto", "averaging_window": 3},
+    },
+    "anderson_safeguard_sgd": {"base": "sgd", "lr": 0.2, "anderson": {"history": 3, "safeguard": True}},
+    "adascale_demon_sgd": {"base": "demon_sgd", "lr": 0.1, "adascale": {"num_gradients_to_accumulate": 2}},
+    "adahessian": {"base": "adahessian", "lr": 0.1, "adahessian": {"update_each": 2}},
+}
+
+
+class _Stop(Exception):
+    pass
+
+
+class _DropoutLinear(torch.nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.nn.functional.dropout(x, 0.3, self.training))  # draws from the global RNG
+
+
+@register_workload
+class _DropoutQuadratic(NoisyQuadratic):
+    name = "dropout_quadratic"
+
+    def model(self) -> torch.nn.Module:
+        return _DropoutLinear(self.config["dim"], 1, bias=False)
+
+
+def _config(optimizer: dict[str, Any], epochs: int = 6, workload: dict[str, Any] | None = None, **budget: Any) -> dict:
+    schedule = {"schedule": "cosine", "warmup_steps": 2}
+    return {
+        "workload": workload or QUAD,
+        "optimizer": optimizer,
+        "budget": {"epochs": epochs, "batch_size": 16, **schedule, **budget},
+        "seed": 3,
+        "device": "cpu",
+    }
+
+
+def _without_time(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in h.items() if k != "time_s"} for h in history]
+
+
+@pytest.mark.parametrize("name", [*sorted(STACKS), "dropout"])
+def test_resume_is_bit_exact(name: str, tmp_path: Path) -> None:
+    if name == "dropout":
+        config = _config(STACKS["sgd_cosine"], workload={**QUAD, "name": "dropout_quadratic"})
+    else:
+        config = _config(STACKS[name])
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    reports: list[dict[str, Any]] = []
+    result = run_trial(config, report=lambda m, _: reports.append(m), checkpoint_dir=straight)
+
+    def stop_after_three(metrics: dict[str, Any], _: str | None) -> None:
+        if metrics["epoch"] == 3:
+            raise _Stop  # the process dies after the epoch-3 checkpoint was written
+
+    with pytest.raises(_Stop):
+        run_trial(config, report=stop_after_three, checkpoint_dir=resumed)
+    again = run_trial(config, checkpoint_dir=resumed)
+    a = torch.load(straight / CHECKPOINT, weights_only=True)
+    b = torch.load(resumed / CHECKPOINT, weights_only=True)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert _without_time(a["history"]) == _without_time(b["history"])
+    assert {k: v for k, v in again.items() if k not in ("time_s", "time_to_target")} == {
+        k: v for k, v in result.items() if k not in ("time_s", "time_to_target")
+    }
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 4, 5, 6] and result["status"] == "completed"
+
+
+def test_reports_every_epoch_with_design_metrics(tmp_path: Path) -> None:
+    reports: list[tuple[dict[str, Any], str | None]] = []
+    config = _config(STACKS["demon_adam"], epochs=4)
+    result = run_trial(config, report=lambda m, d: reports.append((m, d)), checkpoint_dir=tmp_path)
+    assert len(reports) == 4
+    for metrics, folder in reports:
+        assert folder == str(tmp_path) and (tmp_path / CHECKPOINT).exists()
+        for key in ("epoch", "step", "time_s", "train_loss", "val_loss", "val_suboptimality", "metric", "lr"):
+            assert math.isfinite(metrics[key]), key
+        assert metrics["status"] == "completed"
+    assert [m["step"] for m, _ in reports] == [6, 12, 18, 24]  # 96 samples / 16
+    betas = [m["demon_beta"] for m, _ in reports]
+    assert betas == sorted(betas, reverse=True) and betas[-1] == 0.0  # Demon's total_steps came from the budget
+    assert result["metric"] < reports[0][0]["metric"]  # it learns
+    assert result["best_metric"] == min(m["metric"] for m, _ in reports)
+
+
+def test_steps_budget_and_adascale_accumulation() -> None:
+    config = _config(STACKS["adascale_demon_sgd"], epochs=None, steps=10)
+    result = run_trial(config)
+    assert result["step"] == 10 and result["epoch"] == 2
+    assert 1.0 <= result["adascale_gain"] <= 2.0 and result["adascale_scale_invariant_steps"] >= 10
+
+
+def test_huge_learning_rate_is_a_diverged_result_not_a_crash() -> None:
+    reports: list[dict[str, Any]] = []
+    result = run_trial(_config({"base": "sgd", "lr": 1.0e4}, epochs=5), report=lambda m, _: reports.append(m))
+    assert result["status"] == "diverged" and reports[-1]["status"] == "diverged"
+    assert len(reports) < 5  # stopped at once
+    assert all(math.isfinite(v) for v in result.values() if isinstance(v, float))
+    assert result["metric"] == result["val_suboptimality"] == 1.0e6
+    assert result["time_to_target"] is None
+
+
+def test_reaching_the_target_is_timed() -> None:
+    result = run_trial(_config({"base": "adam", "lr": 0.1}, epochs=15))
+    assert result["metric"] <= result["target"] == 1e-2
+    assert 0 < result["steps_to_target"] <= result["step"] and result["time_to_target"] <= result["time_s"]
+
+
+class _Broken(NoisyQuadratic):
+    name = "broken_quadratic"
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        raise RuntimeError("a bug in the user's loss")
+
+
+def test_other_exceptions_propagate() -> None:
+    register_workload(_Broken)
+    with pytest.raises(RuntimeError, match="a bug in the user's loss"):
+        run_trial(_config({"base": "sgd", "lr": 0.1}, workload={"name": "broken_quadratic"}))
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"epochs_total": 3}, "epochs_total"),
+        ({"budget": {"epochs": 3, "steps": 10}}, "budget"),
+        ({"budget": {"batch_size": 16}}, "budget"),
+        ({"budget": {"epochs": 0}}, "budget.epochs"),
+        ({"budget": {"epochs": 2, "schedule": "linear"}}, "budget.schedule"),
+        ({"seed": -1}, "seed"),
+        ({"device": "tpu"}, "device"),
+        ({"workload": {"dim": 3}}, "workload"),
+        ({"workload": {"name": "quadratic", "dim": 0}}, "workload.dim"),
+        ({"optimizer": {"base": "adam", "momentum": 0.9}}, "optimizer.momentum"),
+        ({"optimizer": {"base": "adam", "adascale": {}}}, "optimizer.adascale"),
+    ],
+)
+def test_bad_trial_configs(change: dict[str, Any], key: str) -> None:
+    config = {**_config({"base": "sgd", "lr": 0.1}), **change}
+    with pytest.raises(ConfigError) as error:
+        validate_trial_config(config)
+    assert error.value.key == key
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+    run_trial(_config({"base": "sgd", "lr": 0.1}, epochs=1), checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match="a checkpoint of this same trial config"):
+        run_trial(_config({"base": "sgd", "lr": 0.2}, epochs=1), checkpoint_dir=tmp_path)
+
+
+def test_train_command_json_and_mlflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "metrics.json"
+    argv = ["train", "--workload", "quadratic", "--option", "samples=64", "--set", "base=sgd", "--set", "lr=0.3"]
+    argv += ["--set", "lookahead.k=3", "--epochs", "3", "--batch-size", "16", "--output-json", str(out)]
+    assert main([*argv, "--tracking-uri", uri, "--experiment", "cli"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("epoch ") == 3 and "quadratic completed" in captured.out
+    saved = json.loads(out.read_text())
+    assert saved["config"]["optimizer"] == {"base": "sgd", "lr": 0.3, "lookahead": {"k": 3}}
+    assert saved["result"]["epoch"] == 3
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "completed"
+    assert run.data.params["optimizer.lookahead.k"] == "3" and run.data.tags["family"] == "lookahead+sgd"
+    history = client.get_metric_history(run.info.run_id, "val_suboptimality")
+    assert [m.step for m in history] == [1, 2, 3]
+
+
+def test_train_command_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--workload", "quadratic", "--set", "anderson.history=0", "--epochs", "1"]) == 2
+    assert "optimizer.anderson.history = 0" in capsys.readouterr().err
+    assert main(["train", "--workload", "quadratic", "--option", "condition", "--epochs", "1"]) == 2
+    assert "--option = 'condition': KEY=VALUE" in capsys.readouterr().err
