@@ -26,7 +26,7 @@ TERMINAL = {
     "interrupted": "KILLED",
 }
 # Values of a report that are bookkeeping, not metrics.
-_NOT_METRICS = {"status", "epoch"}
+_NOT_METRICS = {"status", "epoch", "epochs_planned"}
 
 
 def default_tracking_uri(folder: str | os.PathLike[str] = ".") -> str:
@@ -63,7 +63,9 @@ def family(optimizer: Mapping[str, Any]) -> str:
 class Tracker:
     """The one MLflow writer: creates the store, experiment and runs; logs epochs in batches."""
 
-    def __init__(self, uri: str, experiment: str) -> None:
+    def __init__(self, uri: str, experiment: str, artifact_location: str | os.PathLike[str] | None = None) -> None:
+        """``artifact_location``: where a new experiment keeps artifacts (MLflow's default is relative to the
+        working directory, which differs between the driver, the trials and a later ``mlflow ui``)."""
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
@@ -71,7 +73,11 @@ class Tracker:
         found = self.client.get_experiment_by_name(experiment)
         if found is not None and found.lifecycle_stage == "deleted":
             self.client.restore_experiment(found.experiment_id)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        if found is None:
+            location = Path(artifact_location).resolve().as_uri() if artifact_location else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = found.experiment_id
 
     def start_run(
         self, name: str, params: Mapping[str, Any], tags: Mapping[str, Any], parent_id: str | None = None
@@ -89,9 +95,11 @@ class Tracker:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return run_id
 
-    def log_epoch(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
-        """One ``log_batch`` with every finite numeric value of ``metrics`` at ``step``."""
-        from mlflow.entities import Metric
+    def log_epoch(
+        self, run_id: str, metrics: Mapping[str, Any], step: int, tags: Mapping[str, Any] | None = None
+    ) -> None:
+        """One ``log_batch`` with every finite numeric value of ``metrics`` at ``step`` (and ``tags``)."""
+        from mlflow.entities import Metric, RunTag
 
         stamp = int(time.time() * 1000)
         batch = [
@@ -99,8 +107,8 @@ class Tracker:
             for key, value in metrics.items()
             if key not in _NOT_METRICS and _is_number(value) and math.isfinite(float(value))
         ]
-        if batch:
-            self.client.log_batch(run_id, metrics=batch)
+        if batch or tags:
+            self.client.log_batch(run_id, metrics=batch, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag

@@ -23,7 +23,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from autoaccel.optim import optimizer_statistics as stack_statistics
 from autoaccel.optim._hyper import ConfigError, Hyperparameter, check_all
 from autoaccel.workloads import Workload, get_workload
 
-__all__ = ["CHECKPOINT", "STATUSES", "Report", "run_trial", "validate_trial_config"]
+__all__ = ["CHECKPOINT", "STATUSES", "Report", "Trial", "run_trial", "validate_trial_config"]
 
 CHECKPOINT = "trial.pt"
 STATUSES = ("completed", "stopped_early", "diverged", "errored")
@@ -81,7 +81,7 @@ def validate_trial_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], Wo
     except ConfigError as error:
         raise ConfigError(f"optimizer.{error.key}", error.value, error.allowed) from None
     return {
-        "workload": {"name": workload.name, **workload.config},
+        "workload": {"name": spec["name"], **workload.config},
         "optimizer": dict(config.get("optimizer") or {}),
         "budget": budget,
         "seed": seed,
@@ -212,63 +212,93 @@ def run_trial(
     resumed exactly (it must come from the same config). ``report(metrics, checkpoint_dir)`` is called after every
     epoch's checkpoint. Exceptions other than divergence propagate.
     """
-    config, workload = validate_trial_config(config)
     with warnings.catch_warnings():
         # torch's generic advice on backward(create_graph=True): AdaHessian detaches its gradients after the HVP.
         warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
-        return _train(config, workload, report, checkpoint_dir)
+        trial = Trial(config, checkpoint_dir)
+        for metrics in trial.epochs():
+            if report is not None:
+                report(metrics, trial.checkpoint_dir)
+        return trial.summary()
 
 
-def _train(
-    config: dict[str, Any], workload: Workload, report: Report | None, checkpoint_dir: str | os.PathLike[str] | None
-) -> dict[str, Any]:
-    trial = _Setup(config, workload)
-    path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-    history: list[dict[str, Any]] = []
-    epoch, step, elapsed, status = 0, 0, 0.0, "completed"
-    if path is not None and path.exists():
-        saved = torch.load(path, map_location=trial.device, weights_only=True)
-        if saved["config"] != config:
-            raise ConfigError("checkpoint_dir", str(path), "a checkpoint of this same trial config")
+class Trial:
+    """A trial as an iterator over its epochs, so that several (seeds) can advance in lockstep.
+
+    ``Trial(config, checkpoint_dir).epochs()`` yields each epoch's metrics (with ``status``) once its checkpoint is
+    written; a trial resumed from a finished checkpoint yields its last epoch again, so a caller that lost the
+    report still receives it. :meth:`summary` is the final result.
+    """
+
+    def __init__(self, config: Mapping[str, Any], checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+        self.config, self.workload = validate_trial_config(config)
+        self.setup = _Setup(self.config, self.workload)
+        self.path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+        self.checkpoint_dir = str(checkpoint_dir) if checkpoint_dir is not None else None
+        self.history: list[dict[str, Any]] = []
+        self.epoch, self.step, self.elapsed, self.status = 0, 0, 0.0, "completed"
+        if self.path is not None and self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        trial = self.setup
+        saved = torch.load(self.path, map_location=trial.device, weights_only=True)
+        if saved["config"] != self.config:
+            raise ConfigError("checkpoint_dir", str(self.path), "a checkpoint of this same trial config")
         trial.model.load_state_dict(saved["model"])
         trial.optimizer.load_state_dict(saved["optimizer"])
         trial.scheduler.load_state_dict(saved["scheduler"])
         trial.generator.set_state(saved["generator"])
         _set_rng_state(saved["rng"])
-        epoch, step, elapsed, history, status = (saved[k] for k in ("epoch", "step", "time_s", "history", "status"))
-    while epoch < trial.epochs and status == "completed":
+        self.epoch, self.step, self.elapsed, self.history, self.status = (
+            saved[k] for k in ("epoch", "step", "time_s", "history", "status")
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.setup.epochs or self.status != "completed"
+
+    def epochs(self) -> Iterator[dict[str, Any]]:
+        if self.finished and self.history:
+            yield {**self.history[-1], "status": self.status}
+        while not self.finished:
+            yield self._train_epoch()
+
+    def _train_epoch(self) -> dict[str, Any]:
+        trial, workload = self.setup, self.workload
         started = time.perf_counter()
         trial.model.train()
         total, count = torch.zeros((), device=trial.device), 0
         for batch in workload.batches(trial.batch_size, trial.generator):
-            if step >= trial.total_steps:
+            if self.step >= trial.total_steps:
                 break
             total += trial.step(batch)
-            count, step = count + 1, step + 1
+            count, self.step = count + 1, self.step + 1
         train_loss = (total / max(count, 1)).item()
         trial.model.eval()
         evaluated = workload.evaluate(trial.model) if math.isfinite(train_loss) else {}
         if not evaluated or not all(math.isfinite(v) for v in evaluated.values()):
-            status = "diverged"
+            self.status = "diverged"
             evaluated = {name: workload.worst for name in workload.metrics}
             train_loss = workload.worst if workload.mode == "min" else 1.0e6
-        epoch += 1
-        elapsed += time.perf_counter() - started
+        self.epoch += 1
+        self.elapsed += time.perf_counter() - started
         metrics = {
-            "epoch": epoch,
-            "step": step,
-            "time_s": elapsed,
+            "epoch": self.epoch,
+            "step": self.step,
+            "time_s": self.elapsed,
             "train_loss": train_loss,
             **evaluated,
             **trial.statistics(),
         }
         metrics["metric"] = metrics[workload.metric]
-        history.append(metrics)
-        if path is not None:
-            _save(path, trial, config, epoch, step, elapsed, history, status)
-        if report is not None:
-            report({**metrics, "status": status}, str(path.parent) if path is not None else None)
-    return _summary(workload, history, status)
+        self.history.append(metrics)
+        if self.path is not None:
+            _save(self.path, trial, self.config, self.epoch, self.step, self.elapsed, self.history, self.status)
+        return {**metrics, "epochs_planned": trial.epochs, "status": self.status}
+
+    def summary(self) -> dict[str, Any]:
+        return _summary(self.workload, self.history, self.status)
 
 
 def _save(

@@ -21,6 +21,9 @@ class ConfigError(ValueError):
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key} = {value!r}: {allowed}")
 
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # picklable and copyable (Ray ships errors between processes)
+        return type(self), (self.key, self.value, self.allowed, self.source)
+
     def in_file(self, source: str) -> ConfigError:
         return ConfigError(self.key, self.value, self.allowed, source)
 
