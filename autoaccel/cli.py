@@ -80,6 +80,32 @@ def _train(args: argparse.Namespace) -> int:
     return train_command(args)
 
 
+def _spaces_show(args: argparse.Namespace) -> int:
+    from autoaccel.spaces import load_space, show
+
+    print(show(load_space(args.file), samples=args.samples, seed=args.seed))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from autoaccel.sweep import run_sweep
+    from autoaccel.sweep_spec import load_spec
+
+    spec = load_spec(args.spec, args.set)  # every bad input fails here, before Ray starts
+    if args.check:
+        print(f"{args.spec}: valid ({spec.num_samples} trials of {spec.workload['name']}, folder {spec.folder})")
+        return 0
+    try:
+        result = run_sweep(spec, resume=args.resume, address=args.address)
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: autoaccel sweep {args.spec} --resume", file=sys.stderr)
+        return 130
+    if args.output_json:
+        with open(args.output_json, "w") as handle:
+            json.dump(result, handle, indent=2, default=str)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from autoaccel.demo import run_demo
 
@@ -122,6 +148,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tracking-uri", help="also record an MLflow run there (e.g. sqlite:///mlflow.db)")
     train.add_argument("--experiment", default="autoaccel-train", help="MLflow experiment (with --tracking-uri)")
     train.set_defaults(func=_train)
+
+    spaces = commands.add_parser("spaces", help="inspect search spaces")
+    spaces_commands = spaces.add_subparsers(dest="spaces_command", required=True)
+    show = spaces_commands.add_parser("show", help="print a space's tree and sampled configurations")
+    show.add_argument("file", help="a search_spaces/*.yaml file")
+    show.add_argument("--samples", type=int, default=5, help="configurations to draw (random sampler)")
+    show.add_argument("--seed", type=int, default=0)
+    show.set_defaults(func=_spaces_show)
+
+    sweep = commands.add_parser("sweep", help="run a tuning sweep from a spec (trials/*.yaml)")
+    sweep.add_argument("spec", help="the sweep spec YAML")
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value with a dotted key, e.g. search.num_samples=8",
+    )
+    sweep.add_argument("--resume", action="store_true", help="continue a sweep whose driver died")
+    sweep.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else local Ray)")
+    sweep.add_argument("--check", action="store_true", help="validate the spec and its space, run nothing")
+    sweep.add_argument("--output-json", help="write the sweep summary there")
+    sweep.set_defaults(func=_sweep)
 
     demo = commands.add_parser("demo", help="train a small real regression with each technique and compare")
     demo.add_argument("--epochs", type=int, default=60)

@@ -1,0 +1,62 @@
+"""Optuna inside Ray Tune: a picklable define-by-run function and a searcher that reports what really happened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+__all__ = ["DefineByRun", "TruthfulOptunaSearch"]
+
+
+class DefineByRun:
+    """``space.suggest`` as OptunaSearch's space, picklable (Ray saves the searcher with the experiment)."""
+
+    def __init__(self, space_path: str) -> None:
+        self.space_path = space_path
+        self._space: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"space_path": self.space_path, "_space": None}
+
+    def __call__(self, trial: Any) -> dict[str, Any] | None:
+        if self._space is None:
+            from autoaccel.spaces import load_space
+
+            self._space = load_space(self.space_path)
+        drawn = self._space.suggest(trial)
+        fixed = {k: v for k, v in drawn.items() if k not in trial.params}  # fixed values are not Optuna params
+        return fixed or None
+
+
+class TruthfulOptunaSearch(OptunaSearch):
+    """Tells Optuna PRUNED (keeping its intermediate values) for a trial the scheduler stopped, not COMPLETE with
+    a low-fidelity value, and records every trial's status as a user attribute."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict | None) -> None:
+        """The metric as an intermediate value at its epoch (Tune's iteration count restarts on a restore), once."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials or isinstance(self.metric, list) or not result:
+            return
+        step = int(result.get("epoch", 0))
+        if self.metric in result and step not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(result[self.metric], step)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        from autoaccel.sweep import trial_status
+
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        status = trial_status(result, error)
+        ot_trial.set_user_attr("status", status)
+        if status == "stopped_early":
+            self._report(trial_id, result)  # Tune hands the result that triggered the stop only to us here
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+            return None
+        return super().on_trial_complete(trial_id, result, error)

@@ -1,0 +1,263 @@
+"""The driver-side Ray Tune callback: MLflow parent and child runs, progress lines, and the end-of-sweep cleanup.
+
+It is pickled into Ray's ``tuner.pkl`` and unpickled by ``Tuner.restore``: it keeps only the spec there and
+reconnects to MLflow (finding the sweep's parent run and each trial's child run by tag) when the sweep starts.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from ray import tune
+
+from autoaccel.sweep_spec import SweepSpec
+from autoaccel.tracking import Tracker, family
+
+__all__ = ["SweepTracking"]
+
+
+class SweepTracking(tune.Callback):
+    def __init__(self, spec: SweepSpec, started: float, log: Any = sys.stderr) -> None:
+        self.spec, self.started, self.log = spec, started, log
+        self._connected = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec, "started": self.started, "log": None, "_connected": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.log = sys.stderr
+
+    # -- MLflow ---------------------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        if self._connected:
+            return
+        spec = self.spec
+        artifacts = spec.folder / "mlartifacts" if spec.tracking_uri.startswith("sqlite:") else None
+        self.tracker = Tracker(spec.tracking_uri, spec.experiment, artifact_location=artifacts)
+        client = self.tracker.client
+        exp = self.tracker.experiment_id
+        parents = client.search_runs(
+            [exp], f"tags.`autoaccel.sweep` = '{spec.name}' and tags.`autoaccel.role` = 'sweep'"
+        )
+        if parents:
+            self.parent = parents[0].info.run_id
+            client.update_run(self.parent, status="RUNNING")
+        else:
+            tags = {
+                "autoaccel.sweep": spec.name,
+                "autoaccel.role": "sweep",
+                "workload": spec.workload["name"],
+                "folder": str(spec.folder),
+            }
+            self.parent = self.tracker.start_run(spec.name, spec.raw, tags)
+            client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
+        self.runs: dict[str, str] = {}
+        self.logged: dict[str, int] = {}
+        for run in client.search_runs([exp], f"tags.mlflow.parentRunId = '{self.parent}'", max_results=50000):
+            trial_id = run.data.tags.get("trial_id")
+            if trial_id:
+                self.runs[trial_id] = run.info.run_id
+                self.logged[trial_id] = int(run.data.tags.get("epochs", 0))
+        self.finished: dict[str, str] = {}
+        self.best: float | None = None
+        self.first_report: float | None = None
+        self._connected = True
+
+    def announce(self, resume: bool) -> None:
+        self._connect()
+        s = self.spec
+        verb = "resuming" if resume else "starting"
+        self._say(
+            f"{verb} sweep {s.name}: {s.num_samples} trials × {len(s.seeds)} seed(s) of {s.workload['name']}, "
+            f"{s.sampler} + {s.scheduler['type']}, {s.max_concurrent} at a time; folder {s.folder}"
+        )
+        self._say(
+            f"MLflow: {s.tracking_uri} (experiment {s.experiment}); `mlflow ui --backend-store-uri "
+            f"{s.tracking_uri}` shows it"
+        )
+
+    def _say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.log, flush=True)
+
+    def _child(self, trial: Any) -> str:
+        from autoaccel.spaces import to_config
+
+        trial_id = trial.trial_id
+        if trial_id not in self.runs:
+            sample = to_config(trial.config)
+            fam = sample.family or family(sample.optimizer)
+            params = {
+                "optimizer": sample.optimizer,
+                "budget": {**self.spec.budget, **sample.budget},
+                "workload": self.spec.workload,
+                "seeds": ",".join(map(str, self.spec.seeds)),
+            }
+            tags = {
+                "trial_id": trial_id,
+                "workload": self.spec.workload["name"],
+                "family": fam,
+                "technique": family(sample.optimizer),
+                "seed": ",".join(map(str, self.spec.seeds)),
+                "status": "running",
+                "epochs": 0,
+                "autoaccel.sweep": self.spec.name,
+            }
+            self.runs[trial_id] = self.tracker.start_run(f"{fam}-{trial_id}", params, tags, parent_id=self.parent)
+            self.logged[trial_id] = 0
+        return self.runs[trial_id]
+
+    # -- Tune callback hooks --------------------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._connect()
+        self._child(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._connect()
+        run_id = self._child(trial)
+        epoch = int(result.get("epoch", 0))
+        if self.first_report is None:
+            self.first_report = time.monotonic() - self.started
+            self._say(f"first epoch reported by trial {trial.trial_id}")
+        if epoch <= self.logged[trial.trial_id]:
+            return  # replayed after a resume from an older checkpoint: already recorded, same values (exact resume)
+        metrics = {k: v for k, v in result.items() if k not in _RAY_KEYS}
+        self.tracker.log_epoch(run_id, metrics, step=epoch, tags={"epochs": epoch})
+        self.logged[trial.trial_id] = epoch
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from autoaccel.sweep import trial_status
+
+        self._end(trial, trial_status(trial.last_result))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "errored")
+
+    def _end(self, trial: Any, status: str) -> None:
+        self._connect()
+        run_id = self._child(trial)
+        self.tracker.finish(run_id, status)
+        self.finished[trial.trial_id] = status
+        value = (trial.last_result or {}).get(self.spec.metric)
+        sign = 1.0 if self.spec.mode == "min" else -1.0
+        counted = status in ("completed", "stopped_early") and value is not None and math.isfinite(value)
+        if counted and (self.best is None or sign * value < sign * self.best):
+            self.best = value
+        shown = f"{self.spec.metric}={value:.5g}" if isinstance(value, float) else ""
+        best = f" (best {self.best:.5g})" if self.best is not None else ""
+        epochs = (trial.last_result or {}).get("epoch", 0)
+        self._say(
+            f"[{len(self.finished)}/{self.spec.num_samples}] {trial.trial_id} "
+            f"{self.tracker.client.get_run(run_id).data.tags.get('family')}: {status} after {epochs} "
+            f"epoch(s) {shown}{best}"
+        )
+
+    # -- the end of fit() -----------------------------------------------------------------------------------------
+    def close(self, grid: Any) -> dict[str, Any]:
+        """Leave nothing RUNNING (MLflow children and parent, Optuna trials); return the sweep's summary."""
+        self._connect()
+        from autoaccel.sweep import trial_status
+
+        ended, resumed = {}, 0
+        for result in grid:
+            metrics = result.metrics or {}
+            if metrics.get("trial_id"):
+                ended[metrics["trial_id"]] = trial_status(metrics, errored=result.error is not None)
+            # continued from a checkpoint (a retry, or --resume): fewer epochs trained since the restore
+            resumed += metrics.get("iterations_since_restore", 0) < metrics.get("training_iteration", 0)
+        client = self.tracker.client
+        for run in self._children():
+            if run.info.status == "RUNNING":  # a trial whose end the callback never saw
+                self.tracker.finish(run.info.run_id, ended.get(run.data.tags.get("trial_id"), "interrupted"))
+        _close_optuna_study(self.spec)
+        statuses = self._statuses()
+        client.set_terminated(self.parent, "FINISHED")
+        best = self._best()
+        self._say("done: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+        for rank, row in enumerate(best, start=1):
+            self._say(f"  #{rank} {self.spec.metric}={row['value']:.5g}  {row['family']}  {row['optimizer']}")
+        self._say(f"results: {self.spec.folder} ; MLflow {self.spec.tracking_uri} experiment {self.spec.experiment}")
+        return {
+            "name": self.spec.name,
+            "folder": str(self.spec.folder),
+            "tracking_uri": self.spec.tracking_uri,
+            "experiment": self.spec.experiment,
+            "parent_run_id": self.parent,
+            "statuses": statuses,
+            "best": best,
+            "first_report_s": self.first_report,
+            "resumed_from_checkpoint": resumed,
+        }
+
+    def _children(self) -> list[Any]:
+        return self.tracker.client.search_runs(
+            [self.tracker.experiment_id], f"tags.mlflow.parentRunId = '{self.parent}'", max_results=50000
+        )
+
+    def _statuses(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for run in self._children():
+            status = run.data.tags.get("status", "unknown")
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def _best(self, k: int = 3) -> list[dict[str, Any]]:
+        rows = []
+        for run in self._children():
+            value = run.data.metrics.get(self.spec.metric)
+            if run.data.tags.get("status") == "completed" and value is not None:
+                params = {
+                    k.removeprefix("optimizer."): v for k, v in run.data.params.items() if k.startswith("optimizer.")
+                }
+                rows.append(
+                    {
+                        "value": value,
+                        "family": run.data.tags.get("family"),
+                        "optimizer": params,
+                        "run_id": run.info.run_id,
+                    }
+                )
+        rows.sort(key=lambda r: r["value"], reverse=self.spec.mode == "max")
+        return rows[:k]
+
+
+_RAY_KEYS = {
+    "trial_id",
+    "done",
+    "training_iteration",
+    "timestamp",
+    "date",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_this_iter_s",
+    "time_total_s",
+    "time_since_restore",
+    "iterations_since_restore",
+    "checkpoint_dir_name",
+    "config",
+    "experiment_tag",
+    "should_checkpoint",
+    "epochs_planned",
+}
+
+
+def _close_optuna_study(spec: SweepSpec) -> None:
+    """Optuna trials still RUNNING after fit() belong to no live Ray trial (the driver died between asking Optuna
+    and recording the trial): mark them FAIL so the study does not count them as pending forever."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    storage = JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        return
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(frozen._trial_id, "status", "interrupted")
+        storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)

@@ -1,0 +1,240 @@
+"""Sweeps: a validated spec run by Ray Tune, sampled by Optuna, recorded in MLflow by the driver alone.
+
+Layout of the sweep folder ``<storage>/<name>/``: ``spec.yaml`` (the validated spec, to refuse a changed one on
+``--resume``), ``optuna.journal`` (the study; written only by the driver), ``asha.json`` (the scheduler's rungs),
+``tune/`` (Ray's experiment: trial checkpoints, one per epoch), and by default ``mlflow.db`` + ``mlartifacts/``.
+
+What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 / Optuna 5.0 / MLflow 3.17):
+
+- ``OptunaSearch`` gets metric and mode itself and a storage object; trials report with ``ray.tune.report``.
+- Trials stopped by ASHA are told to Optuna as PRUNED and recorded in MLflow as ``stopped_early`` with the epochs
+  they reached, not as finished runs with a low-fidelity value.
+- Diverged trials report a finite worst value, so no Optuna trial is left RUNNING by a NaN.
+- ``Tuner.restore`` forgets the scheduler: ASHA's rungs are persisted here and reloaded on ``--resume``.
+- After every run (and every resume) no MLflow run and no Optuna trial is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoaccel.optim._hyper import ConfigError
+from autoaccel.sweep_spec import SweepSpec, load_spec
+from autoaccel.trial import Trial
+
+__all__ = ["SweepResult", "run_sweep"]
+
+TUNE_DIR = "tune"
+
+
+class SweepResult(dict):
+    """Summary of a sweep: statuses, the best trials, and where everything is."""
+
+
+# -- inside a trial (any node) ------------------------------------------------------------------------------------
+def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
+    """The Ray trainable: one sampled configuration, trained for every seed in lockstep, one report per epoch."""
+    from ray import tune
+
+    from autoaccel.spaces import to_config
+
+    warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
+    sample = to_config(params)
+    budget = {**payload["budget"], **sample.budget}
+    local = Path(tempfile.mkdtemp(prefix="autoaccel-trial-"))
+    try:
+        restored = tune.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as folder:
+                shutil.copytree(folder, local, dirs_exist_ok=True)
+        trials = [
+            Trial(
+                {
+                    "workload": payload["workload"],
+                    "optimizer": sample.optimizer,
+                    "budget": budget,
+                    "seed": seed,
+                    "device": payload["device"],
+                },
+                local / f"seed_{seed}",
+            )
+            for seed in payload["seeds"]
+        ]
+        metric = trials[0].workload.metric
+        for per_seed in zip(*(t.epochs() for t in trials), strict=False):
+            tune.report(_merge(per_seed, payload["seeds"], metric), checkpoint=tune.Checkpoint.from_directory(local))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _merge(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], metric: str) -> dict[str, Any]:
+    """One report for all seeds: the mean of each number (the rank ASHA and Optuna see), the spread of the metric."""
+    if len(per_seed) == 1:
+        return dict(per_seed[0])
+    merged: dict[str, Any] = {}
+    for key, value in per_seed[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            merged[key] = sum(m[key] for m in per_seed) / len(per_seed)
+    merged["epoch"], merged["epochs_planned"] = per_seed[0]["epoch"], per_seed[0]["epochs_planned"]
+    values = [m[metric] for m in per_seed]
+    merged[f"{metric}_std"] = math.sqrt(sum((v - merged[metric]) ** 2 for v in values) / (len(values) - 1))
+    for seed, value in zip(seeds, values, strict=True):
+        merged[f"{metric}_seed{seed}"] = value
+    merged["status"] = "diverged" if any(m["status"] == "diverged" for m in per_seed) else "completed"
+    return merged
+
+
+def trial_status(result: dict[str, Any] | None, errored: bool = False) -> str:
+    """completed | stopped_early | diverged | errored, from a trial's last result."""
+    if errored:
+        return "errored"
+    if not result:
+        return "stopped_early"
+    if result.get("status") == "diverged":
+        return "diverged"
+    return "completed" if result.get("epoch", 0) >= result.get("epochs_planned", math.inf) else "stopped_early"
+
+
+# -- driver side --------------------------------------------------------------------------------------------------
+def _sampler(spec: SweepSpec) -> Any:
+    import optuna
+
+    seed = spec.seed
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+    }[spec.sampler]()
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    from autoaccel._asha import ResumableASHA
+
+    if spec.scheduler["type"] == "fifo":
+        from ray.tune.schedulers import FIFOScheduler
+
+        return FIFOScheduler()
+    return ResumableASHA(
+        spec.folder / "asha.json",
+        time_attr="epoch",
+        max_t=spec.budget["epochs"],
+        grace_period=spec.scheduler["grace_period"],
+        reduction_factor=spec.scheduler["reduction_factor"],
+    )
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        return
+    # A local, private Ray: no dashboard, no usage reporting, no token written to ~/.ray.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
+
+
+def _prepare_folder(spec: SweepSpec, resume: bool) -> None:
+    saved = spec.folder / "spec.yaml"
+    tune_dir = spec.folder / TUNE_DIR
+    if resume:
+        if not saved.exists() or not tune_dir.exists():
+            raise ConfigError("--resume", str(spec.folder), "a sweep folder with a started sweep (none found)")
+        before = yaml.safe_load(saved.read_text())
+        if before != spec.raw:
+            raise ConfigError("--resume", str(spec.path), f"the same spec as the started sweep ({saved})")
+        return
+    if tune_dir.exists():
+        raise ConfigError(
+            "storage", str(spec.folder), "a folder without a sweep: this one has one; pass --resume or rename the sweep"
+        )
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    saved.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+
+
+def run_sweep(
+    spec: SweepSpec | str | os.PathLike[str],
+    *,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    address: str | None = None,
+    log: Any = sys.stderr,
+) -> SweepResult:
+    """Run (or ``resume``) the sweep ``spec``; return its summary. Bad input raises ConfigError before Ray starts."""
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec, overrides)
+    _prepare_folder(spec, resume)
+    started = time.monotonic()
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
+    _init_ray(address)
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from ray import tune
+
+    from autoaccel._tune_search import DefineByRun, TruthfulOptunaSearch
+    from autoaccel._tune_tracking import SweepTracking
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    payload = {"workload": spec.workload, "budget": spec.budget, "seeds": list(spec.seeds), "device": spec.device}
+    resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
+    trainable = tune.with_resources(tune.with_parameters(train_sampled, payload=payload), resources)
+    tracking = SweepTracking(spec, started=started, log=log)
+    tune_path = spec.folder / TUNE_DIR
+    if resume:
+        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        searcher = TruthfulOptunaSearch(
+            space=DefineByRun(str(spec.space)),
+            metric=list(spec.metrics) if len(spec.metrics) > 1 else spec.metric,
+            mode=list(spec.modes) if len(spec.modes) > 1 else spec.mode,
+            sampler=_sampler(spec),
+            storage=JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal"))),
+            study_name=spec.name,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=_scheduler(spec),
+                metric=spec.metric,
+                mode=spec.mode,
+                num_samples=spec.num_samples,
+                max_concurrent_trials=spec.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=str(spec.folder),
+                verbose=0,
+                callbacks=[tracking],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    tracking.announce(resume)
+    grid = tuner.fit()
+    return tracking.close(grid)
+
+
+def summary_text(result: SweepResult) -> str:
+    return json.dumps(result, indent=2, default=str)

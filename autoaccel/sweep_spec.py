@@ -1,0 +1,248 @@
+"""Sweep specs (``trials/*.yaml``): the schema, and validation of everything before Ray starts.
+
+::
+
+    name: admissions-quickstart           # letters, digits, . _ -; the MLflow experiment and the sweep folder
+    workload: {name: admissions_mlp}      # + the workload's options
+    space: ../search_spaces/quickstart.yaml   # relative to this file
+    budget: {epochs: 30, batch_size: 40}  # as a trial's budget (epochs or steps, batch_size, schedule, warmup_steps)
+    search: {sampler: tpe, num_samples: 24, max_concurrent: 2, seed: 0, metric: val_mse, mode: min}
+    scheduler: {type: asha, grace_period: 3, reduction_factor: 3}   # or {type: fifo}
+    seeds: [0]                            # each configuration trains once per seed, in lockstep; the mean is ranked
+    resources: {cpu: 1, gpu: 0}           # per trial; fractional gpu packs trials onto one device
+    failure: {max_failures: 2}            # retries of a trial that raised, from its last checkpoint
+    storage: sweeps                       # the sweep folder is <storage>/<name>; relative to the working directory
+    tracking: {uri: null, experiment: null}   # default sqlite:///<storage>/<name>/mlflow.db, experiment = name
+    device: auto                          # auto | cpu | cuda
+
+``search.metric``/``mode`` default to the workload's primary metric. ``sampler: nsga2`` takes a list of metrics
+and modes (e.g. ``[val_mse, time_s]``, ``[min, min]``) and needs ``scheduler: fifo``: successive halving ranks
+one number. Every error names the file, the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoaccel._overrides import apply_overrides
+from autoaccel.optim._hyper import ConfigError, Hyperparameter, check_all
+from autoaccel.trial import BUDGET
+from autoaccel.workloads import Workload, get_workload
+
+__all__ = ["SAMPLERS", "SweepSpec", "load_spec"]
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
+_TOP = (
+    "name",
+    "workload",
+    "space",
+    "budget",
+    "search",
+    "scheduler",
+    "seeds",
+    "resources",
+    "failure",
+    "storage",
+    "tracking",
+    "device",
+    "description",
+)
+_SEARCH = (
+    Hyperparameter("num_samples", int, 16, "configurations to try", 1),
+    Hyperparameter("max_concurrent", int, 2, "trials running at once", 1),
+    Hyperparameter("seed", int, 0, "seed of the sampler", 0),
+)
+_ASHA = (
+    Hyperparameter("grace_period", int, 1, "epochs before a trial can be stopped", 1),
+    Hyperparameter("reduction_factor", float, 3.0, "keep the best 1/η at each rung", 1.0, low_open=True),
+)
+_RESOURCES = (
+    Hyperparameter("cpu", float, 1.0, "CPUs per trial", 0.0, low_open=True),
+    Hyperparameter("gpu", float, 0.0, "GPUs per trial (fractions share a device)", 0.0),
+)
+_FAILURE = (Hyperparameter("max_failures", int, 1, "retries of a trial that raised", 0),)
+# What every trial reports besides the workload's metrics.
+TRIAL_METRICS = ("train_loss", "time_s", "step", "metric")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: Path
+    name: str
+    workload: dict[str, Any]
+    space: Path
+    budget: dict[str, Any]
+    sampler: str
+    num_samples: int
+    max_concurrent: int
+    seed: int
+    metrics: tuple[str, ...]  # one, or several for nsga2
+    modes: tuple[str, ...]
+    scheduler: dict[str, Any]
+    seeds: tuple[int, ...]
+    resources: dict[str, float]
+    max_failures: int
+    folder: Path
+    tracking_uri: str
+    experiment: str
+    device: str
+    raw: dict[str, Any]
+
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+    @property
+    def mode(self) -> str:
+        return self.modes[0]
+
+
+def _section(spec: Mapping[str, Any], key: str, table: tuple[Hyperparameter, ...], extra: Sequence[str] = ()) -> dict:
+    raw = spec.get(key) or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, raw, "a mapping")
+    checked = check_all(table, {k: v for k, v in raw.items() if k not in extra}, prefix=f"{key}.")
+    return {**{h.name: h.default for h in table}, **checked, **{k: raw[k] for k in extra if k in raw}}
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read and validate a sweep spec (``overrides`` are ``--set key=value``); raise ConfigError naming the file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError("spec", source, f"a readable sweep spec ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError("spec", source, f"valid YAML ({error})") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("spec", raw, "a YAML mapping with at least name, workload, space and budget", source)
+    try:
+        raw = apply_overrides(raw, overrides)
+        return _validate(path, raw)
+    except ConfigError as error:
+        raise (error if error.source else error.in_file(source)) from None
+
+
+def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
+    from autoaccel.spaces import check, load_space
+    from autoaccel.tracking import resolve_tracking_uri
+
+    for key in raw:
+        if key not in _TOP:
+            raise ConfigError(key, raw[key], "unknown key; allowed keys: " + ", ".join(_TOP))
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError("name", name, "a name of letters, digits, '.', '_' or '-'")
+    spec = raw.get("workload")
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError("workload", spec, "a mapping with 'name' and the workload's options")
+    workload = get_workload(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+
+    budget = _section(raw, "budget", BUDGET)
+    if (budget["epochs"] is None) == (budget["steps"] is None):
+        raise ConfigError("budget", raw.get("budget"), "exactly one of epochs or steps")
+
+    space_file = raw.get("space")
+    if not isinstance(space_file, str):
+        raise ConfigError("space", space_file, "the path of a search-space YAML file, relative to the spec")
+    space_path = (path.parent / space_file).resolve()
+    if not space_path.is_file():
+        raise ConfigError("space", space_file, f"an existing search-space file, relative to the spec ({space_path})")
+    check(load_space(space_path), n=20, seed=0)  # errors name the space file; an impossible stack fails here
+
+    search = _section(raw, "search", _SEARCH, extra=("sampler", "metric", "mode"))
+    sampler = search.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise ConfigError("search.sampler", sampler, "one of " + ", ".join(SAMPLERS))
+    metrics, modes = _objectives(search, workload, sampler)
+
+    scheduler = dict(raw.get("scheduler") or {"type": "asha"})
+    kind = scheduler.pop("type", "asha")
+    if kind not in ("asha", "fifo"):
+        raise ConfigError("scheduler.type", kind, "one of asha, fifo")
+    if kind == "asha":
+        scheduler = {**{h.name: h.default for h in _ASHA}, **check_all(_ASHA, scheduler, prefix="scheduler.")}
+        if len(metrics) > 1:
+            raise ConfigError("scheduler.type", kind, "fifo with several objectives (ASHA ranks one metric)")
+    elif scheduler:
+        raise ConfigError(f"scheduler.{next(iter(scheduler))}", next(iter(scheduler.values())), "no options for fifo")
+    scheduler["type"] = kind
+
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not (
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        and len(set(seeds)) == len(seeds)
+    ):
+        raise ConfigError("seeds", seeds, "a non-empty list of distinct integers ≥ 0")
+
+    resources = _section(raw, "resources", _RESOURCES)
+    if resources["gpu"] > 1 and not float(resources["gpu"]).is_integer():
+        raise ConfigError("resources.gpu", resources["gpu"], "a fraction ≤ 1 or a whole number of GPUs")
+    failure = _section(raw, "failure", _FAILURE)
+    device = raw.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError("device", device, "one of auto, cpu, cuda")
+
+    storage = raw.get("storage", "sweeps")
+    if not isinstance(storage, str) or not storage:
+        raise ConfigError("storage", storage, "a folder path (or a URI such as s3://bucket/path on a cluster)")
+    folder = Path(storage).expanduser().resolve() / name
+    tracking = raw.get("tracking") or {}
+    if not isinstance(tracking, Mapping) or set(tracking) - {"uri", "experiment"}:
+        raise ConfigError("tracking", tracking, "a mapping with uri and/or experiment")
+    experiment = tracking.get("experiment") or name
+    uri = tracking.get("uri")
+    if uri is not None and not isinstance(uri, str):
+        raise ConfigError("tracking.uri", uri, "an MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000")
+    return SweepSpec(
+        path=path.resolve(),
+        name=name,
+        workload={"name": spec["name"], **workload.config},
+        space=space_path,
+        budget=budget,
+        sampler=sampler,
+        num_samples=search["num_samples"],
+        max_concurrent=search["max_concurrent"],
+        seed=search["seed"],
+        metrics=metrics,
+        modes=modes,
+        scheduler=scheduler,
+        seeds=tuple(seeds),
+        resources=resources,
+        max_failures=failure["max_failures"],
+        folder=folder,
+        tracking_uri=resolve_tracking_uri(uri, folder),
+        experiment=experiment,
+        device=device,
+        raw=copy.deepcopy(raw),
+    )
+
+
+def _objectives(search: Mapping[str, Any], workload: Workload, sampler: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    produced = (*workload.metrics, *TRIAL_METRICS)
+    metric = search.get("metric", workload.metric)
+    metrics = tuple(metric) if isinstance(metric, list) else (metric,)
+    for m in metrics:
+        if m not in produced:
+            raise ConfigError("search.metric", m, f"a metric {workload.name} reports: " + ", ".join(produced))
+    default_mode = [workload.mode if m in workload.metrics or m == "metric" else "min" for m in metrics]
+    mode = search.get("mode", default_mode if len(metrics) > 1 else default_mode[0])
+    modes = tuple(mode) if isinstance(mode, list) else (mode,)
+    if len(modes) != len(metrics) or any(m not in ("min", "max") for m in modes):
+        raise ConfigError("search.mode", mode, f"min or max for each of {len(metrics)} metric(s)")
+    if (sampler == "nsga2") != (len(metrics) > 1):
+        allowed = "one metric unless search.sampler is nsga2" if len(metrics) > 1 else "a list of ≥ 2 metrics for nsga2"
+        raise ConfigError("search.metric", metric, allowed)
+    return metrics, modes

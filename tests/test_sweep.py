@@ -1,0 +1,221 @@
+"""Sweeps end to end on real Ray, a real Optuna journal and a real MLflow SQLite store (no mocks)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = str(Path(__file__).resolve().parent)
+QUICK = str(ROOT / "search_spaces" / "quickstart.yaml")
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Any:
+    """One small local Ray for this module; workers import the tests' own workloads through PYTHONPATH."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def _spec(tmp_path: Path, **changes: Any) -> Path:
+    spec: dict[str, Any] = {
+        "name": "t",
+        "workload": {"name": "quadratic", "samples": 64},
+        "space": QUICK,
+        "budget": {"epochs": 4, "batch_size": 16},
+        "search": {"sampler": "random", "num_samples": 6, "max_concurrent": 2, "seed": 0},
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "failure": {"max_failures": 0},
+        "storage": str(tmp_path / "sweeps"),
+        **changes,
+    }
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _children(uri: str, experiment: str) -> list[Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+
+
+def _epochs_logged(uri: str, run_id: str) -> list[int]:
+    from mlflow.tracking import MlflowClient
+
+    return [m.step for m in MlflowClient(uri).get_metric_history(run_id, "train_loss")]
+
+
+def _study(folder: Path, name: str) -> Any:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.load_study(
+        study_name=name, storage=JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    )
+
+
+def test_sweep_with_asha_records_every_trial_truthfully(ray_session: Any, tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from autoaccel.sweep import run_sweep
+
+    result = run_sweep(_spec(tmp_path), log=open(os.devnull, "w"))  # noqa: SIM115
+    children = _children(result["tracking_uri"], "t")
+    assert len(children) == 6 == len({c.data.tags["trial_id"] for c in children})
+    statuses = {c.data.tags["trial_id"]: c.data.tags["status"] for c in children}
+    assert set(statuses.values()) <= {"completed", "stopped_early"} and "stopped_early" in statuses.values()
+    for child in children:
+        assert child.info.status == "FINISHED"
+        epochs = int(child.data.tags["epochs"])
+        assert _epochs_logged(result["tracking_uri"], child.info.run_id) == list(range(1, epochs + 1))
+        assert (epochs == 4) == (child.data.tags["status"] == "completed")  # the budget each reached
+        assert child.data.params["optimizer.base"] in ("sgd", "adam", "demon_adam")
+    study = _study(Path(result["folder"]), "t")
+    assert len(study.trials) == 6
+    for trial in study.trials:  # stopped trials are PRUNED with their intermediate values, not COMPLETE
+        expected = TrialState.PRUNED if trial.user_attrs["status"] == "stopped_early" else TrialState.COMPLETE
+        assert trial.state == expected and trial.intermediate_values
+    assert sorted(t.user_attrs["status"] for t in study.trials) == sorted(statuses.values())
+    assert result["statuses"] == {s: list(statuses.values()).count(s) for s in set(statuses.values())}
+    assert result["best"] and result["best"][0]["value"] <= min(r["value"] for r in result["best"])
+    assert json.loads((Path(result["folder"]) / "asha.json").read_text())[-1]["recorded"]  # the rungs persisted
+    from mlflow.tracking import MlflowClient
+
+    parent = MlflowClient(result["tracking_uri"]).get_run(result["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["autoaccel.role"] == "sweep"
+
+
+def test_trial_that_raises_once_is_retried_from_its_checkpoint(ray_session: Any, tmp_path: Path) -> None:
+    from autoaccel.sweep import run_sweep
+
+    marker = tmp_path / "failed-once"
+    spec = _spec(
+        tmp_path,
+        name="flaky",
+        workload={"name": "sweep_workloads:FlakyQuadratic", "samples": 64, "marker": str(marker)},
+        search={"sampler": "random", "num_samples": 2, "max_concurrent": 1, "seed": 0},
+        scheduler={"type": "fifo"},
+        failure={"max_failures": 1},
+    )
+    result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
+    assert marker.exists()  # it did fail
+    children = _children(result["tracking_uri"], "flaky")
+    assert len(children) == 2 and {c.data.tags["status"] for c in children} == {"completed"}
+    for child in children:  # the retried trial's history has no gap and no duplicate
+        assert _epochs_logged(result["tracking_uri"], child.info.run_id) == [1, 2, 3, 4]
+
+
+def test_diverging_configuration_is_a_result(ray_session: Any, tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from autoaccel.sweep import run_sweep
+
+    space = tmp_path / "huge_lr.yaml"
+    space.write_text("params:\n  base: {value: sgd}\n  lr: {float: [1.0e+4, 1.0e+5], log: true}\n")
+    spec = _spec(
+        tmp_path,
+        name="diverge",
+        space=str(space),
+        scheduler={"type": "fifo"},
+        search={"sampler": "tpe", "num_samples": 2, "max_concurrent": 2, "seed": 0},
+    )
+    result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
+    children = _children(result["tracking_uri"], "diverge")
+    assert [c.data.tags["status"] for c in children] == ["diverged", "diverged"]
+    assert all(c.info.status == "FINISHED" and c.data.metrics["val_suboptimality"] == 1e6 for c in children)
+    study = _study(Path(result["folder"]), "diverge")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2  # finite worst value: none left RUNNING
+    assert result["best"] == []  # a diverged trial is never "best"
+
+
+def _count_epochs(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as connection:
+            rows = connection.execute("select count(*) from metrics where key = 'train_loss'").fetchone()
+    except sqlite3.Error:
+        return 0
+    return rows[0]
+
+
+def _kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL the driver by PID, then whatever Ray processes it left in its session (never `ray stop`)."""
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(1.0)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    spec = _spec(
+        tmp_path,
+        name="killed",
+        workload={"name": "sweep_workloads:SlowQuadratic", "samples": 64, "delay": 0.4},
+        budget={"epochs": 5, "batch_size": 16},
+        search={"sampler": "tpe", "num_samples": 6, "max_concurrent": 2, "seed": 0},
+        scheduler={"type": "fifo"},
+        failure={"max_failures": 1},
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "autoaccel.cli", "sweep", str(spec)]
+    db = tmp_path / "sweeps" / "killed" / "mlflow.db"
+    driver = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while _count_epochs(db) < 8 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert driver.poll() is None, "the sweep ended before the test could kill it"
+    _kill_session(driver)
+    epochs_at_kill = _count_epochs(db)
+    assert 8 <= epochs_at_kill < 30  # mid-sweep
+
+    summary = tmp_path / "summary.json"
+    resumed = subprocess.run(
+        [*command, "--resume", "--output-json", str(summary)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    uri = f"sqlite:///{db}"
+    children = _children(uri, "killed")
+    live = [c for c in children if c.data.tags["status"] != "interrupted"]
+    assert len(live) == 6 == len({c.data.tags["trial_id"] for c in live})  # exactly one child run per trial
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)  # nothing left RUNNING
+    for child in live:
+        assert child.data.tags["status"] == "completed"
+        assert _epochs_logged(uri, child.info.run_id) == [1, 2, 3, 4, 5]  # gap-free, no duplicates
+    parent = MlflowClient(uri).get_run(json.loads(summary.read_text())["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    study = _study(tmp_path / "sweeps" / "killed", "killed")
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and states.count(TrialState.COMPLETE) == 6
+    assert json.loads(summary.read_text())["resumed_from_checkpoint"] >= 1  # mid-run trials continued

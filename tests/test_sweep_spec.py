@@ -1,0 +1,102 @@
+"""Sweep specs: every shipped spec is valid; every invalid one is rejected, naming file, key, value and what is
+allowed, before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from autoaccel.cli import main
+from autoaccel.optim import ConfigError
+from autoaccel.sweep_spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = str(ROOT / "search_spaces" / "quickstart.yaml")
+GOOD: dict[str, Any] = {
+    "name": "spec-test",
+    "workload": {"name": "quadratic", "samples": 64},
+    "space": SPACE,
+    "budget": {"epochs": 4, "batch_size": 16},
+    "search": {"sampler": "tpe", "num_samples": 4, "max_concurrent": 2, "seed": 0},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+}
+
+
+def _write(tmp_path: Path, spec: dict[str, Any]) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**spec, "storage": str(tmp_path / "sweeps")}))
+    return path
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "trials").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_specs_are_valid(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.space.exists() and spec.num_samples >= 1
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, GOOD), ["search.num_samples=7", "seeds=[1, 2]"])
+    assert spec.metric == "val_suboptimality" and spec.mode == "min"  # the workload's primary metric
+    assert spec.num_samples == 7 and spec.seeds == (1, 2)
+    assert spec.folder == (tmp_path / "sweeps" / "spec-test").resolve()
+    assert spec.tracking_uri == f"sqlite:///{spec.folder / 'mlflow.db'}" and spec.experiment == "spec-test"
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "allowed"),
+    [
+        ({"nmae": "x"}, "nmae", "unknown key"),
+        ({"name": "a b"}, "name", "letters, digits"),
+        ({"workload": {"name": "mnist"}}, "workload.name", "one of admissions_mlp"),
+        ({"workload": {"name": "quadratic", "condition": -1}}, "workload.condition", "≥ 1"),
+        ({"budget": {"epochs": 3, "steps": 9}}, "budget", "exactly one of epochs or steps"),
+        ({"budget": {"epochs": "ten"}}, "budget.epochs", "an integer"),
+        ({"space": "missing.yaml"}, "space", "an existing search-space file"),
+        ({"search": {"sampler": "bohb"}}, "search.sampler", "one of tpe, random, cmaes, gp, nsga2"),
+        ({"search": {"num_samples": 0}}, "search.num_samples", "≥ 1"),
+        ({"search": {"metric": "val_accuracy"}}, "search.metric", "a metric quadratic reports"),
+        ({"search": {"mode": "maximize"}}, "search.mode", "min or max"),
+        ({"search": {"sampler": "nsga2"}}, "search.metric", "a list of ≥ 2 metrics for nsga2"),
+        ({"search": {"sampler": "nsga2", "metric": ["metric", "time_s"]}}, "scheduler.type", "fifo"),
+        ({"scheduler": {"type": "pbt"}}, "scheduler.type", "one of asha, fifo"),
+        ({"scheduler": {"type": "asha", "grace_period": 0}}, "scheduler.grace_period", "≥ 1"),
+        ({"seeds": [0, 0]}, "seeds", "distinct integers"),
+        ({"resources": {"gpu": 1.5}}, "resources.gpu", "a fraction ≤ 1 or a whole number"),
+        ({"resources": {"cpu": 0}}, "resources.cpu", "> 0"),
+        ({"failure": {"max_failures": -1}}, "failure.max_failures", "≥ 0"),
+        ({"device": "tpu"}, "device", "one of auto, cpu, cuda"),
+        ({"tracking": {"url": "x"}}, "tracking", "uri and/or experiment"),
+    ],
+)
+def test_invalid_specs(tmp_path: Path, change: dict[str, Any], key: str, allowed: str) -> None:
+    path = _write(tmp_path, {**GOOD, **change})
+    with pytest.raises(ConfigError) as error:
+        load_spec(path)
+    assert error.value.key == key and error.value.source == str(path)
+    assert allowed in error.value.allowed
+    assert str(error.value).startswith(f"{path}: {key} = ")
+
+
+def test_impossible_stack_in_the_space_is_caught(tmp_path: Path) -> None:
+    space = tmp_path / "bad_space.yaml"
+    space.write_text(
+        "params:\n  base: {value: adam}\n  lr: {float: [1.0e-4, 1.0e-2], log: true}\n"
+        "  adascale.num_gradients_to_accumulate: {value: 2}\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_spec(_write(tmp_path, {**GOOD, "space": str(space)}))
+    assert error.value.source == str(space)  # the error names the file where the problem is
+    assert error.value.key == "adascale" and "SGD-family base" in error.value.allowed
+
+
+def test_cli_rejects_before_starting_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, {**GOOD, "search": {"sampler": "bohb"}})
+    assert main(["sweep", str(path)]) == 2
+    assert "search.sampler = 'bohb'" in capsys.readouterr().err
+    assert not (tmp_path / "sweeps").exists()  # no folder, no Ray, no MLflow store
+    assert main(["sweep", str(_write(tmp_path, GOOD)), "--set", "search.num_samples=0"]) == 2
+    assert main(["sweep", str(_write(tmp_path, GOOD)), "--check"]) == 0
+    assert not (tmp_path / "sweeps").exists()
