@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 test: install
 	$(PY) -m pytest -q
 
+# The quickstart sweep, from scratch each time: its folder (sweep state and MLflow store) is the demo's own.
+DEMO_DIR := sweeps/admissions-quickstart
+
 demo: install
-	$(VENV)/bin/autoaccel demo
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/autoaccel sweep trials/quickstart.yaml
 
 lint: install
 	$(VENV)/bin/ruff check .

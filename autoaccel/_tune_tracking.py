@@ -59,9 +59,10 @@ class SweepTracking(tune.Callback):
         self.logged: dict[str, int] = {}
         for run in client.search_runs([exp], f"tags.mlflow.parentRunId = '{self.parent}'", max_results=50000):
             trial_id = run.data.tags.get("trial_id")
-            if trial_id:
+            if trial_id:  # a resumed sweep: keep each trial's run, and what it already holds
                 self.runs[trial_id] = run.info.run_id
-                self.logged[trial_id] = int(run.data.tags.get("epochs", 0))
+                history = client.get_metric_history(run.info.run_id, "train_loss")
+                self.logged[trial_id] = max((m.step for m in history), default=0)
         self.finished: dict[str, str] = {}
         self.best: float | None = None
         self.first_report: float | None = None
@@ -125,7 +126,7 @@ class SweepTracking(tune.Callback):
         if epoch <= self.logged[trial.trial_id]:
             return  # replayed after a resume from an older checkpoint: already recorded, same values (exact resume)
         metrics = {k: v for k, v in result.items() if k not in _RAY_KEYS}
-        self.tracker.log_epoch(run_id, metrics, step=epoch, tags={"epochs": epoch})
+        self.tracker.log_epoch(run_id, metrics, step=epoch)
         self.logged[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -139,7 +140,7 @@ class SweepTracking(tune.Callback):
     def _end(self, trial: Any, status: str) -> None:
         self._connect()
         run_id = self._child(trial)
-        self.tracker.finish(run_id, status)
+        self.tracker.finish(run_id, status, {"epochs": self.logged[trial.trial_id]})
         self.finished[trial.trial_id] = status
         value = (trial.last_result or {}).get(self.spec.metric)
         sign = 1.0 if self.spec.mode == "min" else -1.0
@@ -171,7 +172,10 @@ class SweepTracking(tune.Callback):
         client = self.tracker.client
         for run in self._children():
             if run.info.status == "RUNNING":  # a trial whose end the callback never saw
-                self.tracker.finish(run.info.run_id, ended.get(run.data.tags.get("trial_id"), "interrupted"))
+                history = client.get_metric_history(run.info.run_id, "train_loss")
+                epochs = max((m.step for m in history), default=0)
+                status = ended.get(run.data.tags.get("trial_id"), "interrupted")
+                self.tracker.finish(run.info.run_id, status, {"epochs": epochs})
         _close_optuna_study(self.spec)
         statuses = self._statuses()
         client.set_terminated(self.parent, "FINISHED")

@@ -106,13 +106,6 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from autoaccel.demo import run_demo
-
-    run_demo(epochs=args.epochs, seed=args.seed)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoaccel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -172,10 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--output-json", help="write the sweep summary there")
     sweep.set_defaults(func=_sweep)
 
-    demo = commands.add_parser("demo", help="train a small real regression with each technique and compare")
-    demo.add_argument("--epochs", type=int, default=60)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
     return parser
 
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -185,20 +186,25 @@ def run_sweep(
     started = time.monotonic()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
-    _init_ray(address)
+    from autoaccel._tune_tracking import SweepTracking
+
+    tracking = SweepTracking(spec, started=started, log=log)
+    with ThreadPoolExecutor(1) as pool:
+        # Creating a fresh MLflow store (schema migrations, seconds) overlaps with starting Ray and its workers.
+        connected = pool.submit(tracking.announce, resume)
+        _init_ray(address)
+        connected.result()
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from ray import tune
 
     from autoaccel._tune_search import DefineByRun, TruthfulOptunaSearch
-    from autoaccel._tune_tracking import SweepTracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     payload = {"workload": spec.workload, "budget": spec.budget, "seeds": list(spec.seeds), "device": spec.device}
     resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
     trainable = tune.with_resources(tune.with_parameters(train_sampled, payload=payload), resources)
-    tracking = SweepTracking(spec, started=started, log=log)
     tune_path = spec.folder / TUNE_DIR
     if resume:
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
@@ -231,7 +237,6 @@ def run_sweep(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-    tracking.announce(resume)
     grid = tuner.fit()
     return tracking.close(grid)
 

@@ -70,6 +70,8 @@ class Tracker:
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:"):
+            _write_ahead_log(self.client)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None and found.lifecycle_stage == "deleted":
             self.client.restore_experiment(found.experiment_id)
@@ -115,10 +117,27 @@ class Tracker:
 
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def finish(self, run_id: str, status: str) -> None:
-        """Tag the trial's status and end the run in the matching terminal MLflow state."""
-        self.set_tags(run_id, {"status": status})
+    def finish(self, run_id: str, status: str, tags: Mapping[str, Any] | None = None) -> None:
+        """Tag the trial's status (and ``tags``) and end the run in the matching terminal MLflow state."""
+        self.set_tags(run_id, {**(tags or {}), "status": status})
         self.client.set_terminated(run_id, TERMINAL[status])
+
+
+def _write_ahead_log(client: Any) -> None:
+    """SQLite in WAL mode with ``synchronous=NORMAL``: a commit no longer waits for an fsync (5–20 ms here), a
+    crash of the process loses nothing committed, and ``mlflow ui`` can read while the sweep writes. (Only for a
+    local SQLite file: WAL does not work on network file systems, where a tracking server belongs anyway.)"""
+    from sqlalchemy import event, text
+
+    engine = client._tracking_client.store.engine
+
+    def configure(connection: Any, _: Any) -> None:
+        connection.execute("PRAGMA synchronous=NORMAL")
+
+    with engine.connect() as connection:
+        connection.execute(text("PRAGMA journal_mode=WAL"))
+    event.listen(engine, "connect", configure)
+    engine.dispose()  # reopen pooled connections with the setting
 
 
 def _is_number(value: Any) -> bool:

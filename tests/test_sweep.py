@@ -22,18 +22,24 @@ QUICK = str(ROOT / "search_spaces" / "quickstart.yaml")
 
 
 @pytest.fixture(scope="module")
-def ray_session() -> Any:
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow database for the in-process sweeps (each its own experiment): its schema is created once."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def ray_session(shared_store: str) -> Any:
     """One small local Ray for this module; workers import the tests' own workloads through PYTHONPATH."""
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
+    yield shared_store
     ray.shutdown()
 
 
-def _spec(tmp_path: Path, **changes: Any) -> Path:
+def _spec(tmp_path: Path, store: str | None = None, **changes: Any) -> Path:
     spec: dict[str, Any] = {
         "name": "t",
         "workload": {"name": "quadratic", "samples": 64},
@@ -43,6 +49,7 @@ def _spec(tmp_path: Path, **changes: Any) -> Path:
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "failure": {"max_failures": 0},
         "storage": str(tmp_path / "sweeps"),
+        **({"tracking": {"uri": store}} if store else {}),
         **changes,
     }
     path = tmp_path / f"{spec['name']}.yaml"
@@ -79,7 +86,7 @@ def test_sweep_with_asha_records_every_trial_truthfully(ray_session: Any, tmp_pa
 
     from autoaccel.sweep import run_sweep
 
-    result = run_sweep(_spec(tmp_path), log=open(os.devnull, "w"))  # noqa: SIM115
+    result = run_sweep(_spec(tmp_path, ray_session), log=open(os.devnull, "w"))  # noqa: SIM115
     children = _children(result["tracking_uri"], "t")
     assert len(children) == 6 == len({c.data.tags["trial_id"] for c in children})
     statuses = {c.data.tags["trial_id"]: c.data.tags["status"] for c in children}
@@ -111,6 +118,7 @@ def test_trial_that_raises_once_is_retried_from_its_checkpoint(ray_session: Any,
     marker = tmp_path / "failed-once"
     spec = _spec(
         tmp_path,
+        ray_session,
         name="flaky",
         workload={"name": "sweep_workloads:FlakyQuadratic", "samples": 64, "marker": str(marker)},
         search={"sampler": "random", "num_samples": 2, "max_concurrent": 1, "seed": 0},
@@ -134,6 +142,7 @@ def test_diverging_configuration_is_a_result(ray_session: Any, tmp_path: Path) -
     space.write_text("params:\n  base: {value: sgd}\n  lr: {float: [1.0e+4, 1.0e+5], log: true}\n")
     spec = _spec(
         tmp_path,
+        ray_session,
         name="diverge",
         space=str(space),
         scheduler={"type": "fifo"},
@@ -219,3 +228,67 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states and states.count(TrialState.COMPLETE) == 6
     assert json.loads(summary.read_text())["resumed_from_checkpoint"] >= 1  # mid-run trials continued
+
+
+def test_seeds_train_in_lockstep_and_each_equals_its_own_run(ray_session: Any, tmp_path: Path) -> None:
+    from autoaccel.sweep import run_sweep
+    from autoaccel.trial import run_trial
+
+    space = tmp_path / "fixed.yaml"
+    space.write_text("params:\n  base: {value: sgd}\n  lr: {value: 0.1}\n  momentum: {float: [0.5, 0.9]}\n")
+    spec = _spec(
+        tmp_path,
+        ray_session,
+        name="seeds",
+        space=str(space),
+        seeds=[0, 1],
+        scheduler={"type": "fifo"},
+        search={"sampler": "random", "num_samples": 1, "max_concurrent": 1, "seed": 0},
+    )
+    result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
+    (child,) = _children(result["tracking_uri"], "seeds")
+    metrics, params = child.data.metrics, child.data.params
+    momentum = float(params["optimizer.momentum"])
+    for seed in (0, 1):
+        alone = run_trial(
+            {
+                "workload": {"name": "quadratic", "samples": 64},
+                "budget": {"epochs": 4, "batch_size": 16},
+                "optimizer": {"base": "sgd", "lr": 0.1, "momentum": momentum},
+                "seed": seed,
+                "device": "cpu",
+            }
+        )
+        assert metrics[f"val_suboptimality_seed{seed}"] == pytest.approx(alone["val_suboptimality"], rel=1e-12)
+    assert metrics["val_suboptimality"] == pytest.approx(
+        (metrics["val_suboptimality_seed0"] + metrics["val_suboptimality_seed1"]) / 2, rel=1e-12
+    )
+    assert metrics["val_suboptimality_std"] > 0 and child.data.tags["seed"] == "0,1"
+
+
+def test_multi_objective_sweep_with_nsga2(ray_session: Any, tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from autoaccel.sweep import run_sweep
+
+    spec = _spec(
+        tmp_path,
+        ray_session,
+        name="pareto",
+        scheduler={"type": "fifo"},
+        search={
+            "sampler": "nsga2",
+            "num_samples": 3,
+            "max_concurrent": 2,
+            "seed": 0,
+            "metric": ["metric", "time_s"],
+            "mode": ["min", "min"],
+        },
+    )
+    result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
+    study = _study(Path(result["folder"]), "pareto")
+    assert len(study.directions) == 2
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3 and all(
+        len(t.values) == 2 for t in study.trials
+    )
+    assert result["statuses"] == {"completed": 3}
