@@ -67,7 +67,7 @@ def main() -> None:
         for label, section in VARIANTS:
             full = dict(config) if section is None else {**config, "anderson": {"history": 5, **section}}
             values = [_val_mse(full, args.epochs, seed) for seed in args.seeds]
-            shown = ", ".join("nan" if math.isnan(v) or v > 1e3 else f"{v:.3f}" for v in values)
+            shown = ", ".join("nan" if math.isnan(v) or v > 1e3 else f"{v:.4g}" for v in values)
             diverged = sum(math.isnan(v) or v > 1e3 for v in values)
             print(f"| {base} | {label} | {shown} | {diverged} |")
 
