@@ -47,11 +47,20 @@ class SweepTracking(tune.Callback):
             self.parent = parents[0].info.run_id
             client.update_run(self.parent, status="RUNNING")
         else:
+            from autoaccel.workloads import get_workload
+
+            workload = get_workload(**spec.workload)
             tags = {
                 "autoaccel.sweep": spec.name,
                 "autoaccel.role": "sweep",
                 "workload": spec.workload["name"],
                 "folder": str(spec.folder),
+                # what the analysis needs to rank trials and time them to target
+                "metric": spec.metric,
+                "mode": spec.mode,
+                "workload_metric": workload.metric,
+                "workload_mode": workload.mode,
+                "target": workload.target,
             }
             self.parent = self.tracker.start_run(spec.name, spec.raw, tags)
             client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
