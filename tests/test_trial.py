@@ -201,3 +201,12 @@ def test_train_command_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> 
     assert "optimizer.anderson.history = 0" in capsys.readouterr().err
     assert main(["train", "--workload", "quadratic", "--option", "condition", "--epochs", "1"]) == 2
     assert "--option = 'condition': KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_finished_checkpoint_replays_its_last_report(tmp_path: Path) -> None:
+    config = _config({"base": "sgd", "lr": 0.1}, epochs=2)
+    first = run_trial(config, checkpoint_dir=tmp_path)
+    replayed: list[dict[str, Any]] = []
+    again = run_trial(config, report=lambda m, _: replayed.append(m), checkpoint_dir=tmp_path)
+    assert [m["epoch"] for m in replayed] == [2] and replayed[0]["metric"] == first["metric"]  # nothing retrained
+    assert again == first

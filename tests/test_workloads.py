@@ -207,3 +207,20 @@ def test_every_builtin_declares_its_contract() -> None:
         w = cls()
         assert w.metric in w.metrics and "val_loss" in w.metrics and w.mode in ("min", "max")
         assert math.isfinite(w.target) and math.isfinite(w.worst)
+
+
+def test_admissions_mlp_learns_through_the_trial_runner(cache: Path) -> None:
+    from autoaccel.trial import run_trial
+
+    reports: list[dict] = []
+    config = {
+        "workload": {"name": "admissions_mlp"},
+        "optimizer": {"base": "adam", "lr": 3e-3},
+        "budget": {"epochs": 8, "batch_size": 40},
+        "seed": 0,
+        "device": "cpu",
+    }
+    result = run_trial(config, report=lambda m, _: reports.append(m))
+    assert result["val_mse"] < 0.5 * reports[0]["val_mse"] and result["val_rmse"] ** 2 == pytest.approx(
+        result["val_mse"]
+    )
