@@ -61,6 +61,7 @@ class SweepTracking(tune.Callback):
                 "workload_metric": workload.metric,
                 "workload_mode": workload.mode,
                 "target": workload.target,
+                **({"study_of": spec.study["from"]} if spec.study else {}),
             }
             self.parent = self.tracker.start_run(spec.name, spec.raw, tags)
             client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
@@ -81,10 +82,13 @@ class SweepTracking(tune.Callback):
         self._connect()
         s = self.spec
         verb = "resuming" if resume else "starting"
-        self._say(
-            f"{verb} sweep {s.name}: {s.num_samples} trials × {len(s.seeds)} seed(s) of {s.workload['name']}, "
-            f"{s.sampler} + {s.scheduler['type']}, {s.max_concurrent} at a time; folder {s.folder}"
-        )
+        if s.study:
+            what = f"study {s.name} of sweep {s.study['from']}: {s.num_samples} trials (configuration × seed × batch)"
+        else:
+            what = (
+                f"sweep {s.name}: {s.num_samples} trials × {len(s.seeds)} seed(s), {s.sampler} + {s.scheduler['type']}"
+            )
+        self._say(f"{verb} {what} of {s.workload['name']}, {s.max_concurrent} at a time; folder {s.folder}")
         self._say(
             f"MLflow: {s.tracking_uri} (experiment {s.experiment}); `mlflow ui --backend-store-uri "
             f"{s.tracking_uri}` shows it"
@@ -94,24 +98,27 @@ class SweepTracking(tune.Callback):
         print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.log, flush=True)
 
     def _child(self, trial: Any) -> str:
-        from autoaccel.spaces import to_config
+        from autoaccel.sweep import plan
 
         trial_id = trial.trial_id
         if trial_id not in self.runs:
-            sample = to_config(trial.config)
+            sample, seeds = plan(trial.config, self.spec.seeds)
             fam = sample.family or family(sample.optimizer)
+            seed = ",".join(map(str, seeds))
             params = {
                 "optimizer": sample.optimizer,
                 "budget": {**self.spec.budget, **sample.budget},
                 "workload": self.spec.workload,
-                "seeds": ",".join(map(str, self.spec.seeds)),
+                "seeds": seed,
             }
+            source = (trial.config.get("point") or {}).get("source")
             tags = {
                 "trial_id": trial_id,
                 "workload": self.spec.workload["name"],
                 "family": fam,
                 "technique": family(sample.optimizer),
-                "seed": ",".join(map(str, self.spec.seeds)),
+                "seed": seed,
+                **({"source_run": source} if source else {}),
                 "status": "running",
                 "epochs": 0,
                 "autoaccel.sweep": self.spec.name,
@@ -261,6 +268,8 @@ _RAY_KEYS = {
 def _close_optuna_study(spec: SweepSpec) -> None:
     """Optuna trials still RUNNING after fit() belong to no live Ray trial (the driver died between asking Optuna
     and recording the trial): mark them FAIL so the study does not count them as pending forever."""
+    if spec.points:  # a robustness study samples nothing
+        return
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend

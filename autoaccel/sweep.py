@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,8 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
     """The Ray trainable: one sampled configuration, trained for every seed in lockstep, one report per epoch."""
     from ray import tune
 
-    from autoaccel.spaces import to_config
-
     warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
-    sample = to_config(params)
+    sample, seeds = plan(params, payload["seeds"])
     budget = {**payload["budget"], **sample.budget}
     local = Path(tempfile.mkdtemp(prefix="autoaccel-trial-"))
     try:
@@ -71,13 +69,24 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
                 },
                 local / f"seed_{seed}",
             )
-            for seed in payload["seeds"]
+            for seed in seeds
         ]
         metric = trials[0].workload.metric
         for per_seed in zip(*(t.epochs() for t in trials), strict=False):
-            tune.report(_merge(per_seed, payload["seeds"], metric), checkpoint=tune.Checkpoint.from_directory(local))
+            tune.report(_merge(per_seed, seeds, metric), checkpoint=tune.Checkpoint.from_directory(local))
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def plan(config: Mapping[str, Any], seeds: Sequence[int]) -> tuple[Any, tuple[int, ...]]:
+    """What a Ray trial trains: (a :class:`~autoaccel.spaces.Sample`, its seeds) from Optuna's flat parameters or
+    from a study point (one configuration, one seed)."""
+    from autoaccel.spaces import to_config
+
+    point = config.get("point")
+    if point is None:
+        return to_config(config), tuple(seeds)
+    return to_config({**point["params"], "family": point["family"]}), (point["seed"],)
 
 
 def _merge(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], metric: str) -> dict[str, Any]:
@@ -206,8 +215,23 @@ def run_sweep(
     resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
     trainable = tune.with_resources(tune.with_parameters(train_sampled, payload=payload), resources)
     tune_path = spec.folder / TUNE_DIR
+    run_config = tune.RunConfig(
+        name=TUNE_DIR,
+        storage_path=str(spec.folder),
+        verbose=0,
+        callbacks=[tracking],
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
     if resume:
         tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
+    elif spec.points:  # a robustness study: every point once, none stopped early
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"point": tune.grid_search([p.as_config()["point"] for p in spec.points])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
+            run_config=run_config,
+        )
     else:
         searcher = TruthfulOptunaSearch(
             space=DefineByRun(str(spec.space)),
@@ -228,14 +252,7 @@ def run_sweep(
                 max_concurrent_trials=spec.max_concurrent,
                 reuse_actors=True,
             ),
-            run_config=tune.RunConfig(
-                name=TUNE_DIR,
-                storage_path=str(spec.folder),
-                verbose=0,
-                callbacks=[tracking],
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
+            run_config=run_config,
         )
     grid = tuner.fit()
     return tracking.close(grid)

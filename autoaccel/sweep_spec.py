@@ -15,6 +15,9 @@
     tracking: {uri: null, experiment: null}   # default sqlite:///<storage>/<name>/mlflow.db, experiment = name
     device: auto                          # auto | cpu | cuda
 
+A robustness study replaces ``space`` (and ``seeds``) with a ``study`` section that re-runs the best configurations
+of a finished sweep over seeds and batch sizes (see :mod:`autoaccel.study`).
+
 ``search.metric``/``mode`` default to the workload's primary metric. ``sampler: nsga2`` takes a list of metrics
 and modes (e.g. ``[val_mse, time_s]``, ``[min, min]``) and needs ``scheduler: fifo``: successive halving ranks
 one number. Every error names the file, the key, the value and what is allowed.
@@ -27,19 +30,23 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from autoaccel._overrides import apply_overrides
-from autoaccel.optim._hyper import ConfigError, Hyperparameter, check_all
+from autoaccel.optim._hyper import ConfigError, Hyperparameter, check_all, check_int_list
 from autoaccel.trial import BUDGET
 from autoaccel.workloads import Workload, get_workload
+
+if TYPE_CHECKING:
+    from autoaccel.study import Point
 
 __all__ = ["SAMPLERS", "SweepSpec", "load_spec"]
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 _TOP = (
+    "study",
     "name",
     "workload",
     "space",
@@ -77,7 +84,7 @@ class SweepSpec:
     path: Path
     name: str
     workload: dict[str, Any]
-    space: Path
+    space: Path | None
     budget: dict[str, Any]
     sampler: str
     num_samples: int
@@ -94,6 +101,8 @@ class SweepSpec:
     experiment: str
     device: str
     raw: dict[str, Any]
+    points: tuple[Point, ...] | None = None  # a robustness study: these trials instead of sampling a space
+    study: dict[str, Any] | None = None
 
     @property
     def metric(self) -> str:
@@ -132,7 +141,7 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
 
 
 def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
-    from autoaccel.spaces import check, load_space
+    from autoaccel.study import study_points
     from autoaccel.tracking import resolve_tracking_uri
 
     for key in raw:
@@ -150,13 +159,21 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     if (budget["epochs"] is None) == (budget["steps"] is None):
         raise ConfigError("budget", raw.get("budget"), "exactly one of epochs or steps")
 
-    space_file = raw.get("space")
-    if not isinstance(space_file, str):
-        raise ConfigError("space", space_file, "the path of a search-space YAML file, relative to the spec")
-    space_path = (path.parent / space_file).resolve()
-    if not space_path.is_file():
-        raise ConfigError("space", space_file, f"an existing search-space file, relative to the spec ({space_path})")
-    check(load_space(space_path), n=20, seed=0)  # errors name the space file; an impossible stack fails here
+    storage = raw.get("storage", "sweeps")
+    if not isinstance(storage, str) or not storage:
+        raise ConfigError("storage", storage, "a folder path (or a URI such as s3://bucket/path on a cluster)")
+    folder = Path(storage).expanduser().resolve() / name
+    points, study = None, raw.get("study")
+    if study is not None:
+        for key in ("space", "seeds"):
+            if key in raw:
+                raise ConfigError(key, raw[key], "left out in a study: study.from and study.seeds give them")
+        source = study.get("from") if isinstance(study, Mapping) else None
+        # the source sweep's own default store, next to this sweep's folder
+        points, study = study_points(study, resolve_tracking_uri(None, folder.parent / str(source)))
+        space_path = None
+    else:
+        space_path = _space(path, raw.get("space"))
 
     search = _section(raw, "search", _SEARCH, extra=("sampler", "metric", "mode"))
     sampler = search.get("sampler", "tpe")
@@ -164,10 +181,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         raise ConfigError("search.sampler", sampler, "one of " + ", ".join(SAMPLERS))
     metrics, modes = _objectives(search, workload, sampler)
 
-    scheduler = dict(raw.get("scheduler") or {"type": "asha"})
+    scheduler = dict(raw.get("scheduler") or {"type": "fifo" if points else "asha"})
     kind = scheduler.pop("type", "asha")
     if kind not in ("asha", "fifo"):
         raise ConfigError("scheduler.type", kind, "one of asha, fifo")
+    if points and kind != "fifo":
+        raise ConfigError("scheduler.type", kind, "fifo in a study (a truncated run is no robustness evidence)")
     if kind == "asha":
         scheduler = {**{h.name: h.default for h in _ASHA}, **check_all(_ASHA, scheduler, prefix="scheduler.")}
         if len(metrics) > 1:
@@ -176,16 +195,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         raise ConfigError(f"scheduler.{next(iter(scheduler))}", next(iter(scheduler.values())), "no options for fifo")
     scheduler["type"] = kind
 
-    seeds = raw.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if not (
-        isinstance(seeds, list)
-        and seeds
-        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-        and len(set(seeds)) == len(seeds)
-    ):
-        raise ConfigError("seeds", seeds, "a non-empty list of distinct integers ≥ 0")
+    seeds = check_int_list(raw.get("seeds", [0]), "seeds", 0)
 
     resources = _section(raw, "resources", _RESOURCES)
     if resources["gpu"] > 1 and not float(resources["gpu"]).is_integer():
@@ -195,10 +205,6 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError("device", device, "one of auto, cpu, cuda")
 
-    storage = raw.get("storage", "sweeps")
-    if not isinstance(storage, str) or not storage:
-        raise ConfigError("storage", storage, "a folder path (or a URI such as s3://bucket/path on a cluster)")
-    folder = Path(storage).expanduser().resolve() / name
     tracking = raw.get("tracking") or {}
     if not isinstance(tracking, Mapping) or set(tracking) - {"uri", "experiment"}:
         raise ConfigError("tracking", tracking, "a mapping with uri and/or experiment")
@@ -213,7 +219,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         space=space_path,
         budget=budget,
         sampler=sampler,
-        num_samples=search["num_samples"],
+        num_samples=len(points) if points else search["num_samples"],
         max_concurrent=search["max_concurrent"],
         seed=search["seed"],
         metrics=metrics,
@@ -227,7 +233,21 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         experiment=experiment,
         device=device,
         raw=copy.deepcopy(raw),
+        points=tuple(points) if points else None,
+        study=study,
     )
+
+
+def _space(path: Path, space_file: Any) -> Path:
+    from autoaccel.spaces import check, load_space
+
+    if not isinstance(space_file, str):
+        raise ConfigError("space", space_file, "the path of a search-space YAML file, relative to the spec")
+    space_path = (path.parent / space_file).resolve()
+    if not space_path.is_file():
+        raise ConfigError("space", space_file, f"an existing search-space file, relative to the spec ({space_path})")
+    check(load_space(space_path), n=20, seed=0)  # errors name the space file; an impossible stack fails here
+    return space_path
 
 
 def _objectives(search: Mapping[str, Any], workload: Workload, sampler: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -292,3 +292,49 @@ def test_multi_objective_sweep_with_nsga2(ray_session: Any, tmp_path: Path) -> N
         len(t.values) == 2 for t in study.trials
     )
     assert result["statuses"] == {"completed": 3}
+
+
+def test_robustness_study_reruns_the_best_configuration_over_seeds_and_batch_sizes(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    from autoaccel.sweep import run_sweep
+
+    source = run_sweep(
+        _spec(
+            tmp_path,
+            ray_session,
+            name="source",
+            scheduler={"type": "fifo"},
+            budget={"epochs": 2, "batch_size": 16},
+            search={"sampler": "random", "num_samples": 3, "max_concurrent": 2, "seed": 1},
+        ),
+        log=open(os.devnull, "w"),  # noqa: SIM115
+    )
+    best_run = source["best"][0]["run_id"]
+    study = {
+        "from": "source",
+        "tracking_uri": ray_session,
+        "top": 1,
+        "per": "all",
+        "seeds": [3, 4],
+        "batch_sizes": [8, 32],
+    }
+    path = tmp_path / "study.yaml"
+    spec = yaml.safe_load(
+        _spec(tmp_path, ray_session, name="study", budget={"epochs": 2, "batch_size": 16}).read_text()
+    )
+    del spec["space"], spec["scheduler"], spec["search"]
+    path.write_text(yaml.safe_dump({**spec, "study": study, "search": {"max_concurrent": 2}}))
+    result = run_sweep(path, log=open(os.devnull, "w"))  # noqa: SIM115
+    children = _children(result["tracking_uri"], "study")
+    assert len(children) == 4 and {c.data.tags["status"] for c in children} == {"completed"}
+    assert {c.data.tags["source_run"] for c in children} == {best_run}
+    assert sorted((c.data.params["budget.batch_size"], c.data.tags["seed"]) for c in children) == [
+        ("32", "3"),
+        ("32", "4"),
+        ("8", "3"),
+        ("8", "4"),
+    ]
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(result["tracking_uri"]).get_run(result["parent_run_id"]).data.tags["study_of"] == "source"

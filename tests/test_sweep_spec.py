@@ -100,3 +100,25 @@ def test_cli_rejects_before_starting_anything(tmp_path: Path, capsys: pytest.Cap
     assert main(["sweep", str(_write(tmp_path, GOOD)), "--set", "search.num_samples=0"]) == 2
     assert main(["sweep", str(_write(tmp_path, GOOD)), "--check"]) == 0
     assert not (tmp_path / "sweeps").exists()
+
+
+@pytest.mark.parametrize(
+    ("study", "extra", "key", "allowed"),
+    [
+        ({"from": "nope", "seeds": [0]}, {}, "study.tracking_uri", "the MLflow store of the source sweep"),
+        ({"from": "x", "top": 0}, {}, "study.top", "≥ 1"),
+        ({"from": "x", "seeds": []}, {}, "study.seeds", "distinct integers ≥ 0"),
+        ({"from": "x", "batch_sizes": [0]}, {}, "study.batch_sizes", "≥ 1"),
+        ({"from": "x", "repeat": 2}, {}, "study.repeat", "unknown key"),
+        ({"from": "x"}, {"space": SPACE}, "space", "left out in a study"),
+        ({"from": "x"}, {"seeds": [1]}, "seeds", "left out in a study"),
+    ],
+)
+def test_invalid_studies(tmp_path: Path, study: dict, extra: dict, key: str, allowed: str) -> None:
+    spec = {k: v for k, v in GOOD.items() if k not in ("space", "scheduler")}
+    spec["study"] = {"tracking_uri": f"sqlite:///{tmp_path / 'none.db'}", **study}
+    path = _write(tmp_path, {**spec, **extra})
+    with pytest.raises(ConfigError) as error:
+        load_spec(path)
+    assert error.value.key == key and allowed in error.value.allowed and error.value.source == str(path)
+    assert not (tmp_path / "none.db").exists()  # validation wrote nothing

@@ -111,3 +111,17 @@ def check_all(table: tuple[Hyperparameter, ...], values: dict[str, Any], prefix:
             raise ConfigError(prefix + name, value, "unknown key; allowed keys: " + ", ".join(sorted(by_name)))
         out[name] = by_name[name].check(value, prefix + name)
     return out
+
+
+def check_int_list(value: Any, key: str, low: int) -> list[int]:
+    """A non-empty list of distinct integers ≥ ``low`` (seeds, batch sizes); a single integer is a list of one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value)
+        and len(set(value)) == len(value)
+    ):
+        raise ConfigError(key, value, f"a non-empty list of distinct integers ≥ {low}")
+    return value

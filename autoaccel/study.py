@@ -1,0 +1,123 @@
+"""Robustness studies: the best configurations of a finished sweep, re-run over seeds and batch sizes as a sweep.
+
+A spec with a ``study`` section instead of a ``space``::
+
+    study:
+      from: admissions-quickstart     # the source sweep's MLflow experiment
+      tracking_uri: null              # where it is (default: the source sweep's own store, <storage>/<from>/mlflow.db)
+      top: 3                          # its best completed configurations by its ranked metric ...
+      per: family                     # ... per technique family (family), or overall (all)
+      seeds: [0, 1, 2, 3, 4]          # every configuration on every seed: one trial each
+      batch_sizes: [8, 40, 200]       # optional: and on every batch size (default: the configuration's own)
+
+Each (configuration, seed, batch size) is one trial with its own MLflow child run (tags ``seed``, ``family``,
+``source_run``), so the analysis sees seeds and batch sizes as plain columns. Studies never stop trials early: a
+robustness number from a truncated run is not one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoaccel._overrides import parse_value
+from autoaccel.optim._hyper import ConfigError, Hyperparameter, check_all, check_int_list
+
+__all__ = ["STUDY", "Point", "study_points", "top_configurations"]
+
+STUDY = (
+    Hyperparameter("top", int, 3, "best configurations to re-run", 1),
+    Hyperparameter("per", str, "family", "rank per technique family or over all", choices=("family", "all")),
+)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One study trial: a configuration (flat optimizer keys, ``budget.batch_size``), its family and a seed."""
+
+    params: dict[str, Any]
+    family: str
+    seed: int
+    source_run: str
+
+    def as_config(self) -> dict[str, Any]:
+        return {"point": {"params": self.params, "family": self.family, "seed": self.seed, "source": self.source_run}}
+
+
+def _value(text: str) -> Any:
+    return None if text in ("None", "null") else parse_value(text)
+
+
+def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -> list[tuple[str, dict, float, str]]:
+    """(family, flat optimizer params + budget.batch_size, metric value, run id) of the best completed trials."""
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        # MLflow would create an empty store: validation must not write anything
+        raise ConfigError("study.tracking_uri", tracking_uri, "the MLflow store of the source sweep (no file there)")
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ConfigError("study.from", experiment, f"the name of a sweep experiment in {tracking_uri}")
+    parents = client.search_runs([found.experiment_id], "tags.`autoaccel.role` = 'sweep'")
+    if not parents:
+        raise ConfigError("study.from", experiment, "an experiment written by `autoaccel sweep` (no sweep run in it)")
+    mode = parents[0].data.tags.get("mode", "min")
+    children = client.search_runs(
+        [found.experiment_id],
+        f"tags.mlflow.parentRunId = '{parents[0].info.run_id}' and tags.status = 'completed'",
+        max_results=50000,
+    )
+    rows = []
+    for run in children:
+        value = run.data.metrics.get("metric")
+        if value is None or not math.isfinite(value):
+            continue
+        params = {
+            k.removeprefix("optimizer."): _value(v) for k, v in run.data.params.items() if k.startswith("optimizer.")
+        }
+        if "budget.batch_size" in run.data.params:
+            params["budget.batch_size"] = _value(run.data.params["budget.batch_size"])
+        rows.append((run.data.tags.get("family", "all"), params, value, run.info.run_id))
+    if not rows:
+        raise ConfigError("study.from", experiment, "a sweep with at least one completed trial (none yet)")
+    rows.sort(key=lambda row: row[2], reverse=mode == "max")
+    kept: list[tuple[str, dict, float, str]] = []
+    taken: dict[str, int] = {}
+    for row in rows:
+        group = row[0] if per == "family" else "all"
+        if taken.get(group, 0) < top:
+            kept.append(row)
+            taken[group] = taken.get(group, 0) + 1
+    return kept
+
+
+def study_points(section: Mapping[str, Any], default_uri: str) -> tuple[list[Point], dict[str, Any]]:
+    """Validate a ``study`` section and expand it into trials; also return the checked section."""
+    if not isinstance(section, Mapping):
+        raise ConfigError("study", section, "a mapping with from, seeds and optionally top, per, batch_sizes")
+    allowed = {"from", "tracking_uri", "seeds", "batch_sizes", *(h.name for h in STUDY)}
+    for key in section:
+        if key not in allowed:
+            raise ConfigError(f"study.{key}", section[key], "unknown key; allowed keys: " + ", ".join(sorted(allowed)))
+    source = section.get("from")
+    if not isinstance(source, str) or not source:
+        raise ConfigError("study.from", source, "the name of the source sweep (its MLflow experiment)")
+    checked = {h.name: h.default for h in STUDY}
+    checked.update(check_all(STUDY, {k: v for k, v in section.items() if k in ("top", "per")}, prefix="study."))
+    seeds = check_int_list(section.get("seeds", [0]), "study.seeds", 0)
+    batch_sizes = section.get("batch_sizes")
+    if batch_sizes is not None:
+        batch_sizes = check_int_list(batch_sizes, "study.batch_sizes", 1)
+    uri = section.get("tracking_uri") or default_uri
+    configs = top_configurations(uri, source, checked["top"], checked["per"])
+    points = []
+    for fam, params, _, run_id in configs:
+        for batch in batch_sizes or [params.get("budget.batch_size")]:
+            for seed in seeds:
+                flat = {**params, **({"budget.batch_size": batch} if batch is not None else {})}
+                points.append(Point(flat, fam, seed, run_id))
+    return points, {**checked, "from": source, "tracking_uri": uri, "seeds": seeds, "batch_sizes": batch_sizes}
