@@ -74,6 +74,7 @@ class SweepTracking(tune.Callback):
                 history = client.get_metric_history(run.info.run_id, "train_loss")
                 self.logged[trial_id] = max((m.step for m in history), default=0)
         self.finished: dict[str, str] = {}
+        self.nodes: dict[str, str | None] = {}
         self.best: float | None = None
         self.first_report: float | None = None
         self._connected = True
@@ -142,7 +143,10 @@ class SweepTracking(tune.Callback):
         if epoch <= self.logged[trial.trial_id]:
             return  # replayed after a resume from an older checkpoint: already recorded, same values (exact resume)
         metrics = {k: v for k, v in result.items() if k not in _RAY_KEYS}
-        self.tracker.log_epoch(run_id, metrics, step=epoch)
+        node = result.get("node_id")
+        tags = {"node": node} if node and self.nodes.get(trial.trial_id) != node else None
+        self.nodes[trial.trial_id] = node
+        self.tracker.log_epoch(run_id, metrics, step=epoch, tags=tags)
         self.logged[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -262,6 +266,7 @@ _RAY_KEYS = {
     "experiment_tag",
     "should_checkpoint",
     "epochs_planned",
+    "node_id",
 }
 
 

@@ -47,6 +47,7 @@ class SweepResult(dict):
 # -- inside a trial (any node) ------------------------------------------------------------------------------------
 def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
     """The Ray trainable: one sampled configuration, trained for every seed in lockstep, one report per epoch."""
+    import ray
     from ray import tune
 
     warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
@@ -72,8 +73,10 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
             for seed in seeds
         ]
         metric = trials[0].workload.metric
+        node = {"node_id": ray.get_runtime_context().get_node_id()}  # where it trained (a retry may move it)
         for per_seed in zip(*(t.epochs() for t in trials), strict=False):
-            tune.report(_merge(per_seed, seeds, metric), checkpoint=tune.Checkpoint.from_directory(local))
+            report = {**_merge(per_seed, seeds, metric), **node}
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(local))
     finally:
         shutil.rmtree(local, ignore_errors=True)
 

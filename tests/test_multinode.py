@@ -1,0 +1,195 @@
+"""Sweeps on a real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head and two worker
+nodes that declare fake GPUs; losing a node mid-sweep; tracking through a real ``mlflow server``.
+
+Run alone with ``pytest -m cluster``; they also run in ``make test`` (about a minute each).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.cluster
+
+TESTS = str(Path(__file__).resolve().parent)
+SPACE = "params:\n  base: {value: sgd}\n  lr: {float: [1.0e-2, 1.0e-1], log: true}\n  momentum: {float: [0.0, 0.9]}\n"
+
+
+@pytest.fixture
+def cluster() -> Any:
+    """A head without GPUs and two worker nodes with one (fake) GPU each; the driver joins it."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [nodes.add_node(num_cpus=2, num_gpus=1, resources={f"worker{i}": 1}) for i in range(2)]
+    nodes.wait_for_nodes()
+    ray.init(address=nodes.address, log_to_driver=False, logging_level="ERROR")
+    yield nodes, workers
+    ray.shutdown()
+    nodes.shutdown()
+
+
+def _spec(tmp_path: Path, name: str, uri: str | None = None, **changes: Any) -> Path:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    spec = {
+        "name": name,
+        "workload": {"name": "sweep_workloads:SlowQuadratic", "samples": 64, "delay": 0.5},
+        "space": str(tmp_path / "space.yaml"),
+        "budget": {"epochs": 4, "batch_size": 16},
+        "search": {"sampler": "random", "num_samples": 4, "max_concurrent": 4, "seed": 0},
+        "scheduler": {"type": "fifo"},
+        "resources": {"cpu": 1, "gpu": 0.5},
+        "failure": {"max_failures": 2},
+        "storage": str(tmp_path / "shared"),  # one file system here; on a real cluster shared storage
+        **({"tracking": {"uri": uri}} if uri else {}),
+        **changes,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _children(uri: str, experiment: str) -> list[Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def _history(uri: str, run_id: str) -> list[int]:
+    from mlflow.tracking import MlflowClient
+
+    return [m.step for m in MlflowClient(uri).get_metric_history(run_id, "train_loss")]
+
+
+def test_fractional_gpu_trials_run_on_the_gpu_nodes_two_per_node(cluster: Any, tmp_path: Path) -> None:
+    from autoaccel.sweep import run_sweep
+
+    _, workers = cluster
+    result = run_sweep(_spec(tmp_path, "packed"), log=open(os.devnull, "w"))  # noqa: SIM115
+    children = _children(result["tracking_uri"], "packed")
+    assert len(children) == 4 and {c.data.tags["status"] for c in children} == {"completed"}
+    placed = [c.data.tags["node"] for c in children]
+    assert set(placed) == {w.node_id for w in workers}  # never the head, which has no GPU
+    assert sorted(placed.count(w.node_id) for w in workers) == [2, 2]  # gpu: 0.5 packs two trials per device
+    assert not list((tmp_path / "shared").rglob("mlflow.db-journal"))
+    # the only MLflow store is the driver's: no trial wrote a tracking file anywhere under the sweep's storage
+    stores = [p for p in (tmp_path / "shared").rglob("*") if p.name.startswith("mlflow.db")]
+    assert {p.parent for p in stores} == {Path(result["folder"])}
+    assert not list((tmp_path / "shared").rglob("mlruns"))
+
+
+def test_losing_a_worker_node_mid_sweep(cluster: Any, tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from autoaccel.sweep import run_sweep
+    from autoaccel.sweep_spec import load_spec
+
+    nodes, workers = cluster
+    spec = load_spec(_spec(tmp_path, "lossy", budget={"epochs": 6, "batch_size": 16}))
+    db = spec.folder / "mlflow.db"
+
+    def remove_when_training() -> None:
+        import sqlite3
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with sqlite3.connect(db, timeout=1) as connection:
+                    done = connection.execute("select count(*) from metrics where key = 'train_loss'").fetchone()[0]
+            except sqlite3.Error:
+                done = 0
+            if done >= 6:  # every running trial is a few epochs in
+                nodes.remove_node(workers[0])
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=remove_when_training)
+    killer.start()
+    result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
+    killer.join()
+    children = _children(result["tracking_uri"], "lossy")
+    assert len(children) == 4 == len({c.data.tags["trial_id"] for c in children})  # one child run per trial
+    assert {c.data.tags["status"] for c in children} == {"completed"}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert _history(result["tracking_uri"], child.info.run_id) == [1, 2, 3, 4, 5, 6]  # gap-free, no repeats
+        assert child.data.tags["node"] == workers[1].node_id  # where each trial finished: the surviving node
+    assert result["resumed_from_checkpoint"] >= 1  # the moved trials continued from their checkpoints
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(
+        study_name="lossy", storage=JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
+    )
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # every trial once
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_through_a_real_mlflow_server(cluster: Any, tmp_path: Path) -> None:
+    from autoaccel.sweep import run_sweep
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        spec = _spec(
+            tmp_path, "served", uri=uri, search={"sampler": "random", "num_samples": 2, "max_concurrent": 2, "seed": 0}
+        )
+        result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
+        children = _children(uri, "served")
+        assert len(children) == 2 and {c.data.tags["status"] for c in children} == {"completed"}
+        assert all(_history(uri, c.info.run_id) == [1, 2, 3, 4] for c in children)
+        assert result["tracking_uri"] == uri and not (Path(result["folder"]) / "mlflow.db").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
