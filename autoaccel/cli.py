@@ -106,6 +106,18 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from autoaccel.analysis.export import export_command
+
+    return export_command(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from autoaccel.analysis.report import report_command
+
+    return report_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoaccel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--output-json", help="write the sweep summary there")
     sweep.set_defaults(func=_sweep)
 
+    export = commands.add_parser("export", help="MLflow experiment(s) → runs.parquet and history.parquet")
+    export.add_argument("--experiment", action="append", required=True, help="an experiment (sweep) name; repeatable")
+    export.add_argument("--tracking-uri", help="default: sqlite:///<cwd>/mlflow.db")
+    export.add_argument("--out", required=True, help="folder for the Parquet files")
+    export.set_defaults(func=_export)
+
+    report = commands.add_parser(
+        "report", help="sensitivity and robustness report of sweep(s): HTML, Markdown, Parquet"
+    )
+    report.add_argument("--experiment", action="append", required=True, help="an experiment (sweep) name; repeatable")
+    report.add_argument("--tracking-uri", help="default: sweeps/<experiment>/mlflow.db if it exists, else ./mlflow.db")
+    report.add_argument("--out", help="default: reports/<experiment>")
+    report.set_defaults(func=_report)
+
+    from autoaccel.cluster import add_cluster_parser, add_tracking_parser
+
+    add_cluster_parser(commands)
+    add_tracking_parser(commands)
     return parser
 
 

@@ -1,0 +1,637 @@
+"""Sweeps on a Ray cluster: offline validation of cluster-launcher configs, thin wrappers over Ray's CLI, and the MLflow
+tracking server the sweep driver logs to.
+
+The cluster is started by Ray's own cluster launcher from ``cluster.yaml`` (cloud) or ``cluster.onprem.yaml`` (the
+``local`` provider); autoaccel adds only what users get wrong most (research notes, section C rows 12–14): a check
+before paying for machines, trial requests that fit no node (trials left PENDING forever), fractional GPUs that do not
+pack, node-local storage and tracking files.
+
+**Validation** (:func:`validate_cluster`, ``autoaccel cluster validate``) runs fully offline: Ray's JSON schema for
+cluster configs (every violation, each naming its key, with a "did you mean" for typos), then Ray's own
+``prepare_config`` + ``validate_config`` (and, for the ``local`` provider, ``bootstrap_config``, which is offline
+there), then our checks of each trial spec against the cluster:
+
+- **resources**: the trial's ``{cpu, gpu}`` fits at least one node type that can exist (the head, and worker types with
+  ``max_workers > 0``): ``cpu ≤ CPU`` and ``gpu ≤ GPU`` of that type. A resource a node type does not declare is
+  detected when the node starts and cannot be checked offline: it counts as fitting (declare it to have it checked).
+  On the ``local`` provider the nodes' resources are the ``--num-cpus``/``--num-gpus`` of their ``ray start`` lines.
+- **packing**: a fractional ``gpu`` < 1 must divide a device into whole trials (``1/gpu`` an integer: 0.5, 0.25, ...).
+- **shared storage**: the spec's ``storage`` must be an absolute path under one of the folders listed in the cluster
+  file's ``metadata.autoaccel.shared_storage`` (Ray ignores ``metadata``): mounts present at the same path on every
+  node (EFS/NFS). Trials write checkpoints there from the worker nodes and the driver (or a resumed one) reads them
+  back. Object-store URIs (``s3://``, ``gs://``, ``hdfs://``) are refused for now: the sweep keeps its Optuna journal
+  and ASHA state as files in the sweep folder.
+- **tracking**: the driver runs on the head and is the only MLflow writer, so ``tracking.uri`` must be a server or a
+  database reachable from the head: ``http(s)://`` (by default ``autoaccel tracking serve`` on the head, so
+  ``http://127.0.0.1:5000``) or ``postgresql://``/``mysql://``/``mssql://``. The default, a SQLite file in the sweep
+  folder, would sit on the shared mount (SQLite over NFS corrupts under locking) or on one node's disk.
+
+Each problem is one line, ``FILE: KEY: problem; fix``.
+
+**Wrappers** (``autoaccel cluster up|down|attach|status|submit``) build Ray CLI command lines with pure functions
+(:func:`up_command`, ...), validate first (exit code 2 with the problems, nothing run; ``up`` also checks that the
+``file_mounts`` sources exist where it runs), then run them. ``autoaccel tracking serve`` runs ``mlflow server``
+(:func:`tracking_serve_command`) on loopback, with its store under ``~/autoaccel-mlflow`` by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import difflib
+import io
+import json
+import logging
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoaccel.optim._hyper import ConfigError
+
+__all__ = [
+    "DASHBOARD",
+    "DEFAULT_CLUSTER",
+    "DEFAULT_TRACKING_DIR",
+    "add_cluster_parser",
+    "add_tracking_parser",
+    "attach_command",
+    "cluster_command",
+    "down_command",
+    "status_command",
+    "submit_command",
+    "tracking_command",
+    "tracking_serve_command",
+    "up_command",
+    "validate_cluster",
+]
+
+DEFAULT_CLUSTER = Path("cluster.yaml")
+# The head's dashboard (job submission), reached through the SSH tunnel of `cluster attach` or `ray dashboard`.
+DASHBOARD = "http://127.0.0.1:8265"
+DASHBOARD_PORT, MLFLOW_PORT = 8265, 5000
+# Where `autoaccel tracking serve` keeps its SQLite store and artifacts by default: the head's own disk, outside the
+# project copy (~/autoaccel) that `ray up` syncs.
+DEFAULT_TRACKING_DIR = Path("~/autoaccel-mlflow")
+DOCS = "https://docs.ray.io/en/latest/cluster/vms/references/ray-cluster-configuration.html"
+OBJECT_STORES = ("s3://", "gs://", "hdfs://")
+# MLflow stores reachable over the network: a tracking server, or a database server (SQLAlchemy URIs, +driver allowed).
+REMOTE_TRACKING = ("http", "https", "postgresql", "mysql", "mssql")
+# A job uploads the working directory minus .gitignore'd paths (.venv, sweeps/); .git is not ignored by git itself.
+JOB_EXCLUDES = (".git",)
+
+Runner = Callable[[Sequence[str]], int]
+
+
+# -- validation --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """What one node of a type offers to trials; ``None`` means detected when the node starts (unknown offline)."""
+
+    name: str
+    cpu: float | None
+    gpu: float | None
+    count: int  # how many such nodes can exist
+
+    def describe(self) -> str:
+        shown = [f"{label} {value:g}" for label, value in (("CPU", self.cpu), ("GPU", self.gpu)) if value is not None]
+        return f"{self.name} ({', '.join(shown) or 'detected at start'})"
+
+
+def _line(source: str, key: str, problem: str, fix: str) -> str:
+    return f"{source}: {key}: {problem}; {fix}"
+
+
+def validate_cluster(
+    cluster_yaml: str | os.PathLike[str], trials: Iterable[str | os.PathLike[str]] = (), overrides: Sequence[str] = ()
+) -> list[str]:
+    """Every problem of a cluster config and of the trial specs meant to run on it, one line each (empty: clean).
+
+    Offline: reads files and runs Ray's config code, never a cloud API or SSH. ``overrides`` (``key=value``) apply
+    to every trial spec, as ``autoaccel sweep --set`` would.
+    """
+    source = str(cluster_yaml)
+    raw, problems = _read_cluster(Path(cluster_yaml), source)
+    if raw is None:
+        return problems
+    nodes = None
+    if not problems:  # Ray's own code assumes a config that passes its schema
+        config, ray_problems = _ray_validate(raw, source)
+        problems += ray_problems
+        if config is not None:
+            nodes, node_problems = _node_types(config, source)
+            problems += node_problems
+    shared, shared_problems = _shared_storage(raw, source)
+    problems += shared_problems
+    for trial in trials:
+        problems += _check_trial(Path(trial), overrides, source, nodes, shared)
+    return problems
+
+
+def _read_cluster(path: Path, source: str) -> tuple[dict[str, Any] | None, list[str]]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        return None, [_line(source, "file", f"cannot be read ({error.strerror})", "pass an existing cluster YAML")]
+    except yaml.YAMLError as error:
+        detail = " ".join(str(error).split())
+        return None, [_line(source, "file", f"not valid YAML ({detail})", "fix the YAML syntax")]
+    if not isinstance(raw, dict):
+        return None, [_line(source, "file", "not a YAML mapping", f"a Ray cluster config, see {DOCS}")]
+    return raw, _schema_problems(raw, source)
+
+
+def _ray_schema() -> dict[str, Any]:
+    import ray.autoscaler
+
+    return json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+
+
+def _schema_problems(config: Mapping[str, Any], source: str) -> list[str]:
+    """Every violation of Ray's schema (Ray's own ``validate_config`` stops at the first), with its key."""
+    import jsonschema
+
+    schema = _ray_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return sorted(line for error in validator.iter_errors(config) for line in _describe(error, source))
+
+
+_TYPES = {
+    "integer": "a whole number",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+}
+
+
+def _describe(error: Any, source: str) -> Iterator[str]:
+    path = [str(p) for p in error.absolute_path]
+    key = ".".join(path) or "config"
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = sorted(error.schema.get("properties", {}))
+        for extra in (k for k in error.instance if k not in allowed):
+            close = difflib.get_close_matches(str(extra), allowed, n=1)
+            fix = f"did you mean {close[0]}?" if close else "allowed keys: " + ", ".join(allowed)
+            yield _line(source, ".".join([*path, str(extra)]), "unknown key", fix)
+    elif error.validator == "required" and isinstance(error.instance, Mapping):
+        for missing in (k for k in error.validator_value if k not in error.instance):
+            yield _line(source, ".".join([*path, missing]), "missing", f"add it (see {DOCS})")
+    elif error.validator == "type":
+        kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        wanted = " or ".join(_TYPES.get(k, k) for k in kinds)
+        yield _line(source, key, f"{error.instance!r} is not {wanted}", f"write {wanted}")
+    else:
+        yield _line(source, key, error.message, f"see {DOCS}")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Ray's config code prints progress and warnings (e.g. about file mounts under Docker); validation speaks only
+    through its problem lines."""
+    logger = logging.getLogger("ray.autoscaler")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _ray_validate(raw: dict[str, Any], source: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """Ray's ``prepare_config`` (provider defaults, node types' min/max) and ``validate_config`` (schema and semantic
+    checks such as ``head_node_type``). For the ``local`` provider the whole ``bootstrap_config``: it is offline there
+    (its provider bootstrap is the identity) and rejects what on-prem clusters cannot have."""
+    import click
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = copy.deepcopy(raw)
+    try:
+        with _quiet():
+            if config["provider"].get("type") == "local":
+                from ray.autoscaler.sdk import bootstrap_config
+
+                return bootstrap_config(config, no_config_cache=True), []  # no_config_cache: writes nothing
+            config = prepare_config(config)
+            validate_config(config)
+        return config, []
+    except jsonschema.ValidationError as error:
+        return None, list(_describe(error, source))
+    except click.ClickException as error:
+        return None, [_ray_message(error.message, raw, source)]
+    except NotImplementedError:
+        provider = raw["provider"].get("type")
+        fix = "a provider Ray supports: aws, gcp, azure, vsphere, local, ..."
+        return None, [_line(source, "provider.type", f"{provider!r} is not a Ray node provider", fix)]
+    except (ValueError, KeyError, TypeError, RuntimeError, AssertionError) as error:
+        return None, [_ray_message(str(error) or type(error).__name__, raw, source)]
+
+
+def _ray_message(message: str, raw: Mapping[str, Any], source: str) -> str:
+    """One of Ray's own error messages as a problem line: its key (the first backquoted or known key it names) and a
+    fix where we know one."""
+    message = " ".join(message.split()).rstrip(".")
+    named = re.findall(r"`([A-Za-z_.]+)`", message)
+    known = [k for k in _ray_schema()["properties"] if re.search(rf"\b{k}\b", message)]
+    key = (named or known or ["config"])[0]
+    problem, fix = message, f"see {DOCS}"
+    if key == "head_node_type":
+        problem = f"{raw.get('head_node_type')!r} is not one of available_node_types"
+        fix = "name one of: " + ", ".join(map(str, raw.get("available_node_types") or {}))
+    elif key == "available_node_types" and (raw.get("provider") or {}).get("type") == "local":
+        fix = "list machines in provider.head_ip/worker_ips; workers advertise GPUs with `ray start --num-gpus=N`"
+    elif key in ("head_ip", "worker_ips", "coordinator_address"):
+        key, fix = f"provider.{key}", "set provider.head_ip and provider.worker_ips (or provider.coordinator_address)"
+    elif key == "max_workers" and "min_workers" in message:
+        fix = "raise max_workers to at least the sum of the node types' min_workers"
+    return _line(source, key, problem, fix)
+
+
+def _shared_storage(raw: Mapping[str, Any], source: str) -> tuple[tuple[str, ...], list[str]]:
+    """``metadata.autoaccel.shared_storage``: absolute folders mounted at the same path on every node."""
+    key = "metadata.autoaccel"
+    section = (raw.get("metadata") or {}).get("autoaccel") if isinstance(raw.get("metadata"), Mapping) else None
+    if section is None:
+        return (), []
+    if not isinstance(section, Mapping):
+        return (), [_line(source, key, f"{section!r} is not a mapping", "write {shared_storage: [/mnt/shared]}")]
+    extra = [k for k in section if k != "shared_storage"]
+    problems = [_line(source, f"{key}.{k}", "unknown key", "the only key is shared_storage") for k in extra]
+    paths = section.get("shared_storage") or []
+    if isinstance(paths, str):
+        paths = [paths]
+    good = [p for p in paths if isinstance(p, str) and p.startswith("/")]
+    if len(good) != len(paths):
+        fix = "list absolute folders mounted at the same path on every node, e.g. [/mnt/shared]"
+        problems.append(_line(source, f"{key}.shared_storage", f"{paths!r} has a non-absolute path", fix))
+    return tuple(posixpath.normpath(p) for p in good), problems
+
+
+# `ray start --num-cpus=8` / `--num-gpus 2`: what a node of the local provider offers.
+_START_FLAG = re.compile(r"--num-(cpus|gpus)(?:=|\s+)(\S+)")
+
+
+def _node_types(config: Mapping[str, Any], source: str) -> tuple[list[NodeType], list[str]]:
+    if config["provider"].get("type") == "local":
+        return _local_node_types(config, source)
+    global_max = config.get("max_workers", 0)
+    nodes = []
+    for name, node in config["available_node_types"].items():
+        resources = node.get("resources") or {}
+        head = name == config["head_node_type"]
+        count = 1 if head else min(node.get("max_workers", global_max), global_max)
+        nodes.append(NodeType(str(name), resources.get("CPU"), resources.get("GPU"), count))
+    return nodes, []
+
+
+def _local_node_types(config: Mapping[str, Any], source: str) -> tuple[list[NodeType], list[str]]:
+    """The head and the workers of an on-prem cluster, from their ``ray start`` lines (Ray detects what they omit)."""
+    problems: list[str] = []
+    workers = config["available_node_types"]["local.cluster.node"].get("max_workers", 0)
+    nodes = []
+    for role, count in (("head", 1), ("worker", workers)):
+        key = f"{role}_start_ray_commands"
+        found: dict[str, float | None] = {"cpus": None, "gpus": None}
+        for kind, text in _START_FLAG.findall(" ".join(config.get(key) or [])):
+            try:
+                value = float(text)
+            except ValueError:
+                continue  # a shell expression such as $(nvidia-smi -L | wc -l): known only on the node
+            if value.is_integer() and value >= 0:
+                found[kind] = value
+            else:
+                fix = "write a whole number (ray start takes whole devices; trials take fractions of them)"
+                problems.append(_line(source, key, f"--num-{kind}={text} is not a whole number ≥ 0", fix))
+        name = "head" if role == "head" else "workers"
+        nodes.append(NodeType(name, found["cpus"], found["gpus"], count))
+    return nodes, problems
+
+
+def _check_trial(
+    path: Path, overrides: Sequence[str], cluster: str, nodes: list[NodeType] | None, shared: tuple[str, ...]
+) -> list[str]:
+    from autoaccel.sweep_spec import load_spec
+
+    try:
+        spec = load_spec(path, overrides)
+    except ConfigError as error:
+        return [str(error)]
+    source = str(path)
+    problems = []
+    if nodes is not None:
+        problems += _resource_problems(spec.resources, nodes, source, cluster)
+    problems += _storage_problems(spec.raw.get("storage", "sweeps"), shared, source, cluster)
+    problems += _tracking_problems((spec.raw.get("tracking") or {}).get("uri"), source)
+    return problems
+
+
+def _packs(gpu: float) -> bool:
+    per_device = 1 / gpu
+    return abs(per_device - round(per_device)) < 1e-9
+
+
+def _resource_problems(resources: Mapping[str, float], nodes: list[NodeType], source: str, cluster: str) -> list[str]:
+    cpu, gpu = resources["cpu"], resources["gpu"]
+    problems = []
+    if 0 < gpu < 1 and not _packs(gpu):
+        fix = "use 1/k of a device: 0.5, 0.25, 0.2, ... (or 1)"
+        problem = f"{gpu:g} GPU per trial does not pack whole devices (1/{gpu:g} = {1 / gpu:.3g} trials per GPU)"
+        problems.append(_line(source, "resources.gpu", problem, fix))
+
+    def fits(node: NodeType) -> bool:
+        return (node.cpu is None or cpu <= node.cpu) and (gpu == 0 or node.gpu is None or gpu <= node.gpu)
+
+    available = [node for node in nodes if node.count > 0]
+    if not any(fits(node) for node in available):
+        offered = "; ".join(node.describe() for node in available) or "no nodes"
+        if gpu > 0 and not any(node.gpu for node in available):  # nodes of unknown GPUs failed on CPU already
+            problem = f"asks for {gpu:g} GPU but {cluster} has no GPU nodes ({offered})"
+            fix = "add a GPU node type, or set resources.gpu: 0"
+        else:
+            request = f"{{cpu: {cpu:g}, gpu: {gpu:g}}}"
+            problem = f"{request} fits no node type of {cluster} ({offered}): its trials would wait forever"
+            fix = "ask for at most what one node offers, or add a larger node type"
+        problems.append(_line(source, "resources", problem, fix))
+    return problems
+
+
+def _storage_problems(storage: Any, shared: tuple[str, ...], source: str, cluster: str) -> list[str]:
+    mounts = ", ".join(shared) or "none declared yet"
+    fix = f"use an absolute path under a shared mount listed in {cluster} metadata.autoaccel.shared_storage ({mounts})"
+    text = str(storage)
+    if text.startswith(OBJECT_STORES):
+        problem = (
+            f"{text!r} is an object store; the sweep folder holds the Optuna journal and ASHA state as files, "
+            "so it must be a shared file system"
+        )
+        return [_line(source, "storage", problem, fix)]
+    path = posixpath.normpath(text)
+    if text.startswith("/") and any(path == mount or path.startswith(mount.rstrip("/") + "/") for mount in shared):
+        return []
+    problem = (
+        f"{text!r} is not shared storage: trials on other nodes write their checkpoints there and the driver reads "
+        "them back"
+    )
+    return [_line(source, "storage", problem, fix)]
+
+
+def _tracking_problems(uri: Any, source: str) -> list[str]:
+    fix = f"run `autoaccel tracking serve` on the head and set tracking.uri: http://127.0.0.1:{MLFLOW_PORT}"
+    if not uri:
+        problem = "unset: the default is a SQLite file in the sweep folder, on the shared mount or on one node's disk"
+        return [_line(source, "tracking.uri", problem, fix + " (or a postgresql:// URI)")]
+    scheme = str(uri).split(":", 1)[0].split("+", 1)[0].lower()
+    if ":" in str(uri) and scheme in REMOTE_TRACKING:
+        return []
+    if scheme == "sqlite":
+        problem = f"{uri!r} is a node-local SQLite file (and SQLite on a shared NFS mount corrupts under locking)"
+    else:
+        problem = f"{uri!r} is not reachable from the head (a local path or file store)"
+    return [_line(source, "tracking.uri", problem, fix + " (or a postgresql:// URI)")]
+
+
+# -- command builders (pure) -------------------------------------------------------------------------------------
+
+
+def up_command(cluster_yaml: str | os.PathLike[str]) -> list[str]:
+    """Start or update the cluster (``-y``: no confirmation prompt; setup commands are idempotent)."""
+    return ["ray", "up", "-y", str(cluster_yaml)]
+
+
+def down_command(cluster_yaml: str | os.PathLike[str]) -> list[str]:
+    """Terminate every node, head included."""
+    return ["ray", "down", "-y", str(cluster_yaml)]
+
+
+def attach_command(
+    cluster_yaml: str | os.PathLike[str], ports: Sequence[int] = (DASHBOARD_PORT, MLFLOW_PORT)
+) -> list[str]:
+    """A shell on the head that also forwards the dashboard (for ``ray job submit``/``logs``) and MLflow's UI to the
+    same ports on this machine; both stay on the head's loopback, where they are not exposed."""
+    return ["ray", "attach", str(cluster_yaml), *[arg for port in ports for arg in ("-p", str(port))]]
+
+
+def status_command(cluster_yaml: str | os.PathLike[str]) -> list[str]:
+    """``ray status`` run on the head: nodes, resources in use, pending demands (trials that cannot be placed)."""
+    return ["ray", "exec", str(cluster_yaml), "ray status"]
+
+
+def submit_command(
+    spec: str,
+    dashboard: str = DASHBOARD,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    no_wait: bool = False,
+) -> list[str]:
+    """Run ``autoaccel sweep SPEC --address auto`` on the head as a Ray job.
+
+    ``ray job submit`` rather than ``ray submit``: ``ray submit`` copies one Python script and runs it over SSH, while
+    a job runs any entrypoint (here the ``autoaccel`` command), places it on the head (Ray pins an entrypoint that
+    asks for no resources there), ships the working directory (this project, minus what ``.gitignore`` lists) to
+    every node, and keeps status and logs (``ray job logs -f``, ``ray job stop``) after the terminal closes.
+    ``spec`` must be relative to the working directory (``.``).
+    """
+    argv = ["ray", "job", "submit", "--address", dashboard, "--working-dir", "."]
+    argv += ["--runtime-env-json", json.dumps({"excludes": list(JOB_EXCLUDES)})]
+    if no_wait:
+        argv.append("--no-wait")
+    argv += ["--", "autoaccel", "sweep", spec, "--address", "auto"]
+    for override in overrides:
+        argv += ["--set", override]
+    if resume:
+        argv.append("--resume")
+    return argv
+
+
+def default_backend_store_uri() -> str:
+    return f"sqlite:///{(DEFAULT_TRACKING_DIR.expanduser() / 'mlflow.db').resolve()}"
+
+
+def tracking_serve_command(
+    backend_store_uri: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = MLFLOW_PORT,
+    artifacts_destination: str | None = None,
+) -> list[str]:
+    """``mlflow server`` for the sweep driver: by default a SQLite store and proxied artifacts under
+    ``~/autoaccel-mlflow`` (absolute paths: the server's working directory must not matter), bound to loopback."""
+    from autoaccel.tracking import resolve_tracking_uri
+
+    backend = resolve_tracking_uri(backend_store_uri, Path.cwd()) if backend_store_uri else default_backend_store_uri()
+    artifacts = artifacts_destination or str((DEFAULT_TRACKING_DIR.expanduser() / "artifacts").resolve())
+    return [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+# -- runners -----------------------------------------------------------------------------------------------------
+
+
+def _executable(name: str) -> str:
+    """The tool installed next to this Python (the venv's ``ray``/``mlflow``) when there is one, else from PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else (shutil.which(name) or name)
+
+
+def run_command(argv: Sequence[str]) -> int:
+    """Run a built command in the foreground; its exit code (130 on Ctrl-C)."""
+    print("+ " + " ".join(argv), file=sys.stderr)
+    try:
+        return subprocess.run([_executable(argv[0]), *argv[1:]], check=False).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+def _report(problems: Sequence[str]) -> int:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 2
+
+
+def _spec_in_working_dir(spec: str) -> str:
+    """The spec's path relative to ``.``, the job's working directory (it is only uploaded from there)."""
+    path = Path(spec).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        allowed = "a spec inside the current directory (it is uploaded as the job's working directory)"
+        raise ConfigError("spec", spec, allowed) from None
+
+
+def cluster_command(args: argparse.Namespace, runner: Runner | None = None) -> int:
+    """``autoaccel cluster validate|up|down|attach|status|submit``: validate, then (except validate) run Ray."""
+    run = runner or run_command
+    action = args.cluster_command
+    if action == "validate":
+        problems = validate_cluster(args.cluster_yaml, args.trials)
+        if problems:
+            return _report(problems)
+        checked = f" with {len(args.trials)} trial spec(s)" if args.trials else ""
+        print(f"{args.cluster_yaml}: valid{checked}")
+        return 0
+    if action == "submit":
+        spec = _spec_in_working_dir(args.spec)
+        problems = validate_cluster(args.cluster, [args.spec], args.set)
+        if problems:
+            return _report(problems)
+        code = run(submit_command(spec, args.dashboard, args.set, args.resume, args.no_wait))
+        if code not in (0, 130):
+            print(
+                f"autoaccel cluster submit: ray job submit failed (exit {code}); is the dashboard reachable at "
+                f"{args.dashboard}? Keep `autoaccel cluster attach {args.cluster}` (or `ray dashboard "
+                f"{args.cluster}`) running in another terminal.",
+                file=sys.stderr,
+            )
+        return code
+    problems = validate_cluster(args.cluster_yaml)
+    if not problems and action == "up":
+        problems = _mount_problems(args.cluster_yaml)
+    if problems:
+        return _report(problems)
+    build = {"up": up_command, "down": down_command, "attach": attach_command, "status": status_command}[action]
+    return run(build(args.cluster_yaml))
+
+
+def _mount_problems(cluster_yaml: str) -> list[str]:
+    """``file_mounts`` sources that do not exist here: they are relative to where ``ray up`` runs (the project root)."""
+    mounts = (yaml.safe_load(Path(cluster_yaml).read_text()) or {}).get("file_mounts") or {}
+    missing = {remote: local for remote, local in mounts.items() if not Path(str(local)).expanduser().exists()}
+    problem, fix = f"does not exist in {Path.cwd()}", "run this from the project root"
+    return [_line(cluster_yaml, f"file_mounts.{to}", f"{source!r} {problem}", fix) for to, source in missing.items()]
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def tracking_command(args: argparse.Namespace, runner: Runner | None = None) -> int:
+    """``autoaccel tracking serve``: an MLflow tracking server, in the foreground (run it in tmux on the head)."""
+    if not 0 < args.port < 65536:
+        raise ConfigError("--port", args.port, "a TCP port in 1..65535")
+    argv = tracking_serve_command(args.backend_store_uri, args.host, args.port, args.artifacts_destination)
+    if args.backend_store_uri is None or args.artifacts_destination is None:
+        DEFAULT_TRACKING_DIR.expanduser().mkdir(parents=True, exist_ok=True)
+    if not _is_loopback(args.host):
+        print(
+            f"warning: MLflow on {args.host}:{args.port} is unauthenticated: anyone who can reach this port can read "
+            "and change every run; prefer the default 127.0.0.1 and an SSH tunnel",
+            file=sys.stderr,
+        )
+    print(f"MLflow tracking server: http://{args.host}:{args.port} (store {argv[3]})", file=sys.stderr)
+    return (runner or run_command)(argv)
+
+
+# -- argparse ----------------------------------------------------------------------------------------------------
+
+
+def add_cluster_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``autoaccel cluster ...``; each subcommand calls :func:`cluster_command`."""
+    cluster = subparsers.add_parser("cluster", help="validate, start, use and stop a Ray cluster for sweeps")
+    actions = cluster.add_subparsers(dest="cluster_command", required=True)
+    helps = {
+        "validate": "check a cluster config (and trial specs against it) offline",
+        "up": "start or update the cluster (ray up)",
+        "down": "terminate the cluster (ray down)",
+        "attach": f"a shell on the head, forwarding ports {DASHBOARD_PORT} (dashboard) and {MLFLOW_PORT} (MLflow)",
+        "status": "nodes, resources in use and pending demands (ray status on the head)",
+    }
+    for name, text in helps.items():
+        action = actions.add_parser(name, help=text)
+        action.add_argument("cluster_yaml", nargs="?", default=str(DEFAULT_CLUSTER), help="default: cluster.yaml")
+        if name == "validate":
+            action.add_argument(
+                "--trials", nargs="+", action="extend", default=[], metavar="SPEC", help="trial specs to check"
+            )
+        action.set_defaults(func=cluster_command)
+    submit = actions.add_parser("submit", help="run `autoaccel sweep SPEC --address auto` on the head as a Ray job")
+    submit.add_argument("spec", help="the sweep spec, inside the current directory (uploaded as the job's)")
+    submit.add_argument("--cluster", default=str(DEFAULT_CLUSTER), help="default: cluster.yaml")
+    submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a spec override")
+    submit.add_argument("--resume", action="store_true", help="continue the sweep after its driver died")
+    submit.add_argument("--no-wait", action="store_true", help="return once submitted (follow: ray job logs -f)")
+    submit.add_argument(
+        "--dashboard",
+        default=os.environ.get("RAY_API_SERVER_ADDRESS", DASHBOARD),
+        help=f"the head's dashboard as forwarded here (default {DASHBOARD}, or RAY_API_SERVER_ADDRESS)",
+    )
+    submit.set_defaults(func=cluster_command)
+    return cluster
+
+
+def add_tracking_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``autoaccel tracking serve``; calls :func:`tracking_command`."""
+    tracking = subparsers.add_parser("tracking", help="the MLflow tracking server for cluster sweeps")
+    actions = tracking.add_subparsers(dest="tracking_command", required=True)
+    serve = actions.add_parser("serve", help="start an MLflow tracking server (foreground)")
+    serve.add_argument(
+        "--backend-store-uri",
+        help=f"default sqlite:///{DEFAULT_TRACKING_DIR}/mlflow.db; or postgresql://user:pass@host/db",
+    )
+    serve.add_argument("--artifacts-destination", help=f"default {DEFAULT_TRACKING_DIR}/artifacts; or s3://bucket/x")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback); 0.0.0.0 is unauthenticated")
+    serve.add_argument("--port", type=int, default=MLFLOW_PORT, help=f"default {MLFLOW_PORT}")
+    serve.set_defaults(func=tracking_command)
+    return tracking
