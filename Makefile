@@ -25,6 +25,7 @@ DEMO_DIR := sweeps/admissions-quickstart
 demo: install
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/autoaccel sweep trials/quickstart.yaml
+	$(VENV)/bin/autoaccel report --experiment admissions-quickstart
 
 lint: install
 	$(VENV)/bin/ruff check .

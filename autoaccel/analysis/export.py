@@ -1,0 +1,441 @@
+"""Export sweeps from MLflow into two Arrow tables (and Parquet files) readable with plain pyarrow or pandas.
+
+``runs``: one row per trial (an MLflow child run; a sweep's parent run is left out), sorted by
+(experiment, start_time, run_id); its columns, in this order:
+
+    run_id string, experiment string, sweep string, trial_id string, workload string, family string,
+    technique string, seed string, status string (completed | stopped_early | diverged | errored | interrupted),
+    epochs int64,
+    metric_name string   the key the ``metric`` history holds (the parent's ``workload_metric`` tag),
+    mode string          its direction, min | max (the parent's ``workload_mode`` tag),
+    target float64       the workload's target for time-to-target (the parent's ``target`` tag),
+    sweep_metric string, sweep_mode string   what the sweep ranked trials by (the parent's ``metric``/``mode``),
+    <param> ...          one column per MLflow param (``optimizer.lr``, ``budget.epochs``, ``seeds`` ...), sorted by
+                         name, typed from all its values: bool, int64, float64, else string; 'None'/'null' and an
+                         absent (conditional) param are null,
+    final_metric float64, best_metric float64   last, and best per ``mode``, value of the ``metric`` history,
+    final_<key> float64 ...                     last value of every other logged metric, sorted by key,
+    wall_time_s float64                         last ``time_s``,
+    time_to_target_s float64, steps_to_target int64   ``time_s`` and ``step`` at the first epoch whose ``metric``
+                                                      reaches ``target`` (null if never, or no target),
+    start_time timestamp[ms, UTC], end_time timestamp[ms, UTC], mlflow_status string.
+
+``history``: one row per logged metric value of those trials (NaN where MLflow recorded NaN), sorted by
+(run_id, key, epoch, time, value):
+
+    run_id string, epoch int64 (the MLflow step), step int64 (the run's ``step`` metric at that epoch, i.e. optimizer
+    steps so far; null if not logged), key string, value float64, time int64 (MLflow timestamp, ms).
+
+Two readers fetch the same raw rows (runs, tags, params, metric values) and one function builds the tables from
+them: a ``sqlite:///`` store is read straight from its tables through a read-only connection (1,000 runs × 500
+values in about 1.5 s, some 30× faster than the MLflow API, which needs a request per run and metric key: see
+``benchmarks/export_speed.py``); any other store (a tracking server, Postgres) goes through ``MlflowClient``.
+Deleted runs and experiments are left out, as MLflow's searches leave them out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["export", "export_command", "export_experiments", "write_parquet"]
+
+METHODS = ("auto", "sql", "api")
+_SQLITE = "sqlite:///"
+# The columns the SQL reader needs; a store whose schema lacks one is read through the API instead.
+_SCHEMA = {
+    "experiments": {"experiment_id", "name", "lifecycle_stage"},
+    "runs": {"run_uuid", "experiment_id", "status", "start_time", "end_time", "lifecycle_stage"},
+    "tags": {"run_uuid", "key", "value"},
+    "params": {"run_uuid", "key", "value"},
+    "metrics": {"run_uuid", "key", "step", "value", "timestamp", "is_nan"},
+}
+_METRIC_SCHEMA = pa.schema(
+    {"run_id": pa.string(), "key": pa.string(), "epoch": pa.int64(), "value": pa.float64(), "time": pa.int64()}
+)
+_HISTORY_SORT = [("run_id", "ascending"), ("key", "ascending"), ("epoch", "ascending"), ("time", "ascending")]
+_NULLS = {"None", "null"}
+_BOOLS = {"True": True, "False": False, "true": True, "false": False}
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+
+
+@dataclass
+class _Raw:
+    """What either reader fetches for the requested experiments, before any interpretation."""
+
+    experiments: dict[str, str]  # experiment id → name
+    runs: list[tuple[str, str, str, int | None, int | None]]  # run_id, experiment id, status, start, end (ms)
+    tags: list[tuple[str, str, str | None]]  # run_id, key, value
+    params: list[tuple[str, str, str]]  # run_id, key, value
+    metrics: pa.Table  # _METRIC_SCHEMA, every logged value, in no particular order
+
+
+# -- public API ---------------------------------------------------------------------------------------------------
+def export_experiments(
+    experiments: Sequence[str], tracking_uri: str, *, method: str = "auto"
+) -> tuple[pa.Table, pa.Table]:
+    """The ``runs`` and ``history`` tables (see the module docstring) of the named MLflow experiments.
+
+    ``method``: ``"auto"`` reads a ``sqlite:///`` store directly and any other through the MLflow API; ``"sql"``
+    and ``"api"`` force one reader (both give identical tables). Raises ``ValueError`` for an unknown experiment
+    (listing the existing ones), an experiment without trial runs, or a SQLite file that does not exist.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    names = list(dict.fromkeys(experiments))  # the order given, once each
+    if not names:
+        raise ValueError("no experiment to export: name at least one")
+    path = _sqlite_path(tracking_uri)
+    if method == "sql" and path is None:
+        raise ValueError(f"method 'sql' needs a sqlite:/// tracking URI, not {tracking_uri!r}")
+    raw = None
+    if path is not None and method != "api":
+        raw = _read_sqlite(path, names, tracking_uri)
+        if raw is None and method == "sql":
+            raise ValueError(f"{path} does not have the MLflow schema the SQL reader knows")
+    if raw is None:
+        raw = _read_api(tracking_uri, names)
+    return _build(raw, names)
+
+
+def write_parquet(runs: pa.Table, history: pa.Table, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``runs.parquet`` and ``history.parquet`` under ``out_dir`` (created if needed)."""
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "runs.parquet", out / "history.parquet"
+    for table, path in zip((runs, history), paths, strict=True):
+        partial = path.with_name(path.name + ".part")
+        pq.write_table(table, partial)
+        partial.replace(path)  # a reader never sees half a file, and a failed export leaves the previous one
+    return paths
+
+
+def export(experiments: Sequence[str], tracking_uri: str, out_dir: str | Path) -> dict[str, Any]:
+    """Export the experiments to ``out_dir``; return the file paths (as strings), row counts and seconds taken."""
+    started = time.perf_counter()
+    runs, history = export_experiments(experiments, tracking_uri)
+    runs_path, history_path = write_parquet(runs, history, out_dir)
+    return {
+        "experiments": list(dict.fromkeys(experiments)),
+        "tracking_uri": tracking_uri,
+        "runs": str(runs_path),
+        "history": str(history_path),
+        "runs_rows": runs.num_rows,
+        "history_rows": history.num_rows,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def export_command(args: Any) -> int:
+    """``autoaccel export --experiment NAME [--experiment NAME2] [--tracking-uri URI] --out DIR``.
+
+    ``args.experiment``: a list of names; ``args.tracking_uri``: None for ``sqlite:///<cwd>/mlflow.db``.
+    Prints one line; a bad input is one error line on stderr and exit code 2.
+    """
+    from autoaccel.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)  # a relative SQLite path is relative to the working folder
+    try:
+        result = export(args.experiment, uri, args.out)
+    except ValueError as error:
+        print(f"autoaccel export: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"exported {result['runs_rows']} runs and {result['history_rows']} metric values of "
+        f"{', '.join(result['experiments'])} to {result['runs']} and {result['history']} "
+        f"in {result['seconds']:.2f} s"
+    )
+    return 0
+
+
+# -- the two readers ----------------------------------------------------------------------------------------------
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working folder, like SQLAlchemy), else None."""
+    if not uri.startswith(_SQLITE):
+        return None
+    location = uri[len(_SQLITE) :].split("?", 1)[0]  # SQLAlchemy URL options (``?timeout=20``) are not the path
+    if location in ("", ":memory:"):
+        return None
+    return Path(location).resolve()
+
+
+def _read_sqlite(path: Path, names: list[str], uri: str) -> _Raw | None:
+    """Fetch the raw rows with plain SQL; None when the schema is not the one expected (then the API reads it)."""
+    if not path.is_file():  # the API would create an empty store there: say so instead
+        raise ValueError(f"no MLflow database at {path} (tracking URI {uri})")
+    # mode=ro: the export can never write to, lock for writing, or migrate a store a sweep may be writing to.
+    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        if not _schema_known(connection):
+            warnings.warn(f"{path}: unknown MLflow schema, exporting through the MLflow API", stacklevel=3)
+            return None
+        connection.execute("BEGIN")  # one read snapshot for every query, even while a sweep commits epochs
+        existing = connection.execute("SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active'")
+        ids = _experiment_ids(names, dict(existing.fetchall()), uri)  # MLflow's SQL ids are integers
+        active = f"FROM runs WHERE experiment_id IN ({','.join('?' * len(ids))}) AND lifecycle_stage = 'active'"
+        in_runs = f"run_uuid IN (SELECT run_uuid {active})"
+        runs = connection.execute(
+            f"SELECT run_uuid, CAST(experiment_id AS TEXT), status, start_time, end_time {active}", ids
+        ).fetchall()
+        tags = connection.execute(f"SELECT run_uuid, key, value FROM tags WHERE {in_runs}", ids).fetchall()
+        params = connection.execute(f"SELECT run_uuid, key, value FROM params WHERE {in_runs}", ids).fetchall()
+        # MLflow stores NaN as 0 with is_nan = 1; NULL marks it here (value is NOT NULL) and becomes NaN below.
+        value = "CASE WHEN is_nan THEN NULL ELSE value END"
+        metrics = connection.execute(
+            f"SELECT run_uuid, key, step, {value}, timestamp FROM metrics WHERE {in_runs}", ids
+        ).fetchall()
+    finally:
+        connection.close()
+    experiments = {str(id_): name for name, id_ in zip(names, ids, strict=True)}
+    return _Raw(experiments, runs, tags, params, _metric_table(metrics))
+
+
+def _schema_known(connection: sqlite3.Connection) -> bool:
+    for table, needed in _SCHEMA.items():
+        present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if not needed <= present:
+            return False
+    return True
+
+
+def _read_api(uri: str, names: list[str]) -> _Raw:
+    """Fetch the raw rows through ``MlflowClient``: pages of ``search_runs``, one ``get_metric_history`` per run
+    and key (the client has no bulk history call)."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    existing = {e.name: e.experiment_id for e in _pages(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)}
+    ids = _experiment_ids(names, existing, uri)
+    raw = _Raw({id_: name for name, id_ in zip(names, ids, strict=True)}, [], [], [], _metric_table([]))
+    metrics: list[tuple[str, str, int, float, int]] = []
+    for run in _pages(client.search_runs, ids, run_view_type=ViewType.ACTIVE_ONLY, max_results=5000):
+        info, data = run.info, run.data
+        raw.runs.append((info.run_id, str(info.experiment_id), info.status, info.start_time, info.end_time))
+        raw.tags.extend((info.run_id, key, value) for key, value in data.tags.items())
+        raw.params.extend((info.run_id, key, value) for key, value in data.params.items())
+        for key in data.metrics:  # the latest value of each key: the keys the run has logged
+            history = client.get_metric_history(info.run_id, key)
+            metrics.extend((info.run_id, key, m.step, m.value, m.timestamp) for m in history)
+    raw.metrics = _metric_table(metrics)
+    return raw
+
+
+def _pages(search: Any, *args: Any, **kwargs: Any) -> Iterable[Any]:
+    token = None
+    while True:
+        page = search(*args, **kwargs, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _experiment_ids(names: list[str], existing: dict[str, Any], uri: str) -> list[Any]:
+    missing = [name for name in names if name not in existing]
+    if missing:
+        known = ", ".join(sorted(existing)) or "none"
+        raise ValueError(f"no MLflow experiment named {', '.join(map(repr, missing))} in {uri}; existing: {known}")
+    return [existing[name] for name in names]
+
+
+def _metric_table(rows: list[tuple[str, str, int, float | None, int]]) -> pa.Table:
+    """(run_id, key, step, value, timestamp) tuples as a table of _METRIC_SCHEMA."""
+    # One struct conversion in C: half the time of transposing 500k tuples in Python first.
+    table = pa.Table.from_struct_array(pa.array(rows, pa.struct(_METRIC_SCHEMA)))
+    return table.set_column(3, "value", pc.fill_null(table["value"], math.nan))  # the SQL reader's NULL is NaN
+
+
+# -- building the tables (shared by both readers) -----------------------------------------------------------------
+def _build(raw: _Raw, names: list[str]) -> tuple[pa.Table, pa.Table]:
+    tags = _by_run(raw.tags)
+    params = _by_run(raw.params)
+    parents = _parent_ids(raw.runs, tags)
+    trials = [run for run in raw.runs if run[0] not in parents]
+    _require_trials(raw, trials, parents)
+    trials.sort(key=lambda run: (raw.experiments[run[1]], run[3] is None, run[3] or 0, run[0]))
+    history = _history(raw.metrics, [run[0] for run in trials])
+    runs = _runs_table(raw, trials, tags, params, history)
+    return runs, history
+
+
+def _by_run(rows: Iterable[tuple[str, str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for run_id, key, value in rows:
+        out.setdefault(run_id, {})[key] = value
+    return out
+
+
+def _parent_ids(runs: list[tuple], tags: dict[str, dict[str, Any]]) -> set[str]:
+    """A sweep's parent run: tagged ``autoaccel.role=sweep``, or named by a run's ``mlflow.parentRunId``. Without
+    either (runs of ``autoaccel train``, or another tool's flat runs) every run is a trial."""
+    ids = {run[0] for run in runs}
+    parents = {run_id for run_id in ids if tags.get(run_id, {}).get("autoaccel.role") == "sweep"}
+    return parents | {tags.get(run_id, {}).get("mlflow.parentRunId") for run_id in ids} & ids
+
+
+def _require_trials(raw: _Raw, trials: list[tuple], parents: set[str]) -> None:
+    counted = {run[1] for run in trials}
+    for id_, name in raw.experiments.items():
+        if id_ not in counted:
+            only = sum(1 for run in raw.runs if run[1] == id_ and run[0] in parents)
+            detail = f" (only {only} sweep parent run(s): no trial has started)" if only else ""
+            raise ValueError(f"MLflow experiment {name!r} has no runs to export{detail}")
+
+
+def _history(metrics: pa.Table, run_ids: list[str]) -> pa.Table:
+    table = metrics.filter(pc.is_in(metrics["run_id"], pa.array(run_ids, pa.string())))
+    steps = _last_per_epoch(table, "step")
+    step = pc.cast(steps["step"], pa.int64(), safe=False)  # optimizer steps, logged as floats (8.0)
+    table = table.join(steps.set_column(2, "step", step), keys=["run_id", "epoch"], join_type="left outer")
+    # A join returns rows in any order, and the API returns them in another: sort on every column to be exact.
+    table = table.sort_by([*_HISTORY_SORT, ("value", "ascending")])
+    return table.select(["run_id", "epoch", "step", "key", "value", "time"])
+
+
+def _last_per_epoch(metrics: pa.Table, key: str) -> pa.Table:
+    """(run_id, epoch, <key>): the run's last value of ``key`` logged at each epoch (a resumed trial may log an
+    epoch twice); a non-finite value is null."""
+    rows = metrics.filter(pc.equal(metrics["key"], key)).sort_by([*_HISTORY_SORT, ("value", "ascending")])
+    rows = rows.filter(pc.is_finite(rows["value"]))
+    last = rows.group_by(["run_id", "epoch"], use_threads=False).aggregate([("value", "last")])
+    return pa.table({"run_id": last["run_id"], "epoch": last["epoch"], key: last["value_last"]})
+
+
+def _runs_table(
+    raw: _Raw, trials: list[tuple], tags: dict[str, dict], params: dict[str, dict], history: pa.Table
+) -> pa.Table:
+    ids = [run[0] for run in trials]
+    own = [tags.get(run_id, {}) for run_id in ids]
+    sweep = [tags.get(t.get("mlflow.parentRunId"), {}) for t in own]  # the parent's tags: what the sweep measured
+    mode = [s.get("workload_mode", s.get("mode")) for s in sweep]
+    target = [_float(s.get("target")) for s in sweep]
+    columns: dict[str, pa.Array] = {
+        "run_id": pa.array(ids, pa.string()),
+        "experiment": pa.array([raw.experiments[run[1]] for run in trials], pa.string()),
+        "sweep": _strings(t.get("autoaccel.sweep", s.get("autoaccel.sweep")) for t, s in zip(own, sweep, strict=True)),
+        "trial_id": _strings(t.get("trial_id") for t in own),
+        "workload": _strings(t.get("workload", s.get("workload")) for t, s in zip(own, sweep, strict=True)),
+        "family": _strings(t.get("family") for t in own),
+        "technique": _strings(t.get("technique") for t in own),
+        "seed": _strings(t.get("seed") for t in own),
+        "status": _strings(t.get("status") for t in own),
+        "epochs": pa.array([_int(t.get("epochs")) for t in own], pa.int64()),
+        # The ``metric`` history holds the workload's primary metric; the sweep may rank by another one.
+        "metric_name": _strings(s.get("workload_metric", s.get("metric")) for s in sweep),
+        "mode": _strings(mode),
+        "target": pa.array(target, pa.float64()),
+        "sweep_metric": _strings(s.get("metric") for s in sweep),
+        "sweep_mode": _strings(s.get("mode") for s in sweep),
+    }
+    summary = _metric_summary(history, ids, mode, target)
+    for key in sorted({key for run_id in ids for key in params.get(run_id, {})}):
+        name = key if key not in columns and key not in summary else f"param.{key}"
+        columns[name] = _typed([params.get(run_id, {}).get(key) for run_id in ids])
+    columns.update(summary)
+    columns["start_time"] = pa.array([run[3] for run in trials], _TIMESTAMP)
+    columns["end_time"] = pa.array([run[4] for run in trials], _TIMESTAMP)
+    columns["mlflow_status"] = pa.array([run[2] for run in trials], pa.string())
+    return pa.table(columns)
+
+
+def _metric_summary(history: pa.Table, ids: list[str], mode: list[str | None], target: list[float | None]) -> dict:
+    """final_metric, best_metric, final_<key> (sorted), wall_time_s, time_to_target_s, steps_to_target: one value
+    per run of ``ids``, null where the run did not log what it takes."""
+    # history is sorted by (run_id, key, epoch, time): "last" is the value of the latest epoch, as MLflow reports it
+    last = history.group_by(["run_id", "key"], use_threads=False).aggregate([("value", "last")])
+    finals = _pivot(last["run_id"], last["key"], last["value_last"])
+    metric = history.filter(pc.and_(pc.equal(history["key"], "metric"), pc.invert(pc.is_nan(history["value"]))))
+    extremes = metric.group_by(["run_id"], use_threads=False).aggregate([("value", "min"), ("value", "max")])
+    low = dict(zip(extremes["run_id"].to_pylist(), extremes["value_min"].to_pylist(), strict=True))
+    high = dict(zip(extremes["run_id"].to_pylist(), extremes["value_max"].to_pylist(), strict=True))
+    reached = _reached(history, metric, ids, mode, target)
+    pick = {"min": low, "max": high}
+    best = [pick[m].get(run_id) if m in pick else None for run_id, m in zip(ids, mode, strict=True)]
+    columns = {
+        "final_metric": pa.array([finals.get("metric", {}).get(run_id) for run_id in ids], pa.float64()),
+        "best_metric": pa.array(best, pa.float64()),
+    }
+    for key in sorted(set(finals) - {"metric"}):
+        columns[f"final_{key}"] = pa.array([finals[key].get(run_id) for run_id in ids], pa.float64())
+    columns["wall_time_s"] = pa.array([finals.get("time_s", {}).get(run_id) for run_id in ids], pa.float64())
+    columns["time_to_target_s"] = pa.array([reached.get(run_id, (None, None))[0] for run_id in ids], pa.float64())
+    columns["steps_to_target"] = pa.array([reached.get(run_id, (None, None))[1] for run_id in ids], pa.int64())
+    return columns
+
+
+def _pivot(run_ids: pa.ChunkedArray, keys: pa.ChunkedArray, values: pa.ChunkedArray) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for run_id, key, value in zip(run_ids.to_pylist(), keys.to_pylist(), values.to_pylist(), strict=True):
+        out.setdefault(key, {})[run_id] = value
+    return out
+
+
+def _reached(
+    history: pa.Table, metric: pa.Table, ids: list[str], mode: list[str | None], target: list[float | None]
+) -> dict[str, tuple[float | None, int | None]]:
+    """run_id → (``time_s``, ``step``) at the first epoch whose ``metric`` reaches the run's target (min: ≤,
+    max: ≥); runs that never reach it, or have no target or mode, are absent."""
+    goals = pa.table(
+        {"run_id": pa.array(ids, pa.string()), "mode": _strings(mode), "target": pa.array(target, pa.float64())}
+    )
+    rows = metric.join(goals, keys="run_id", join_type="inner")
+    at_most = pc.and_(pc.equal(rows["mode"], "min"), pc.less_equal(rows["value"], rows["target"]))
+    at_least = pc.and_(pc.equal(rows["mode"], "max"), pc.greater_equal(rows["value"], rows["target"]))
+    rows = rows.filter(pc.or_(at_most, at_least))  # a null mode or target compares as null: dropped
+    rows = rows.join(_last_per_epoch(history, "time_s"), keys=["run_id", "epoch"], join_type="left outer")
+    rows = rows.sort_by([("run_id", "ascending"), ("epoch", "ascending"), ("time", "ascending")])
+    whole = pc.ScalarAggregateOptions(skip_nulls=False)  # the first epoch's time_s, even when that one is null
+    first = rows.group_by(["run_id"], use_threads=False).aggregate(
+        [("time_s", "first", whole), ("step", "first", whole)]
+    )
+    return {
+        run_id: (seconds, step)
+        for run_id, seconds, step in zip(
+            first["run_id"].to_pylist(), first["time_s_first"].to_pylist(), first["step_first"].to_pylist(), strict=True
+        )
+    }
+
+
+# -- typing values ------------------------------------------------------------------------------------------------
+def _strings(values: Iterable[str | None]) -> pa.Array:
+    return pa.array(list(values), pa.string())
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and _INT.fullmatch(text) else None
+
+
+def _float(text: str | None) -> float | None:
+    return float(text) if text is not None and _FLOAT.fullmatch(text) else None
+
+
+def _typed(texts: list[str | None]) -> pa.Array:
+    """Param strings as the narrowest type that holds every value of the column: bool, int64, float64, else string
+    ('None', 'null' and absent are null in every type)."""
+    values = [None if text is None or text in _NULLS else text for text in texts]
+    present = [value for value in values if value is not None]
+    if present and all(value in _BOOLS for value in present):
+        return pa.array([None if v is None else _BOOLS[v] for v in values], pa.bool_())
+    if present and all(_INT.fullmatch(value) for value in present):
+        parsed = [None if v is None else int(v) for v in values]
+        if all(v is None or -(2**63) <= v < 2**63 for v in parsed):
+            return pa.array(parsed, pa.int64())
+    if present and all(_FLOAT.fullmatch(value) for value in present):
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    return pa.array(values, pa.string())

@@ -1,0 +1,553 @@
+"""``autoaccel report``: one sweep (or several) → a self-contained HTML report, a Markdown summary, Parquet tables.
+
+Sections: overview (budget, statuses, best configurations), each technique against its base optimizer (with the
+best learning curves), hyperparameter importance (PED-ANOVA, bootstrap intervals), sensitivity curves and heat
+maps, seed and batch-size robustness, tuning-budget curves (expected best of k), performance profiles and top-k
+finishes (when there are several workloads or settings), failure accounting, and the commands that reproduce it.
+
+Every section works on whatever the experiment holds — a running or cut-short sweep, a single trial — and says what
+it cannot show and why instead of failing. Plots are PNGs embedded as data URIs: the HTML needs no network and no
+script.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["build_report", "report_command"]
+
+# (x, y) pairs the papers study, shown as heat maps when both were sampled
+HEATMAP_PAIRS = (
+    ("optimizer.lr", "optimizer.demon.beta_init"),
+    ("optimizer.lookahead.k", "optimizer.lookahead.alpha"),
+    ("optimizer.anderson.history", "optimizer.anderson.rsd_threshold"),
+    ("optimizer.lr", "optimizer.momentum"),
+)
+_FINISHED = ("completed",)
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)  # paragraphs (plain text, escaped on output)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    images: list[tuple[str, bytes]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # what could not be shown, and why
+
+
+def _figure() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    _figure().close(fig)
+    return buffer.getvalue()
+
+
+def _hyperparameters(df: pd.DataFrame) -> list[str]:
+    """Sampled optimizer hyperparameters: numeric ``optimizer.*`` columns that vary."""
+    columns = []
+    for column in df.columns:
+        if column.startswith("optimizer.") and column != "optimizer.base":
+            values = pd.to_numeric(df[column], errors="coerce").dropna()
+            if values.nunique() > 1:
+                columns.append(column)
+    return columns
+
+
+def _config_text(row: pd.Series) -> str:
+    parts = [
+        f"{c.removeprefix('optimizer.')}={_short(row[c])}"
+        for c in row.index
+        if c.startswith("optimizer.") and not _missing(row[c])
+    ]
+    if "budget.batch_size" in row.index and not _missing(row["budget.batch_size"]):
+        parts.append(f"batch={row['budget.batch_size']}")
+    return ", ".join(parts)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _best_first(df: pd.DataFrame, mode: str) -> pd.DataFrame:
+    return df.sort_values("final_metric", ascending=mode == "min", na_position="last")
+
+
+# -- sections -------------------------------------------------------------------------------------------------------
+def _overview(runs: pd.DataFrame, experiments: Sequence[str], metric: str, mode: str, target: float | None) -> Section:
+    from autoaccel.analysis.robustness import failure_accounting
+
+    section = Section("Overview")
+    workloads = ", ".join(sorted(runs["workload"].dropna().unique()))
+    epochs = runs["budget.epochs"].dropna().unique() if "budget.epochs" in runs else []
+    section.text.append(
+        f"Experiment(s) {', '.join(experiments)}: {len(runs)} trials of {workloads}; ranked by {metric} ({mode})"
+        + (f", target {target:g}" if target is not None and not math.isnan(target) else "")
+        + (f"; budget {', '.join(str(int(e)) for e in epochs)} epochs" if len(epochs) else "")
+        + "."
+    )
+    section.tables.append(("Trials by status", failure_accounting(runs, by=None)))
+    done = runs[runs["status"].isin(_FINISHED)]
+    if done.empty:
+        section.missing.append("no completed trial yet: best configurations appear once one finishes its budget")
+        return section
+    best = _best_first(done, mode).head(5)
+    table = pd.DataFrame(
+        {
+            "family": best["family"],
+            metric: best["final_metric"],
+            "best epoch value": best["best_metric"],
+            "time to target (s)": best.get("time_to_target_s"),
+            "configuration": [_config_text(r) for _, r in best.iterrows()],
+            "run": best["run_id"].str[:8],
+        }
+    )
+    section.tables.append(("Best completed configurations", table.reset_index(drop=True)))
+    return section
+
+
+def _techniques(runs: pd.DataFrame, history: pd.DataFrame, mode: str, metric: str) -> Section:
+    section = Section("Each technique against its base optimizer")
+    done = runs[runs["status"].isin(_FINISHED)]
+    if done.empty:
+        section.missing.append("no completed trials to compare")
+        return section
+    sign = 1.0 if mode == "min" else -1.0
+    rows = []
+    best_by_family = {}
+    for fam, group in done.groupby("family"):
+        values = group["final_metric"].astype(float)
+        best = values.min() if mode == "min" else values.max()
+        best_by_family[fam] = best
+        rows.append(
+            {
+                "family": fam,
+                "base": group["optimizer.base"].iloc[0] if "optimizer.base" in group else None,
+                "completed": len(group),
+                "best": best,
+                "median": float(values.median()),
+                "median time to target (s)": group["time_to_target_s"].median()
+                if "time_to_target_s" in group
+                else np.nan,
+                "reached target": f"{group['time_to_target_s'].notna().mean():.0%}"
+                if "time_to_target_s" in group
+                else "n/a",
+            }
+        )
+    table = pd.DataFrame(rows)
+    ratios = []
+    for row in rows:
+        reference = best_by_family.get(row["base"])
+        ratios.append(
+            row["best"] / reference if reference not in (None, 0) and row["family"] != row["base"] else np.nan
+        )
+    table["best vs base"] = ratios
+    table = table.sort_values("best", ascending=mode == "min").reset_index(drop=True)
+    section.tables.append((f"Per family ({metric}; 'best vs base' < 1 is better for min)", table))
+    if all(np.isnan(ratios)):
+        section.missing.append("no family has its base optimizer's own family in this sweep: add it to compare")
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for fam, group in done.groupby("family"):
+        best_run = group.iloc[np.argmin(sign * group["final_metric"].astype(float).to_numpy())]
+        curve = history[(history["run_id"] == best_run["run_id"]) & (history["key"] == "metric")]
+        ax.plot(curve["epoch"], curve["value"], label=f"{fam} (best)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    if (history.loc[history["key"] == "metric", "value"] > 0).all():
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("Learning curve of each family's best trial")
+    section.images.append(("learning curves", _png(fig)))
+    return section
+
+
+def _importance(runs: pd.DataFrame, mode: str) -> Section:
+    from autoaccel.analysis.sensitivity import importance_by_group
+
+    section = Section("Hyperparameter importance")
+    done = runs[runs["status"].isin(_FINISHED)]
+    params = _hyperparameters(done)
+    if len(done) < 4 or not params:
+        section.missing.append(f"importance needs ≥ 4 completed trials with varied hyperparameters (have {len(done)})")
+        return section
+    table = importance_by_group(done, "family", metric="final_metric", mode=mode, n_bootstrap=10)
+    section.text.append(
+        "PED-ANOVA (Optuna's default evaluator; handles conditional parameters) on completed trials,"
+        " with 10 bootstrap resamples for the interval; per family and over all ('(all)')."
+    )
+    section.tables.append(("Importance (normalised per group)", table.reset_index(drop=True)))
+    overall = table[(table["group"] == "(all)") & table["importance"].notna()]
+    if not overall.empty:
+        plt = _figure()
+        fig, ax = plt.subplots(figsize=(6, 0.35 * len(overall) + 1))
+        ordered = overall.sort_values("importance")
+        errors = np.vstack([ordered["importance"] - ordered["ci_low"], ordered["ci_high"] - ordered["importance"]])
+        ax.barh(
+            ordered["param"].astype(str), ordered["importance"], xerr=np.nan_to_num(errors.clip(0)), color="#4c72b0"
+        )
+        ax.set_xlabel("importance (over all trials)")
+        section.images.append(("importance", _png(fig)))
+    return section
+
+
+def _sensitivity(runs: pd.DataFrame, mode: str, metric: str) -> Section:
+    from autoaccel.analysis.sensitivity import sensitivity_curve, sensitivity_heatmap
+
+    section = Section("Sensitivity")
+    done = runs[runs["status"].isin(_FINISHED)]
+    params = [p for p in _hyperparameters(done) if pd.to_numeric(done[p], errors="coerce").notna().sum() >= 5]
+    if not params:
+        section.missing.append("sensitivity curves need ≥ 5 completed trials per hyperparameter")
+        return section
+    section.text.append(
+        f"Best and median {metric} per bin relative to the overall best (1 = as good as the best;"
+        f" {'higher' if mode == 'min' else 'lower'} is worse), after DeepOBS."
+    )
+    plt = _figure()
+    columns = min(3, len(params))
+    rows = math.ceil(len(params) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3 * rows), squeeze=False)
+    for ax, param in zip(axes.flat, params, strict=False):
+        curve = sensitivity_curve(done, param, mode=mode)
+        ax.plot(curve["center"], curve["best_rel"], "o-", label="best")
+        ax.plot(curve["center"], curve["median_rel"], "s--", label="median")
+        if curve.attrs.get("log"):
+            ax.set_xscale("log")
+        ax.set_title(param.removeprefix("optimizer."), fontsize=9)
+    for ax in list(axes.flat)[len(params) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    section.images.append(("sensitivity curves", _png(fig)))
+    for x, y in HEATMAP_PAIRS:
+        if x in params and y in params:
+            grid = sensitivity_heatmap(done, x, y, mode=mode)
+            fig, ax = plt.subplots(figsize=(5, 4))
+            image = ax.pcolormesh(
+                grid["x_edges"],
+                grid["y_edges"],
+                grid["best"],
+                shading="flat",
+                cmap="viridis_r" if mode == "min" else "viridis",
+            )
+            if grid["log_x"]:
+                ax.set_xscale("log")
+            if grid["log_y"]:
+                ax.set_yscale("log")
+            ax.set_xlabel(x.removeprefix("optimizer."))
+            ax.set_ylabel(y.removeprefix("optimizer."))
+            fig.colorbar(image, ax=ax, label=f"best {metric}")
+            section.images.append((f"{x} × {y}", _png(fig)))
+    return section
+
+
+def _seeds(runs: pd.DataFrame, metric: str) -> pd.DataFrame | None:
+    """One row per (configuration, seed): a study's trials already are; lockstep seeds are spread out of their
+    per-seed columns. The configuration (its optimizer hyperparameters) is what the spread is measured over."""
+    runs = runs.assign(
+        configuration=[_config_text(r.drop(labels=["budget.batch_size"], errors="ignore")) for _, r in runs.iterrows()]
+    )
+    per_seed = [c for c in runs.columns if c.startswith(f"final_{metric}_seed")]
+    if per_seed:
+        long = runs.melt(
+            id_vars=["run_id", "family", "configuration"], value_vars=per_seed, var_name="seed", value_name="value"
+        )
+        long["seed"] = long["seed"].str.rsplit("seed", n=1).str[-1]
+        return long.dropna(subset=["value"]).rename(columns={"value": "final_metric"})
+    if runs.groupby("configuration")["seed"].nunique().max() > 1:
+        return runs[["run_id", "family", "configuration", "seed", "final_metric"]]
+    return None
+
+
+def _robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
+    from autoaccel.analysis.robustness import batch_size_robustness, seed_robustness
+
+    section = Section("Robustness over seeds and batch sizes")
+    done = runs[runs["status"].isin(_FINISHED)]
+    seeds = _seeds(done, metric) if not done.empty else None
+    if seeds is None:
+        section.missing.append(
+            "one seed per configuration: run with `seeds: [0, 1, ...]` or a robustness study "
+            "(`study:` in a spec) to see the spread over seeds"
+        )
+    else:
+        section.tables.append(
+            (
+                "Final metric over seeds, per family (mean, std, 95% CI)",
+                seed_robustness(seeds, "final_metric", by=("family",)),
+            )
+        )
+    if "budget.batch_size" in done and done["budget.batch_size"].nunique() > 1:
+        table = batch_size_robustness(done, "final_metric", batch_col="budget.batch_size", by="family")
+        section.tables.append(("Quality and steps to target against batch size", table))
+    else:
+        section.missing.append(
+            "a single batch size: sample `budget.batch_size` or list `study.batch_sizes` to see "
+            "how each technique holds up as batches shrink (Anderson's moving-average regime)"
+        )
+    return section
+
+
+def _budget(runs: pd.DataFrame, mode: str, metric: str) -> Section:
+    from autoaccel.analysis.robustness import expected_best_of_k
+
+    section = Section("Tuning budget")
+    finished = runs[runs["status"].isin(("completed", "diverged"))]
+    if finished.empty or finished["family"].value_counts().max() < 2:
+        section.missing.append("needs ≥ 2 completed (or diverged) trials of a family")
+        return section
+    section.text.append(
+        "Expected best final metric among k configurations drawn from a family's trials (exact order"
+        " statistics; Dodge et al. 2019); diverged trials count as failures. With TPE the trials are"
+        " not independent draws: read it as a budget curve of this sweep, not of random search."
+    )
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for fam, group in finished.groupby("family"):
+        values = group["final_metric"].where(group["status"] == "completed").to_numpy(dtype=float)
+        if len(values) < 2:
+            continue
+        curve = expected_best_of_k(values, mode=mode)
+        ax.plot(curve.index, curve["expected"], label=fam)
+    ax.set_xlabel("k (configurations tried)")
+    ax.set_ylabel(f"expected best {metric}")
+    ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    section.images.append(("expected best of k", _png(fig)))
+    return section
+
+
+def _profiles(runs: pd.DataFrame, mode: str) -> Section:
+    from autoaccel.analysis.robustness import algoperf_times, benchmark_score, performance_profile, top_k_finishes
+
+    section = Section("Performance profiles and top-k finishes")
+    settings = runs.assign(
+        setting=runs["workload"].astype(str)
+        + (" / batch " + runs["budget.batch_size"].astype(str) if "budget.batch_size" in runs else "")
+    )
+    if settings["setting"].nunique() < 2:
+        section.missing.append(
+            "one workload and one batch size: profiles and top-k need several settings (export "
+            "several sweeps together: `autoaccel report --experiment A --experiment B`)"
+        )
+        return section
+    times = algoperf_times(settings, problem_col="setting", algorithm_col="family")
+    profile = performance_profile(times)
+    score = benchmark_score(times)
+    section.tables.append(
+        (
+            "AlgoPerf score (area under ρ(τ), τ ∈ [1, 4]; 1 = fastest everywhere)",
+            pd.DataFrame({"family": list(score), "score": list(score.values())})
+            .sort_values("score", ascending=False)
+            .reset_index(drop=True),
+        )
+    )
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, rho in profile["rho"].items():
+        ax.step(profile["tau"], rho, where="post", label=name)
+    ax.set_xlabel("τ (time to target / fastest)")
+    ax.set_ylabel("ρ(τ): fraction of settings")
+    ax.legend(fontsize=8)
+    section.images.append(("performance profiles", _png(fig)))
+    done = settings[settings["status"].isin(_FINISHED)]
+    best = done.groupby(["setting", "family"])["final_metric"].agg("min" if mode == "min" else "max").unstack()
+    section.tables.append(("Top-1 / top-3 finishes over settings (%)", top_k_finishes(best, (1, 3), mode)))
+    return section
+
+
+def _failures(runs: pd.DataFrame) -> Section:
+    from autoaccel.analysis.robustness import failure_accounting
+
+    section = Section("Failure accounting")
+    section.text.append(
+        "Every trial is counted: diverged (non-finite loss), errored (an exception after retries),"
+        " stopped early (by ASHA, at the epochs it reached) and interrupted ones are never dropped."
+    )
+    section.tables.append(("Statuses per family", failure_accounting(runs, by="family")))
+    return section
+
+
+def _reproduce(experiments: Sequence[str], uri: str, out: Path, spec: str | None) -> Section:
+    section = Section("Reproduce")
+    commands = []
+    if spec:
+        commands.append(f"autoaccel sweep {shlex.quote(spec)}")
+    args = " ".join(f"--experiment {shlex.quote(e)}" for e in experiments)
+    commands.append(f"autoaccel report {args} --tracking-uri {shlex.quote(uri)} --out {shlex.quote(str(out))}")
+    section.text.extend(commands)
+    return section
+
+
+# -- rendering ------------------------------------------------------------------------------------------------------
+_CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}
+th{background:#f3f3f3}h2{border-bottom:2px solid #4c72b0;padding-bottom:.2em;margin-top:2em}
+.missing{color:#8a5a00;background:#fff7e0;padding:.4em .7em;border-left:4px solid #e0a800}
+img{max-width:100%;display:block;margin:.5em 0}code{background:#f3f3f3;padding:1px 4px}"""
+
+
+def _flat(df: pd.DataFrame) -> pd.DataFrame:
+    return df if isinstance(df.index, pd.RangeIndex) else df.reset_index()
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return _flat(df).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, escape=True)
+
+
+def _render_html(title: str, sections: list[Section]) -> str:
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        for paragraph in section.text:
+            tag = "code" if paragraph.startswith("autoaccel ") else "span"
+            body.append(f"<p><{tag}>{html.escape(paragraph)}</{tag}></p>")
+        for caption, table in section.tables:
+            body.append(f"<h3>{html.escape(caption)}</h3>{_html_table(table)}")
+        for caption, png in section.images:
+            data = base64.b64encode(png).decode()
+            body.append(f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">')
+        for note in section.missing:
+            body.append(f'<p class="missing">Not shown: {html.escape(note)}</p>')
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
+
+
+def _render_markdown(title: str, sections: list[Section]) -> str:
+    lines = [f"# {title}", ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        for paragraph in section.text:
+            lines += [f"`{paragraph}`" if paragraph.startswith("autoaccel ") else paragraph, ""]
+        for caption, table in section.tables:
+            lines += [
+                f"**{caption}**",
+                "",
+                _plain_markdown(_flat(table)),
+                "",
+            ]
+        lines += [f"_{len(section.images)} plot(s) in index.html_", ""] if section.images else []
+        lines += [f"> Not shown: {note}" for note in section.missing] + ([""] if section.missing else [])
+    return "\n".join(lines)
+
+
+def _plain_markdown(df: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        if _missing(value):
+            return "—"
+        return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "---|" * len(df.columns)
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+# -- entry points ---------------------------------------------------------------------------------------------------
+def build_report(
+    experiments: Sequence[str], tracking_uri: str, out_dir: str | Path, *, log_artifacts: bool = True
+) -> dict[str, Any]:
+    """Export, analyse and render; return the paths written. Logs them to the sweep's parent run when asked."""
+    from autoaccel.analysis.export import export_experiments, write_parquet
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    runs_table, history_table = export_experiments(list(experiments), tracking_uri)
+    write_parquet(runs_table, history_table, out)
+    runs, history = runs_table.to_pandas(), history_table.to_pandas()
+    metric = runs["metric_name"].dropna().iloc[0] if runs["metric_name"].notna().any() else "metric"
+    mode = runs["mode"].dropna().iloc[0] if runs["mode"].notna().any() else "min"
+    target = runs["target"].dropna().iloc[0] if runs["target"].notna().any() else None
+    parent, spec = _parent(tracking_uri, experiments[0])
+    builders: list[tuple[str, Callable[[], Section]]] = [
+        ("Overview", lambda: _overview(runs, experiments, metric, mode, target)),
+        ("Each technique against its base optimizer", lambda: _techniques(runs, history, mode, metric)),
+        ("Hyperparameter importance", lambda: _importance(runs, mode)),
+        ("Sensitivity", lambda: _sensitivity(runs, mode, metric)),
+        ("Robustness over seeds and batch sizes", lambda: _robustness(runs, mode, metric)),
+        ("Tuning budget", lambda: _budget(runs, mode, metric)),
+        ("Performance profiles and top-k finishes", lambda: _profiles(runs, mode)),
+        ("Failure accounting", lambda: _failures(runs)),
+        ("Reproduce", lambda: _reproduce(experiments, tracking_uri, out, spec)),
+    ]
+    sections = []
+    for title, build in builders:
+        try:
+            sections.append(build())
+        except (ValueError, KeyError, TypeError) as error:  # one section's gap must not cost the others
+            sections.append(Section(title, missing=[f"could not be computed: {error}"]))
+    title = f"autoaccel report: {', '.join(experiments)}"
+    (out / "index.html").write_text(_render_html(title, sections))
+    (out / "report.md").write_text(_render_markdown(title, sections))
+    if log_artifacts and parent is not None:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri).log_artifacts(parent, str(out), artifact_path="report")
+    return {
+        "html": str(out / "index.html"),
+        "markdown": str(out / "report.md"),
+        "runs": len(runs),
+        "parent_run_id": parent,
+        "folder": str(out),
+    }
+
+
+def _parent(tracking_uri: str, experiment: str) -> tuple[str | None, str | None]:
+    """The sweep's parent run and the spec it ran (for the reproduce section), if the experiment has them."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None, None
+    parents = client.search_runs([found.experiment_id], "tags.`autoaccel.role` = 'sweep'")
+    if not parents:
+        return None, None
+    folder = parents[0].data.tags.get("folder")
+    return parents[0].info.run_id, str(Path(folder) / "spec.yaml") if folder else None
+
+
+def default_tracking_uri(experiment: str) -> str:
+    """A sweep's own store when it is where `autoaccel sweep` puts it by default, else ./mlflow.db."""
+    from autoaccel.tracking import default_tracking_uri as in_folder
+
+    candidate = Path("sweeps") / experiment / "mlflow.db"
+    return in_folder(candidate.parent) if candidate.exists() else in_folder(".")
+
+
+def report_command(args: Any) -> int:
+    uri = args.tracking_uri or default_tracking_uri(args.experiment[0])
+    out = args.out or str(Path("reports") / args.experiment[0])
+    try:
+        written = build_report(args.experiment, uri, out)
+    except ValueError as error:  # no such experiment, no trials: one clear line
+        print(f"autoaccel report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"report of {written['runs']} trials: {written['html']} (summary {written['markdown']})")
+    return 0

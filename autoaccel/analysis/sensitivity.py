@@ -1,0 +1,672 @@
+"""Hyperparameter sensitivity: which knobs matter, how sharply performance falls away from the best setting, and how
+much a tuned setting loses when one hyperparameter is off by a factor.
+
+Definitions and sources (``shared/research/ray_optuna_mlflow.md``, sections B2, B4, B5 and D8):
+
+- **Importance** (notes B5.5, D8): Optuna's ``get_param_importances`` with PED-ANOVA (Watanabe et al., IJCAI 2023;
+  conditional parameters per Conditional PED-ANOVA, arXiv 2601.20800: how much a parameter matters for reaching the
+  top 10 % of trials) or fANOVA (Hutter et al. 2014: the share of the variance of the objective explained by each
+  parameter; only parameters set in every trial; seeded), with a bootstrap confidence interval over trials.
+- **Sensitivity curve** (DeepOBS' learning-rate sensitivity plot, notes B2, B5.3): per bin of one hyperparameter,
+  the best and median metric relative to the best overall.
+- **Sensitivity heat-map** (Demon's lr × momentum error maps, notes B4): the best metric per cell of a 2-d grid.
+- **Perturbation loss**: the relative loss of quality when one hyperparameter of a tuned configuration is multiplied
+  or divided by a factor, the most direct answer to "how robust is this setting".
+
+Trials tables are pandas DataFrames of one row per trial (the export's ``runs`` table): hyperparameters in columns
+``optimizer.<key>``, NaN where a conditional parameter was not drawn; the metric in ``final_metric`` by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "PROBABILITY_KEYS",
+    "importance_by_group",
+    "infer_distributions",
+    "param_importance",
+    "perturbation_configs",
+    "perturbation_loss",
+    "sensitivity_curve",
+    "sensitivity_heatmap",
+]
+
+_MODES = ("min", "max")
+# Hyperparameters in (0, 1) whose natural scale is 1 − x (an averaging horizon 1/(1 − x)); see perturbation_configs.
+PROBABILITY_KEYS = frozenset({"momentum", "beta", "beta1", "beta2", "beta_init", "alpha", "dampening"})
+# Log scale is inferred for positive values spanning more than this many decades whose median also sits in the
+# lowest quarter of the linear range (see _looks_log).
+_LOG_DECADES = 2.0
+_LOG_MEDIAN_POSITION = 0.25
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+
+
+def _require_rows(df: pd.DataFrame, *columns: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if df.empty:
+        raise ValueError("the trials table is empty")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"missing column(s) {missing}; available: {sorted(map(str, df.columns))}")
+
+
+def _looks_log(values: np.ndarray) -> bool:
+    """Whether observed values look log-uniformly sampled: positive, spanning more than 2 decades, and skewed low.
+
+    The span alone is not enough: a uniform draw on [0, 0.99] (a momentum) easily spans 3 decades. Log-uniform draws
+    over D decades put their median near ``10^(-D/2)`` of the way up the linear range (0.1 for D = 2), uniform draws
+    near 0.5; so the median's position must also be below 0.25.
+    """
+    low, high = float(values.min()), float(values.max())
+    if not (low > 0 and high / low > 10**_LOG_DECADES):
+        return False
+    return (float(np.median(values)) - low) / (high - low) < _LOG_MEDIAN_POSITION
+
+
+def _python_scalar(value: Any) -> Any:
+    """NumPy scalars to Python ones (Optuna's categorical choices must be None, bool, int, float or str)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _metric_values(series: pd.Series, mode: str) -> np.ndarray:
+    """The metric as floats, a failure (missing, NaN, ±∞) as the worst value: ``+∞`` for min, ``−∞`` for max."""
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, copy=True)
+    worst = np.inf if mode == "min" else -np.inf
+    values[~np.isfinite(values)] = worst
+    return values
+
+
+def _numeric_param(df: pd.DataFrame, param: str) -> np.ndarray:
+    """A hyperparameter column as floats (NaN = not drawn); a categorical column is an error."""
+    raw = df[param]
+    values = pd.to_numeric(raw, errors="coerce")
+    if pd.api.types.is_bool_dtype(raw) or (values.isna() & raw.notna()).any():
+        raise ValueError(f"{param!r} is not numeric; sensitivity curves and heat-maps need a numeric hyperparameter")
+    return values.to_numpy(dtype=float)
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Silence Optuna's per-study INFO lines (one per bootstrap study), restoring the caller's verbosity."""
+    import optuna
+
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# importance
+
+
+def infer_distributions(df: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
+    """Optuna distributions for trials-table columns, from the values seen (NaN = not drawn, ignored).
+
+    - bool, string or other non-numeric columns: ``CategoricalDistribution`` of the distinct values (first-seen
+      order);
+    - numeric columns whose values are all integers: ``IntDistribution(min, max)``;
+    - other numeric columns: ``FloatDistribution(min, max)``;
+    - ``log=True`` when the values are positive, span more than 2 decades (max/min > 100) and their median lies in
+      the lowest quarter of the range, as log-uniform draws (learning rates, weight decays) do and uniform draws
+      (a momentum on [0, 0.99]) do not; ints also need min ≥ 1.
+
+    Columns never set are left out. The ranges are the observed ones, not the search space's: enough for
+    importance, which only compares trials with each other.
+    """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for name in params:
+        raw = df[name]
+        present = raw[raw.notna()]
+        if present.empty:
+            continue
+        numeric = pd.to_numeric(present, errors="coerce")
+        if pd.api.types.is_bool_dtype(present) or numeric.isna().any() or present.map(type).eq(bool).any():
+            out[name] = CategoricalDistribution([_python_scalar(v) for v in pd.unique(present)])
+            continue
+        values = numeric.to_numpy(dtype=float)
+        low, high = float(values.min()), float(values.max())
+        log = _looks_log(values)
+        if np.all(values == np.round(values)):
+            out[name] = IntDistribution(int(low), int(high), log=log and low >= 1)
+        else:
+            out[name] = FloatDistribution(low, high, log=log)
+    return out
+
+
+def _cast(value: Any, distribution: Any) -> Any:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return _python_scalar(value)
+    if isinstance(distribution, IntDistribution):
+        return round(float(value))
+    return float(value)
+
+
+def _records_from_frame(
+    df: pd.DataFrame, params: Sequence[str], metric: str, mode: str, failed: str, distributions: Mapping[str, Any]
+) -> tuple[list[tuple[dict[str, Any], dict[str, Any], float]], int]:
+    """(params, distributions, loss) per trial, loss = metric for min and −metric for max; and the failure count."""
+    values = pd.to_numeric(df[metric], errors="coerce").to_numpy(dtype=float)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise ValueError(f"no trial has a finite {metric!r}: nothing to assess")
+    n_failed = int((~finite).sum())
+    if failed == "worst":
+        # A failed trial is as bad as the worst finite one (notes B5.6: kept, scored as worst).
+        values = np.where(finite, values, values[finite].max() if mode == "min" else values[finite].min())
+    elif failed != "drop":
+        raise ValueError(f"failed must be 'worst' or 'drop', got {failed!r}")
+    unknown = [p for p in params if p not in distributions and df[p].notna().any()]
+    if unknown:
+        raise ValueError(f"no distribution for {unknown}: give one in distributions, or leave distributions out")
+    sign = 1.0 if mode == "min" else -1.0
+    records = []
+    # to_dict("records") keeps each column's own type (iterrows would upcast a row to one dtype).
+    for value, row in zip(values, df[[p for p in params if p in distributions]].to_dict("records"), strict=True):
+        if not np.isfinite(value):
+            continue  # only when failed == "drop"
+        drawn = {p: v for p, v in row.items() if pd.notna(v)}
+        trial_dists = {p: distributions[p] for p in drawn}
+        records.append(({p: _cast(v, trial_dists[p]) for p, v in drawn.items()}, trial_dists, sign * value))
+    return records, n_failed
+
+
+def _records_from_study(study: Any) -> tuple[list[tuple[dict[str, Any], dict[str, Any], float]], str, int]:
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    if len(study.directions) != 1:
+        raise ValueError("param_importance supports single-objective studies only")
+    mode = "min" if study.direction == StudyDirection.MINIMIZE else "max"
+    sign = 1.0 if mode == "min" else -1.0
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    records = [(dict(t.params), dict(t.distributions), sign * t.value) for t in trials if math.isfinite(t.value)]
+    return records, mode, len(trials) - len(records)
+
+
+def _build_study(records: Sequence[tuple[dict[str, Any], dict[str, Any], float]]) -> Any:
+    """An in-memory study, always minimizing: the losses are already negated for ``max`` (PED-ANOVA assumes min)."""
+    import optuna
+
+    study = optuna.create_study(direction="minimize")
+    study.add_trials([optuna.trial.create_trial(params=p, distributions=d, value=float(v)) for p, d, v in records])
+    return study
+
+
+def _make_evaluator(evaluator: str, seed: int, options: Mapping[str, Any]) -> Any:
+    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+
+    if evaluator == "ped_anova":
+        return PedAnovaImportanceEvaluator(**options)
+    if evaluator == "fanova":
+        return FanovaImportanceEvaluator(**options, seed=seed)
+    raise ValueError(f"evaluator must be 'ped_anova' or 'fanova', got {evaluator!r}")
+
+
+def _importances(
+    records: Sequence[Any], params: Sequence[str], evaluator: str, seed: int, options: Mapping[str, Any]
+) -> dict[str, float]:
+    """Importances normalized to sum 1 over ``params``; all 0 when no parameter shows any effect.
+
+    Optuna's own normalization splits a total of 0 into equal shares, which would report importance that is not
+    there; so the raw values are normalized here instead. A parameter set in no trial of ``records`` gets 0.
+    """
+    import optuna
+
+    present = [p for p in params if any(p in r[0] for r in records)]
+    raw: dict[str, float] = {}
+    if present:
+        raw = optuna.importance.get_param_importances(
+            _build_study(records), evaluator=_make_evaluator(evaluator, seed, options), params=present, normalize=False
+        )
+    total = sum(raw.values())
+    return {p: (raw.get(p, 0.0) / total if total > 0 else 0.0) for p in params}
+
+
+def _default_params(df: pd.DataFrame) -> list[str]:
+    return [str(c) for c in df.columns if str(c).startswith("optimizer.") and df[c].notna().any()]
+
+
+def param_importance(
+    data: Any,
+    params: Sequence[str] | None = None,
+    metric: str = "final_metric",
+    mode: str = "min",
+    evaluator: str = "ped_anova",
+    seed: int = 0,
+    n_bootstrap: int = 20,
+    ci: float = 0.95,
+    *,
+    failed: str = "worst",
+    distributions: Mapping[str, Any] | None = None,
+    evaluator_options: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Normalized importance of each hyperparameter, with a bootstrap confidence interval (notes B5.5, D8).
+
+    ``data`` is a trials DataFrame or a single-objective Optuna study (then ``metric`` and ``mode`` are ignored: the
+    study's COMPLETE trials and direction are used). From a DataFrame an in-memory study is built with
+    ``optuna.trial.create_trial``: ``params`` (default: every ``optimizer.*`` column set in some trial) with
+    distributions from :func:`infer_distributions` unless given, a NaN meaning "not drawn" (a conditional parameter).
+
+    - ``evaluator="ped_anova"`` (Optuna's default): how much each parameter matters for reaching the top 10 % of
+      trials; assesses conditional parameters. ``"fanova"``: share of the objective's variance, seeded with
+      ``seed``; Optuna's fANOVA only assesses parameters set in *every* trial, so a conditional one gets NaN.
+    - The study always minimizes ``metric`` for ``min`` and ``−metric`` for ``max`` (PED-ANOVA ranks by "lower is
+      better"; fANOVA's variance shares do not depend on the sign).
+    - ``failed="worst"`` (default) scores a trial whose metric is missing or not finite as the worst finite value,
+      so failures count against the settings that produced them (notes B5.6); ``"drop"`` leaves them out.
+      Only give trials of the same budget: stopped-early trials have partial metrics (notes B5.5).
+    - Importances are normalized to sum to 1 over the assessed parameters (all 0 when nothing has an effect).
+    - Bootstrap: ``n_bootstrap`` resamples of the trials with replacement (``numpy`` generator seeded by ``seed``;
+      fANOVA reseeded per resample), importance recomputed on each; ``ci_low``/``ci_high`` are their
+      ``(1 − ci)/2`` and ``(1 + ci)/2`` quantiles (NaN without a bootstrap).
+    - ``evaluator_options`` go to the evaluator's constructor (``target_quantile`` for PED-ANOVA, ``n_trees`` and
+      ``max_depth`` for fANOVA). PED-ANOVA is unstable with fewer than 5 trials in its top quantile (Optuna's own
+      advice); the result's ``attrs["warnings"]`` then says so.
+
+    Returns a DataFrame indexed by ``param``, sorted by importance, with ``importance``, ``ci_low``, ``ci_high``,
+    ``conditional`` (not set in every trial) and ``note``; ``attrs`` hold ``n_trials``, ``n_failed``, ``evaluator``
+    and the ``warnings`` Optuna raised on the point estimate. Raises ``ValueError`` for fewer than 2 usable trials
+    (Optuna cannot compare fewer) or an empty table.
+    """
+    if isinstance(data, pd.DataFrame):
+        _check_mode(mode)
+        _require_rows(data, metric, *(params or ()))
+        names = list(params) if params is not None else _default_params(data)
+        dists = dict(distributions) if distributions is not None else infer_distributions(data, names)
+        records, n_failed = _records_from_frame(data, names, metric, mode, failed, dists)
+    else:
+        records, mode, n_failed = _records_from_study(data)
+        names = list(params) if params is not None else sorted({p for r in records for p in r[0]})
+    if not names:
+        raise ValueError("no hyperparameters to assess: pass params (no optimizer.* column is set)")
+    _make_evaluator(evaluator, seed, evaluator_options or {})  # fail early on a bad name or option
+    options = dict(evaluator_options or {})
+    if len(records) < 2:
+        raise ValueError(f"importance needs at least 2 trials with a usable metric, got {len(records)}")
+
+    set_in = {p: sum(p in r[0] for r in records) for p in names}
+    notes = {p: "" for p in names}
+    assessed = [p for p in names if set_in[p] > 0]
+    for p in names:
+        if set_in[p] == 0:
+            notes[p] = "not set in any trial"
+    if evaluator == "fanova":
+        # Optuna's fANOVA needs a parameter in every trial; leave conditional ones unassessed rather than biased.
+        for p in assessed:
+            if set_in[p] < len(records):
+                notes[p] = "conditional: fANOVA assesses only parameters set in every trial (use ped_anova)"
+        assessed = [p for p in assessed if set_in[p] == len(records)]
+
+    from optuna.exceptions import ExperimentalWarning
+
+    with _quiet_optuna(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Optuna flags ``normalize=False`` as experimental; it is used knowingly, so that warning is not reported.
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        point = _importances(records, assessed, evaluator, seed, options) if assessed else {}
+    messages = sorted({str(w.message) for w in caught})
+    if evaluator == "ped_anova" and len(records) * options.get("target_quantile", 0.1) < 5:
+        messages.append(f"only {len(records)} trials: fewer than 5 in PED-ANOVA's top quantile, importances are noisy")
+
+    samples = _bootstrap_importances(records, assessed, evaluator, seed, n_bootstrap, options)
+    alpha = (1.0 - ci) / 2.0
+    rows = []
+    for p in names:
+        column = samples.get(p)
+        has_ci = column is not None and np.isfinite(column).any()
+        rows.append(
+            {
+                "param": p,
+                "importance": point.get(p, math.nan),
+                "ci_low": float(np.nanquantile(column, alpha)) if has_ci else math.nan,
+                "ci_high": float(np.nanquantile(column, 1 - alpha)) if has_ci else math.nan,
+                "conditional": 0 < set_in[p] < len(records),
+                "note": notes[p],
+            }
+        )
+    out = pd.DataFrame(rows).set_index("param").sort_values("importance", ascending=False, na_position="last")
+    out.attrs.update(n_trials=len(records), n_failed=n_failed, evaluator=evaluator, warnings=messages)
+    return out
+
+
+def _bootstrap_importances(
+    records: Sequence[Any],
+    params: Sequence[str],
+    evaluator: str,
+    seed: int,
+    n_bootstrap: int,
+    options: Mapping[str, Any],
+) -> dict[str, np.ndarray]:
+    """Importances on ``n_bootstrap`` resamples with replacement; NaN for a resample Optuna cannot assess."""
+    if n_bootstrap <= 0 or not params:
+        return {}
+    rng = np.random.default_rng(seed)
+    samples = np.full((n_bootstrap, len(params)), np.nan)
+    with _quiet_optuna(), warnings.catch_warnings():
+        # Small resamples make PED-ANOVA warn about thin regimes on every call; the point estimate keeps its warnings.
+        warnings.simplefilter("ignore")
+        for b in range(n_bootstrap):
+            resample = [records[i] for i in rng.integers(0, len(records), size=len(records))]
+            with contextlib.suppress(ValueError):  # e.g. a resample where a parameter never varies
+                values = _importances(resample, params, evaluator, seed + 1 + b, options)
+                samples[b] = [values[p] for p in params]
+    return {p: samples[:, j] for j, p in enumerate(params)}
+
+
+def importance_by_group(
+    df: pd.DataFrame,
+    group_col: str = "family",
+    params: Sequence[str] | None = None,
+    *,
+    overall: bool = True,
+    include_group_param: bool = True,
+    overall_label: str = "(all)",
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """:func:`param_importance` per technique family, and over all trials (notes B5.5).
+
+    Per group the parameters default to the ``optimizer.*`` columns set in that group; for the overall row the
+    union, plus ``group_col`` itself as a categorical parameter when ``include_group_param`` (how much the choice
+    of family matters next to its hyperparameters). ``kwargs`` go to :func:`param_importance`.
+
+    Returns a long DataFrame with ``group``, ``param``, ``importance``, ``ci_low``, ``ci_high``, ``conditional``,
+    ``note`` and ``n_trials``. A group that cannot be assessed (e.g. a single trial) is kept as one row with
+    ``param`` None and the reason in ``note``.
+    """
+    _require_rows(df, group_col)
+    jobs: list[tuple[Any, pd.DataFrame, list[str] | None]] = [
+        (name, rows, list(params) if params is not None else None)
+        for name, rows in df.groupby(group_col, dropna=False, sort=True)
+    ]
+    if overall:
+        names = list(params) if params is not None else _default_params(df)
+        if include_group_param and group_col not in names:
+            names.append(group_col)
+        jobs.append((overall_label, df, names))
+    frames = []
+    for name, rows, names in jobs:
+        try:
+            result = param_importance(rows, names, **kwargs)
+        except ValueError as error:
+            frames.append(pd.DataFrame([{"group": name, "param": None, "note": str(error), "n_trials": len(rows)}]))
+            continue
+        frames.append(result.reset_index().assign(group=name, n_trials=result.attrs["n_trials"]))
+    columns = ["group", "param", "importance", "ci_low", "ci_high", "conditional", "note", "n_trials"]
+    return pd.concat(frames, ignore_index=True).reindex(columns=columns)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# curves and heat-maps
+
+
+def _bin(values: np.ndarray, bins: int, log: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(edges, bin index per value, log used). Equal-width bins, in log10 space when ``log`` (auto: a positive range
+    wider than 2 decades and skewed low, see _looks_log). A constant column gives one bin."""
+    if bins < 1:
+        raise ValueError(f"bins must be ≥ 1, got {bins}")
+    low, high = float(values.min()), float(values.max())
+    use_log = _looks_log(values) if log is None else bool(log)
+    if use_log and low <= 0:
+        raise ValueError("log bins need positive values")
+    if low == high:
+        return np.array([low, high]), np.zeros(values.size, dtype=int), use_log
+    edges = np.geomspace(low, high, bins + 1) if use_log else np.linspace(low, high, bins + 1)
+    # side="right" puts a value on an inner edge into the upper bin; the maximum goes into the last bin.
+    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
+    return edges, index, use_log
+
+
+def _best(values: np.ndarray, mode: str) -> float:
+    if values.size == 0:
+        return math.nan
+    return float(values.min() if mode == "min" else values.max())
+
+
+def sensitivity_curve(
+    df: pd.DataFrame,
+    param: str,
+    metric: str = "final_metric",
+    mode: str = "min",
+    bins: int = 8,
+    log: bool | None = None,
+) -> pd.DataFrame:
+    """Relative performance against one hyperparameter (DeepOBS' learning-rate sensitivity plot; notes B2, B5.3).
+
+    The trials where ``param`` is set are binned on its value (equal width, in log space when ``log``; auto: a
+    positive range wider than 2 decades that looks log-uniformly drawn, as in :func:`infer_distributions`). A missing
+    or non-finite metric counts as the worst value (``+∞`` for min, ``−∞`` for max) and is counted in ``n_failed``.
+    Per bin: ``low``, ``high``, ``center`` (geometric for log bins),
+    ``n``, ``n_failed``, ``best`` and ``median`` metric, and the same relative to the best over all the trials in the
+    curve: ``best_rel = best / overall_best`` and ``median_rel = median / overall_best``. For ``min`` these ratios
+    are ≥ 1 (1 = as good as the best), for ``max`` ≤ 1 (DeepOBS plots val/best for accuracies and best/val, the
+    reciprocal, for losses). Ratios assume a positive metric and are NaN when the overall best is not > 0.
+
+    ``attrs`` hold ``log``, ``overall_best`` and ``n_inactive`` (trials without the parameter, left out).
+    """
+    _check_mode(mode)
+    _require_rows(df, param, metric)
+    x = _numeric_param(df, param)
+    active = ~np.isnan(x)
+    if not active.any():
+        raise ValueError(f"{param!r} is not set in any trial")
+    x, y = x[active], _metric_values(df[metric], mode)[active]
+    edges, index, use_log = _bin(x, bins, log)
+    overall = _best(y, mode)
+    scale = overall if math.isfinite(overall) and overall > 0 else math.nan
+    rows = []
+    for b in range(len(edges) - 1):
+        values = y[index == b]
+        best = _best(values, mode)
+        median = float(np.median(values)) if values.size else math.nan
+        low, high = float(edges[b]), float(edges[b + 1])
+        rows.append(
+            {
+                "low": low,
+                "high": high,
+                "center": math.sqrt(low * high) if use_log else (low + high) / 2,
+                "n": int(values.size),
+                "n_failed": int((~np.isfinite(values)).sum()),
+                "best": best,
+                "median": median,
+                "best_rel": best / scale,
+                "median_rel": median / scale,
+            }
+        )
+    out = pd.DataFrame(rows)
+    out.attrs.update(log=use_log, overall_best=overall, n_inactive=int((~active).sum()))
+    return out
+
+
+def sensitivity_heatmap(
+    df: pd.DataFrame,
+    param_x: str,
+    param_y: str,
+    metric: str = "final_metric",
+    mode: str = "min",
+    bins: int | tuple[int, int] = 6,
+    log_x: bool | None = None,
+    log_y: bool | None = None,
+) -> dict[str, Any]:
+    """Best metric per cell of a 2-d hyperparameter grid (Demon's lr × momentum heat-maps; notes B4).
+
+    Both parameters are binned as in :func:`sensitivity_curve` (``bins`` per axis, or ``(bins_x, bins_y)``); trials
+    missing either parameter are left out. A failed trial counts as the worst value.
+
+    Returns ``{"x_edges", "y_edges", "best", "count", "log_x", "log_y", "param_x", "param_y"}`` where ``best`` and
+    ``count`` have shape ``(n_y_bins, n_x_bins)`` (rows = y, as an image) and ``best`` is NaN in empty cells.
+    """
+    _check_mode(mode)
+    _require_rows(df, param_x, param_y, metric)
+    bins_x, bins_y = (bins, bins) if isinstance(bins, int) else bins
+    x, yp = _numeric_param(df, param_x), _numeric_param(df, param_y)
+    active = ~np.isnan(x) & ~np.isnan(yp)
+    if not active.any():
+        raise ValueError(f"no trial sets both {param_x!r} and {param_y!r}")
+    values = _metric_values(df[metric], mode)[active]
+    x_edges, ix, used_log_x = _bin(x[active], bins_x, log_x)
+    y_edges, iy, used_log_y = _bin(yp[active], bins_y, log_y)
+    best = np.full((len(y_edges) - 1, len(x_edges) - 1), np.nan)
+    count = np.zeros(best.shape, dtype=int)
+    for row, col, value in zip(iy, ix, values, strict=True):
+        count[row, col] += 1
+        if np.isnan(best[row, col]) or (value < best[row, col] if mode == "min" else value > best[row, col]):
+            best[row, col] = value
+    return {
+        "x_edges": x_edges,
+        "y_edges": y_edges,
+        "best": best,
+        "count": count,
+        "log_x": used_log_x,
+        "log_y": used_log_y,
+        "param_x": param_x,
+        "param_y": param_y,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# perturbations of one configuration
+
+
+def _numeric_leaves(config: Mapping[str, Any], prefix: str = "") -> dict[str, int | float]:
+    """Dotted keys of the int and float leaves of a nested config (bools are switches, not magnitudes)."""
+    out: dict[str, int | float] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_numeric_leaves(value, name + "."))
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            out[name] = value
+    return out
+
+
+def _with_value(config: Mapping[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(dict(config))
+    node = out
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node[part] = dict(node[part])
+        node = node[part]
+    node[leaf] = value
+    return out
+
+
+def _perturbed(key: str, value: int | float, factor: float, probability_keys: frozenset[str]) -> dict[str, Any]:
+    """{"up": larger value, "down": smaller value}, without directions that leave the value unchanged."""
+    if isinstance(value, (int, np.integer)):
+        if value < 1:
+            return {}  # no multiplicative scale for counts below 1
+        # Half-up rounding (Python's round() would send 2.5 to 2), kept ≥ 1.
+        candidates = {
+            "up": max(1, math.floor(value * factor + 0.5)),
+            "down": max(1, math.floor(value / factor + 0.5)),
+        }
+    elif key.rsplit(".", 1)[-1] in probability_keys and 0 < value < 1:
+        # Momentum-like: perturb 1 − x (the horizon 1/(1 − x) scales by the factor); up = closer to 1.
+        down = 1 - (1 - value) * factor
+        candidates = {"up": 1 - (1 - value) / factor, "down": down if down > 0 else value / factor}
+    elif value == 0:
+        return {}
+    else:
+        candidates = {"up": float(value) * factor, "down": float(value) / factor}
+    return {direction: v for direction, v in candidates.items() if v != value}
+
+
+def perturbation_configs(
+    config: Mapping[str, Any],
+    factor: float = 2.0,
+    params: Sequence[str] | None = None,
+    *,
+    exclude: Sequence[str] = ("demon.total_steps",),
+    probability_keys: frozenset[str] = PROBABILITY_KEYS,
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """One-at-a-time perturbations of a nested optimizer config: ``[(dotted key, "up" | "down", config), ...]``.
+
+    For each numeric hyperparameter (dotted keys of the flattened config, e.g. ``anderson.history``; ``params``
+    restricts them; ``exclude`` drops keys that are not tuned, by default ``demon.total_steps``, which the trial sets
+    from its step budget):
+
+    - floats: ``x · factor`` (up) and ``x / factor`` (down); zero is skipped (scaling it changes nothing);
+    - ints: the same, rounded half up and kept ≥ 1; ints below 1 are skipped;
+    - probability-like keys (last part in ``probability_keys``: momentum, beta1, beta2, beta_init, alpha, ...) with a
+      value in (0, 1): perturbed on the scale of ``1 − x``, the averaging horizon ``1/(1 − x)`` being what a factor
+      should scale: up ``1 − (1 − x)/factor``, down ``1 − (1 − x)·factor``; the latter is kept inside (0, 1) by
+      using ``x/factor`` instead when it would be ≤ 0.
+
+    A direction that leaves the value unchanged (e.g. an int 1 divided) is left out. Bools, strings and None are not
+    perturbed. The configs are not validated: check them (``autoaccel.optim.validate_config``) before running.
+    """
+    if factor <= 1:
+        raise ValueError(f"factor must be > 1, got {factor}")
+    leaves = _numeric_leaves(config)
+    if params is not None:
+        unknown = [p for p in params if p not in leaves]
+        if unknown:
+            raise ValueError(f"not numeric hyperparameters of the config: {unknown}; numeric ones: {sorted(leaves)}")
+        leaves = {p: leaves[p] for p in params}
+    out = []
+    for key, value in leaves.items():
+        if key in exclude:
+            continue
+        for direction, new in _perturbed(key, value, factor, probability_keys).items():
+            out.append((key, direction, _with_value(config, key, new)))
+    return out
+
+
+def perturbation_loss(
+    base_value: float,
+    perturbed: Mapping[tuple[str, str], Any],
+    mode: str = "min",
+) -> pd.DataFrame:
+    """Relative loss of quality per perturbed hyperparameter (results of :func:`perturbation_configs`' configs).
+
+    ``perturbed`` maps ``(key, direction)`` to the metric of that config. The relative loss is
+    ``(value − base) / |base|`` for ``min`` and ``(base − value) / |base|`` for ``max``: positive means worse than the
+    base, negative better. A missing or non-finite value (a diverged run) is a loss of ``∞``.
+
+    Returns a DataFrame indexed by ``key`` with ``value_<direction>`` and ``rel_loss_<direction>`` per direction
+    seen and ``worst_rel_loss`` (the largest over directions), most fragile hyperparameter first.
+    Raises ``ValueError`` when ``base_value`` is not finite or is 0 (the relative loss is then undefined).
+    """
+    _check_mode(mode)
+    base = float(base_value)
+    if not math.isfinite(base) or base == 0:
+        raise ValueError(f"base_value must be finite and non-zero for a relative loss, got {base_value}")
+    if not perturbed:
+        raise ValueError("perturbed is empty")
+    rows: dict[str, dict[str, float]] = {}
+    for (key, direction), raw in perturbed.items():
+        value = math.nan if raw is None else float(raw)
+        difference = (value - base) if mode == "min" else (base - value)
+        loss = difference / abs(base) if math.isfinite(value) else math.inf
+        row = rows.setdefault(key, {})
+        row[f"value_{direction}"] = value
+        row[f"rel_loss_{direction}"] = loss
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "key"
+    out["worst_rel_loss"] = out.filter(like="rel_loss_").max(axis=1)
+    return out.sort_values("worst_rel_loss", ascending=False)
