@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ class SweepTracking(tune.Callback):
     def __init__(self, spec: SweepSpec, started: float, log: Any = sys.stderr) -> None:
         self.spec, self.started, self.log = spec, started, log
         self._connected = False
+        self._lock = threading.Lock()  # the driver connects in a thread while Ray starts the first trials
 
     def __getstate__(self) -> dict[str, Any]:
         return {"spec": self.spec, "started": self.started, "log": None, "_connected": False}
@@ -30,11 +32,15 @@ class SweepTracking(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.log = sys.stderr
+        self._lock = threading.Lock()
 
     # -- MLflow ---------------------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        if self._connected:
-            return
+        with self._lock:
+            if not self._connected:
+                self._open()
+
+    def _open(self) -> None:
         spec = self.spec
         artifacts = spec.folder / "mlartifacts" if spec.tracking_uri.startswith("sqlite:") else None
         self.tracker = Tracker(spec.tracking_uri, spec.experiment, artifact_location=artifacts)

@@ -201,11 +201,18 @@ def run_sweep(
     from autoaccel._tune_tracking import SweepTracking
 
     tracking = SweepTracking(spec, started=started, log=log)
-    with ThreadPoolExecutor(1) as pool:
-        # Creating a fresh MLflow store (schema migrations, seconds) overlaps with starting Ray and its workers.
-        connected = pool.submit(tracking.announce, resume)
-        _init_ray(address)
-        connected.result()
+    pool = ThreadPoolExecutor(1)
+    # Creating a fresh MLflow store (schema migrations: seconds) overlaps with starting Ray, the tuner and the first
+    # trials; the callback's first event waits for it.
+    connected = pool.submit(tracking.announce, resume)
+    try:
+        return _run(spec, tracking, connected, resume, address)
+    finally:
+        pool.shutdown()
+
+
+def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: str | None) -> SweepResult:
+    _init_ray(address)
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -258,6 +265,7 @@ def run_sweep(
             run_config=run_config,
         )
     grid = tuner.fit()
+    connected.result()
     return tracking.close(grid)
 
 

@@ -218,7 +218,8 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     children = _children(uri, "killed")
     live = [c for c in children if c.data.tags["status"] != "interrupted"]
     assert len(live) == 6 == len({c.data.tags["trial_id"] for c in live})  # exactly one child run per trial
-    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)  # nothing left RUNNING
+    states = [(c.data.tags.get("trial_id"), c.data.tags["status"], c.info.status) for c in children]
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children), states  # nothing left RUNNING
     for child in live:
         assert child.data.tags["status"] == "completed"
         assert _epochs_logged(uri, child.info.run_id) == [1, 2, 3, 4, 5]  # gap-free, no duplicates
