@@ -111,6 +111,28 @@ def test_sweep_with_asha_records_every_trial_truthfully(ray_session: Any, tmp_pa
     parent = MlflowClient(result["tracking_uri"]).get_run(result["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["autoaccel.role"] == "sweep"
 
+    # the report of this real sweep: every section, its plots, logged back to the sweep's parent run
+    from autoaccel.analysis.report import build_report
+
+    written = build_report(["t"], result["tracking_uri"], tmp_path / "report")
+    page = Path(written["html"]).read_text()
+    for title in (
+        "Overview",
+        "Each technique against its base optimizer",
+        "Hyperparameter importance",
+        "Sensitivity",
+        "Robustness over seeds and batch sizes",
+        "Tuning budget",
+        "Performance profiles and top-k finishes",
+        "Failure accounting",
+        "Reproduce",
+    ):
+        assert f"<h2>{title}</h2>" in page
+    assert page.count("data:image/png;base64,") >= 1 and "stopped_early" in page
+    assert f"autoaccel sweep {Path(result['folder']) / 'spec.yaml'}" in page
+    artifacts = MlflowClient(result["tracking_uri"]).list_artifacts(result["parent_run_id"], "report")
+    assert {"report/index.html", "report/report.md", "report/runs.parquet"} <= {a.path for a in artifacts}
+
 
 def test_trial_that_raises_once_is_retried_from_its_checkpoint(ray_session: Any, tmp_path: Path) -> None:
     from autoaccel.sweep import run_sweep
