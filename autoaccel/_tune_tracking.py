@@ -112,13 +112,15 @@ class SweepTracking(tune.Callback):
             sample, seeds = plan(trial.config, self.spec.seeds)
             fam = sample.family or family(sample.optimizer)
             seed = ",".join(map(str, seeds))
+            point = trial.config.get("point") or {}
+            source = point.get("source")
             params = {
                 "optimizer": sample.optimizer,
                 "budget": {**self.spec.budget, **sample.budget},
                 "workload": self.spec.workload,
                 "seeds": seed,
+                **({"study": {"source_run": source, "perturbation": point["perturbation"]}} if source else {}),
             }
-            source = (trial.config.get("point") or {}).get("source")
             tags = {
                 "trial_id": trial_id,
                 "workload": self.spec.workload["name"],

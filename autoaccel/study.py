@@ -9,9 +9,12 @@ A spec with a ``study`` section instead of a ``space``::
       per: family                     # ... per technique family (family), or overall (all)
       seeds: [0, 1, 2, 3, 4]          # every configuration on every seed: one trial each
       batch_sizes: [8, 40, 200]       # optional: and on every batch size (default: the configuration's own)
+      perturb: 2.0                    # optional, instead of batch_sizes: also each configuration with one
+                                      # hyperparameter at a time × or ÷ this factor (perturbation_configs)
 
-Each (configuration, seed, batch size) is one trial with its own MLflow child run (tags ``seed``, ``family``,
-``source_run``), so the analysis sees seeds and batch sizes as plain columns. Studies never stop trials early: a
+Each (configuration, perturbation, seed, batch size) is one trial with its own MLflow child run (params
+``study.source_run`` and ``study.perturbation``: ``base`` or ``<key>:up|down``), so the analysis sees seeds, batch
+sizes and perturbations as plain columns. Studies never stop trials early: a
 robustness number from a truncated run is not one.
 """
 
@@ -31,6 +34,9 @@ __all__ = ["STUDY", "Point", "study_points", "top_configurations"]
 STUDY = (
     Hyperparameter("top", int, 3, "best configurations to re-run", 1),
     Hyperparameter("per", str, "family", "rank per technique family or over all", choices=("family", "all")),
+    Hyperparameter(
+        "perturb", float, None, "also move each hyperparameter × and ÷ this factor", 1.0, low_open=True, nullable=True
+    ),
 )
 
 
@@ -42,9 +48,18 @@ class Point:
     family: str
     seed: int
     source_run: str
+    perturbation: str = "base"
 
     def as_config(self) -> dict[str, Any]:
-        return {"point": {"params": self.params, "family": self.family, "seed": self.seed, "source": self.source_run}}
+        return {
+            "point": {
+                "params": self.params,
+                "family": self.family,
+                "seed": self.seed,
+                "source": self.source_run,
+                "perturbation": self.perturbation,
+            }
+        }
 
 
 def _value(text: str) -> Any:
@@ -95,6 +110,26 @@ def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -
     return kept
 
 
+def _perturbed(params: dict[str, Any], factor: float) -> list[tuple[str, dict[str, Any]]]:
+    """(``key:up|down``, flat params) for every valid one-at-a-time perturbation of a configuration."""
+    from autoaccel.analysis.sensitivity import perturbation_configs
+    from autoaccel.optim import validate_config
+    from autoaccel.spaces import to_config
+    from autoaccel.tracking import flatten
+
+    budget = {k: v for k, v in params.items() if k.startswith("budget.")}
+    nested = to_config({k: v for k, v in params.items() if not k.startswith("budget.")}).optimizer
+    out = []
+    for key, direction, config in perturbation_configs(nested, factor):
+        probe = {**config, **({"demon": {**config["demon"], "total_steps": 1}} if "demon" in config else {})}
+        try:
+            validate_config(probe)
+        except ConfigError:  # moved out of its range (e.g. hessian_power × 2): not a configuration anyone can run
+            continue
+        out.append((f"{key}:{direction}", {**flatten(config), **budget}))
+    return out
+
+
 def study_points(section: Mapping[str, Any], default_uri: str) -> tuple[list[Point], dict[str, Any]]:
     """Validate a ``study`` section and expand it into trials; also return the checked section."""
     if not isinstance(section, Mapping):
@@ -107,17 +142,23 @@ def study_points(section: Mapping[str, Any], default_uri: str) -> tuple[list[Poi
     if not isinstance(source, str) or not source:
         raise ConfigError("study.from", source, "the name of the source sweep (its MLflow experiment)")
     checked = {h.name: h.default for h in STUDY}
-    checked.update(check_all(STUDY, {k: v for k, v in section.items() if k in ("top", "per")}, prefix="study."))
+    checked.update(
+        check_all(STUDY, {k: v for k, v in section.items() if k in ("top", "per", "perturb")}, prefix="study.")
+    )
     seeds = check_int_list(section.get("seeds", [0]), "study.seeds", 0)
     batch_sizes = section.get("batch_sizes")
     if batch_sizes is not None:
         batch_sizes = check_int_list(batch_sizes, "study.batch_sizes", 1)
+        if checked["perturb"] is not None:
+            raise ConfigError("study.batch_sizes", batch_sizes, "left out with study.perturb (one study, one question)")
     uri = section.get("tracking_uri") or default_uri
     configs = top_configurations(uri, source, checked["top"], checked["per"])
     points = []
     for fam, params, _, run_id in configs:
-        for batch in batch_sizes or [params.get("budget.batch_size")]:
-            for seed in seeds:
-                flat = {**params, **({"budget.batch_size": batch} if batch is not None else {})}
-                points.append(Point(flat, fam, seed, run_id))
+        variants = [("base", params), *(_perturbed(params, checked["perturb"]) if checked["perturb"] else [])]
+        for label, variant in variants:
+            for batch in batch_sizes or [variant.get("budget.batch_size")]:
+                for seed in seeds:
+                    flat = {**variant, **({"budget.batch_size": batch} if batch is not None else {})}
+                    points.append(Point(flat, fam, seed, run_id, label))
     return points, {**checked, "from": source, "tracking_uri": uri, "seeds": seeds, "batch_sizes": batch_sizes}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -122,6 +123,7 @@ def test_sweep_with_asha_records_every_trial_truthfully(ray_session: Any, tmp_pa
         "Hyperparameter importance",
         "Sensitivity",
         "Robustness over seeds and batch sizes",
+        "Perturbation: how far each setting can move",
         "Tuning budget",
         "Performance profiles and top-k finishes",
         "Failure accounting",
@@ -361,3 +363,16 @@ def test_robustness_study_reruns_the_best_configuration_over_seeds_and_batch_siz
     from mlflow.tracking import MlflowClient
 
     assert MlflowClient(result["tracking_uri"]).get_run(result["parent_run_id"]).data.tags["study_of"] == "source"
+
+    # a perturbation study of the same configuration: each hyperparameter × and ÷ 2, and the report's loss table
+    spec["name"], spec["study"] = "perturbed", {**study, "batch_sizes": None, "seeds": [0], "perturb": 2.0}
+    del spec["study"]["batch_sizes"]
+    path.write_text(yaml.safe_dump({**spec, "search": {"max_concurrent": 2}}))
+    result = run_sweep(path, log=open(os.devnull, "w"))  # noqa: SIM115
+    labels = sorted(c.data.params["study.perturbation"] for c in _children(result["tracking_uri"], "perturbed"))
+    assert labels.count("base") == 1 and "lr:up" in labels and "lr:down" in labels
+    assert all(re.fullmatch(r"[\w.]+:(up|down)", label) for label in labels if label != "base")
+    from autoaccel.analysis.report import build_report
+
+    page = Path(build_report(["perturbed"], ray_session, tmp_path / "perturbed")["html"]).read_text()
+    assert "worst_rel_loss" in page and "Not shown: no perturbation study" not in page

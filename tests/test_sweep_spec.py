@@ -116,6 +116,8 @@ def test_cli_rejects_before_starting_anything(tmp_path: Path, capsys: pytest.Cap
         ({"from": "x", "seeds": []}, {}, "study.seeds", "distinct integers ≥ 0"),
         ({"from": "x", "batch_sizes": [0]}, {}, "study.batch_sizes", "≥ 1"),
         ({"from": "x", "repeat": 2}, {}, "study.repeat", "unknown key"),
+        ({"from": "x", "perturb": 1.0}, {}, "study.perturb", "> 1"),
+        ({"from": "x", "perturb": 2.0, "batch_sizes": [8]}, {}, "study.batch_sizes", "left out with study.perturb"),
         ({"from": "x"}, {"space": SPACE}, "space", "left out in a study"),
         ({"from": "x"}, {"seeds": [1]}, "seeds", "left out in a study"),
     ],

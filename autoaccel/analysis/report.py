@@ -312,6 +312,34 @@ def _robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
     return section
 
 
+def _perturbation(runs: pd.DataFrame, mode: str, metric: str) -> Section:
+    from autoaccel.analysis.sensitivity import perturbation_loss
+
+    section = Section("Perturbation: how far each setting can move")
+    if "study.perturbation" not in runs or runs["study.perturbation"].nunique() < 2:
+        section.missing.append(
+            "no perturbation study: a spec with `study: {from: SWEEP, perturb: 2.0}` re-runs the "
+            "best configurations with each hyperparameter × and ÷ 2"
+        )
+        return section
+    section.text.append(
+        f"Relative loss of final {metric} when one hyperparameter of a best configuration is "
+        "multiplied (up) or divided (down) by the study's factor, mean over seeds; a diverged run "
+        "counts as an infinite loss. Most fragile first."
+    )
+    values = runs.assign(value=runs["final_metric"].where(runs["status"] == "completed"))
+    for source, group in values.groupby("study.source_run"):
+        means = group.groupby("study.perturbation")["value"].mean()
+        if "base" not in means or not np.isfinite(means["base"]):
+            section.missing.append(f"{source[:8]}: its base configuration did not complete")
+            continue
+        perturbed = {tuple(label.rsplit(":", 1)): value for label, value in means.items() if label != "base"}
+        table = perturbation_loss(means["base"], perturbed, mode=mode)
+        family = group["family"].iloc[0]
+        section.tables.append((f"{family} (source run {source[:8]}, base {metric} {means['base']:.4g})", table))
+    return section
+
+
 def _budget(runs: pd.DataFrame, mode: str, metric: str) -> Section:
     from autoaccel.analysis.robustness import expected_best_of_k
 
@@ -491,6 +519,7 @@ def build_report(
         ("Hyperparameter importance", lambda: _importance(runs, mode)),
         ("Sensitivity", lambda: _sensitivity(runs, mode, metric)),
         ("Robustness over seeds and batch sizes", lambda: _robustness(runs, mode, metric)),
+        ("Perturbation: how far each setting can move", lambda: _perturbation(runs, mode, metric)),
         ("Tuning budget", lambda: _budget(runs, mode, metric)),
         ("Performance profiles and top-k finishes", lambda: _profiles(runs, mode)),
         ("Failure accounting", lambda: _failures(runs)),
