@@ -17,6 +17,7 @@ SECTIONS = (
     "Hyperparameter importance",
     "Sensitivity",
     "Robustness over seeds and batch sizes",
+    "Perturbation: how far each setting can move",
     "Tuning budget",
     "Performance profiles and top-k finishes",
     "Failure accounting",
