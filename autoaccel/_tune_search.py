@@ -32,15 +32,29 @@ class DefineByRun:
 
 class TruthfulOptunaSearch(OptunaSearch):
     """Tells Optuna PRUNED (keeping its intermediate values) for a trial the scheduler stopped, not COMPLETE with
-    a low-fidelity value, and records every trial's status as a user attribute."""
+    a low-fidelity value, and records every trial's status as a user attribute.
+
+    After ``--resume`` the searcher is the one Ray saved with its last experiment snapshot, while the journal holds
+    everything the dead driver told Optuna: a trial the snapshot thinks running may be finished there already. Such
+    a trial is left as the journal has it (Optuna refuses to update a finished trial)."""
+
+    def _live(self, trial_id: str) -> Any:
+        """The Optuna trial of ``trial_id`` if it can still be updated, else None."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials:
+            return None
+        if ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished():
+            self._completed_trials.add(trial_id)
+            return None
+        return ot_trial
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._report(trial_id, result)
 
     def _report(self, trial_id: str, result: dict | None) -> None:
         """The metric as an intermediate value at its epoch (Tune's iteration count restarts on a restore), once."""
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials or isinstance(self.metric, list) or not result:
+        ot_trial = self._live(trial_id)
+        if ot_trial is None or isinstance(self.metric, list) or not result:
             return
         step = int(result.get("epoch", 0))
         if self.metric in result and step not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
@@ -49,9 +63,9 @@ class TruthfulOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         from autoaccel.sweep import trial_status
 
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials:
-            return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._live(trial_id)
+        if ot_trial is None:  # told already (by us, or by the driver before it died)
+            return None
         status = trial_status(result, error)
         ot_trial.set_user_attr("status", status)
         if status == "stopped_early":

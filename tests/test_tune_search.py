@@ -1,0 +1,56 @@
+"""The Optuna searcher inside Ray Tune, without Ray running: statuses told truthfully, and a resumed driver whose
+saved searcher is older than the journal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from autoaccel._tune_search import DefineByRun, TruthfulOptunaSearch
+
+SPACE = str(Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml")
+
+
+def _searcher(tmp_path: Path) -> TruthfulOptunaSearch:
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
+    return TruthfulOptunaSearch(
+        space=DefineByRun(SPACE), metric="metric", mode="min", storage=storage, study_name="s", seed=0
+    )
+
+
+def _result(epoch: int, planned: int = 4, status: str = "completed") -> dict:
+    return {"metric": 1.0 / epoch, "epoch": epoch, "epochs_planned": planned, "status": status}
+
+
+def test_statuses_reach_optuna_truthfully(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    for trial_id in ("done", "stopped", "diverged", "failed"):
+        assert searcher.suggest(trial_id)["family"]  # the define-by-run space sampled a family
+    searcher.on_trial_result("done", _result(1))
+    searcher.on_trial_complete("done", _result(4))
+    searcher.on_trial_complete("stopped", _result(2))  # ASHA's stopping result arrives only here
+    searcher.on_trial_complete("diverged", {**_result(1), "metric": 1.0e6, "status": "diverged"})
+    searcher.on_trial_complete("failed", None, error=True)
+    trials = {t.number: t for t in searcher._ot_study.trials}
+    assert [trials[i].state for i in range(4)] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+    ]
+    assert [trials[i].user_attrs["status"] for i in range(4)] == ["completed", "stopped_early", "diverged", "errored"]
+    assert trials[1].intermediate_values == {2: 0.5} and trials[0].intermediate_values == {1: 1.0}
+
+
+def test_a_trial_the_journal_finished_after_the_snapshot_is_left_alone(tmp_path: Path) -> None:
+    searcher = _searcher(tmp_path)
+    searcher.suggest("t")
+    # the driver told Optuna and died before Ray saved the searcher again; the restored searcher still thinks it runs
+    searcher._ot_study.tell(searcher._ot_trials["t"], 0.25)
+    searcher.on_trial_result("t", _result(4))  # the trial's replayed last epoch
+    searcher.on_trial_complete("t", _result(4))  # no UpdateFinishedTrialError
+    (trial,) = searcher._ot_study.trials
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.25
