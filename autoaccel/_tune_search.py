@@ -14,8 +14,11 @@ class DefineByRun:
     """``space.suggest`` as OptunaSearch's space, picklable (Ray saves the searcher with the experiment)."""
 
     def __init__(self, space_path: str) -> None:
+        from autoaccel.spaces import load_space
+
         self.space_path = space_path
-        self._space: Any = None
+        # loaded now, not at the first suggestion: Tune warns when a define-by-run call takes seconds (imports)
+        self._space: Any = load_space(space_path)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"space_path": self.space_path, "_space": None}
