@@ -199,8 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from autoaccel.optim import ConfigError
-    from autoaccel.workloads._cache import DataError
+    from autoaccel.errors import ConfigError, DataError
 
     args = build_parser().parse_args(argv)
     try:

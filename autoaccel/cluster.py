@@ -56,7 +56,7 @@ from typing import Any
 
 import yaml
 
-from autoaccel.optim._hyper import ConfigError
+from autoaccel.errors import ConfigError
 
 __all__ = [
     "DASHBOARD",

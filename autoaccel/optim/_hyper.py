@@ -6,26 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from autoaccel.errors import ConfigError
+
 __all__ = ["ConfigError", "Hyperparameter"]
-
-
-class ConfigError(ValueError):
-    """A configuration value is not allowed.
-
-    ``key`` is the dotted config path (``anderson.history``), ``value`` what was given and ``allowed`` a short
-    description of what is accepted. Callers that read a file prefix the file name via :meth:`in_file`.
-    """
-
-    def __init__(self, key: str, value: Any, allowed: str, source: str | None = None):
-        self.key, self.value, self.allowed, self.source = key, value, allowed, source
-        where = f"{source}: " if source else ""
-        super().__init__(f"{where}{key} = {value!r}: {allowed}")
-
-    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # picklable and copyable (Ray ships errors between processes)
-        return type(self), (self.key, self.value, self.allowed, self.source)
-
-    def in_file(self, source: str) -> ConfigError:
-        return ConfigError(self.key, self.value, self.allowed, source)
 
 
 @dataclass(frozen=True)

