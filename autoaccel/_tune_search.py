@@ -41,6 +41,8 @@ class TruthfulOptunaSearch(OptunaSearch):
     everything the dead driver told Optuna: a trial the snapshot thinks running may be finished there already. Such
     a trial is left as the journal has it (Optuna refuses to update a finished trial)."""
 
+    scheduler_state = ""  # where ResumableASHA keeps the trials it stopped (none for FIFO)
+
     def _live(self, trial_id: str) -> Any:
         """The Optuna trial of ``trial_id`` if it can still be updated, else None."""
         ot_trial = self._ot_trials.get(trial_id)
@@ -69,7 +71,11 @@ class TruthfulOptunaSearch(OptunaSearch):
         ot_trial = self._live(trial_id)
         if ot_trial is None:  # told already (by us, or by the driver before it died)
             return None
-        status = trial_status(result, error)
+        from autoaccel._asha import stopped_trials
+
+        status = trial_status(result, error, trial_id in stopped_trials(self.scheduler_state))
+        if status == "interrupted":  # Ctrl-C: it continues on --resume, and is told then
+            return None
         ot_trial.set_user_attr("status", status)
         if status == "stopped_early":
             self._report(trial_id, result)  # Tune hands the result that triggered the stop only to us here

@@ -158,9 +158,11 @@ class SweepTracking(tune.Callback):
         self.logged[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from autoaccel._asha import stopped_trials
         from autoaccel.sweep import trial_status
 
-        self._end(trial, trial_status(trial.last_result))
+        stopped = trial.trial_id in stopped_trials(self.spec.folder / "asha.json")
+        self._end(trial, trial_status(trial.last_result, stopped=stopped))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "errored")
@@ -188,25 +190,34 @@ class SweepTracking(tune.Callback):
     def close(self, grid: Any) -> dict[str, Any]:
         """Leave nothing RUNNING (MLflow children and parent, Optuna trials); return the sweep's summary."""
         self._connect()
+        from autoaccel._asha import stopped_trials
         from autoaccel.sweep import trial_status
 
+        stopped = stopped_trials(self.spec.folder / "asha.json")
         ended, resumed = {}, 0
         for result in grid:
             metrics = result.metrics or {}
             if metrics.get("trial_id"):
-                ended[metrics["trial_id"]] = trial_status(metrics, errored=result.error is not None)
+                tid = metrics["trial_id"]
+                ended[tid] = trial_status(metrics, errored=result.error is not None, stopped=tid in stopped)
             # continued from a checkpoint (a retry, or --resume): fewer epochs trained since the restore
             resumed += metrics.get("iterations_since_restore", 0) < metrics.get("training_iteration", 0)
+        # Ctrl-C ends fit() normally (Ray handles SIGINT): a trial short of its budget that ASHA did not stop
+        unfinished = {tid for tid, status in ended.items() if status == "interrupted"}
         client = self.tracker.client
         for run in self._children():
             if run.info.status == "RUNNING":  # a trial whose end the callback never saw
                 history = client.get_metric_history(run.info.run_id, "train_loss")
                 epochs = max((m.step for m in history), default=0)
-                status = ended.get(run.data.tags.get("trial_id"), "interrupted")
+                trial_id = run.data.tags.get("trial_id")
+                status = ended.get(trial_id, "interrupted")
                 self.tracker.finish(run.info.run_id, status, {"epochs": epochs})
-        _close_optuna_study(self.spec)
+        if not unfinished:  # a finished sweep: Optuna trials nobody will resume are not pending any more
+            _close_optuna_study(self.spec)
         statuses = self._statuses()
-        client.set_terminated(self.parent, "FINISHED")
+        client.set_terminated(self.parent, "KILLED" if unfinished else "FINISHED")
+        if unfinished:
+            self._say(f"interrupted with {len(unfinished)} trial(s) unfinished; continue with --resume")
         best = self._best()
         self._say("done: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
         for rank, row in enumerate(best, start=1):
@@ -222,6 +233,7 @@ class SweepTracking(tune.Callback):
             "best": best,
             "first_report_s": self.first_report,
             "resumed_from_checkpoint": resumed,
+            "unfinished": len(unfinished),
         }
 
     def _children(self) -> list[Any]:

@@ -103,6 +103,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.output_json:
         with open(args.output_json, "w") as handle:
             json.dump(result, handle, indent=2, default=str)
+    if result["unfinished"]:  # Ctrl-C: Ray stops the trials and fit() returns
+        print(f"interrupted; continue with: autoaccel sweep {args.spec} --resume", file=sys.stderr)
+        return 130
     return 0
 
 

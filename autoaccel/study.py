@@ -80,7 +80,9 @@ def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -
     parents = client.search_runs([found.experiment_id], "tags.`autoaccel.role` = 'sweep'")
     if not parents:
         raise ConfigError("study.from", experiment, "an experiment written by `autoaccel sweep` (no sweep run in it)")
-    mode = parents[0].data.tags.get("mode", "min")
+    # the direction of the workload's metric, which `metric` holds (the sweep may have ranked by another one)
+    tags = parents[0].data.tags
+    mode = tags.get("workload_mode", tags.get("mode", "min"))
     children = client.search_runs(
         [found.experiment_id],
         f"tags.mlflow.parentRunId = '{parents[0].info.run_id}' and tags.status = 'completed'",

@@ -66,7 +66,7 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
                     "optimizer": sample.optimizer,
                     "budget": budget,
                     "seed": seed,
-                    "device": payload["device"],
+                    "device": _device(payload["device"]),
                 },
                 local / f"seed_{seed}",
             )
@@ -79,6 +79,16 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(local))
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def _device(device: str) -> str:
+    """``auto`` means the GPU Ray gave this trial, if any: a trial without a GPU share must not use one (Ray 2.60
+    leaves CUDA_VISIBLE_DEVICES set for zero-GPU workers on a GPU node)."""
+    import ray
+
+    if device != "auto":
+        return device
+    return "cuda" if ray.get_gpu_ids() else "cpu"
 
 
 def plan(config: Mapping[str, Any], seeds: Sequence[int]) -> tuple[Any, tuple[int, ...]]:
@@ -109,15 +119,16 @@ def _merge(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], metric: str
     return merged
 
 
-def trial_status(result: dict[str, Any] | None, errored: bool = False) -> str:
-    """completed | stopped_early | diverged | errored, from a trial's last result."""
+def trial_status(result: dict[str, Any] | None, errored: bool = False, stopped: bool = False) -> str:
+    """completed | stopped_early | diverged | errored | interrupted, from a trial's last result; ``stopped``: the
+    scheduler stopped it. A trial that ends before its budget and was not stopped was interrupted (Ctrl-C)."""
     if errored:
         return "errored"
-    if not result:
-        return "stopped_early"
-    if result.get("status") == "diverged":
+    if result and result.get("status") == "diverged":
         return "diverged"
-    return "completed" if result.get("epoch", 0) >= result.get("epochs_planned", math.inf) else "stopped_early"
+    if result and result.get("epoch", 0) >= result.get("epochs_planned", math.inf):
+        return "completed"
+    return "stopped_early" if stopped else "interrupted"
 
 
 # -- driver side --------------------------------------------------------------------------------------------------
@@ -234,7 +245,10 @@ def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: 
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
     if resume:
-        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
+        # errored trials stay errored (they used their retries; Optuna was told FAIL), unfinished ones continue
+        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=False)
+        # Ray unpickles its own copy of the callback: use ours, so that one object (one lock) talks to MLflow
+        tuner._local_tuner._run_config.callbacks = [tracking]
     elif spec.points:  # a robustness study: every point once, none stopped early
         tuner = tune.Tuner(
             trainable,
@@ -251,6 +265,7 @@ def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: 
             storage=JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal"))),
             study_name=spec.name,
         )
+        searcher.scheduler_state = str(spec.folder / "asha.json")
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

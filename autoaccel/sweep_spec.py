@@ -173,7 +173,14 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         points, study = study_points(study, resolve_tracking_uri(None, folder.parent / str(source)))
         space_path = None
     else:
-        space_path = _space(path, raw.get("space"))
+        space_path, samples = _space(path, raw.get("space"))
+        for sample in samples:  # a sampled budget.<key> must be a budget key with a valid value, with the spec's
+            try:
+                merged = check_all(BUDGET, {**raw.get("budget", {}), **sample.budget}, prefix="budget.")
+            except ConfigError as error:
+                raise ConfigError(f"space ({space_path}) {error.key}", error.value, error.allowed) from None
+            if (merged.get("epochs") is None) == (merged.get("steps") is None):
+                raise ConfigError(f"space ({space_path}) budget", sample.budget, "not both epochs and steps")
 
     search = _section(raw, "search", _SEARCH, extra=("sampler", "metric", "mode"))
     sampler = search.get("sampler", "tpe")
@@ -189,6 +196,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         raise ConfigError("scheduler.type", kind, "fifo in a study (a truncated run is no robustness evidence)")
     if kind == "asha":
         scheduler = {**{h.name: h.default for h in _ASHA}, **check_all(_ASHA, scheduler, prefix="scheduler.")}
+        if budget["epochs"] is None:
+            raise ConfigError("scheduler.type", kind, "fifo with a budget in steps (ASHA's rungs are epochs)")
         if len(metrics) > 1:
             raise ConfigError("scheduler.type", kind, "fifo with several objectives (ASHA ranks one metric)")
     elif scheduler:
@@ -204,6 +213,10 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     device = raw.get("device", "auto")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError("device", device, "one of auto, cpu, cuda")
+    if device == "cuda" and resources["gpu"] == 0:
+        raise ConfigError(
+            "device", device, "auto or cpu when resources.gpu is 0 (a trial uses only the GPU it asks for)"
+        )
 
     tracking = raw.get("tracking") or {}
     if not isinstance(tracking, Mapping) or set(tracking) - {"uri", "experiment"}:
@@ -238,7 +251,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     )
 
 
-def _space(path: Path, space_file: Any) -> Path:
+def _space(path: Path, space_file: Any) -> tuple[Path, list[Any]]:
     from autoaccel.spaces import check, load_space
 
     if not isinstance(space_file, str):
@@ -246,8 +259,8 @@ def _space(path: Path, space_file: Any) -> Path:
     space_path = (path.parent / space_file).resolve()
     if not space_path.is_file():
         raise ConfigError("space", space_file, f"an existing search-space file, relative to the spec ({space_path})")
-    check(load_space(space_path), n=20, seed=0)  # errors name the space file; an impossible stack fails here
-    return space_path
+    samples = check(load_space(space_path), n=20, seed=0)  # errors name the space file; impossible stacks fail here
+    return space_path, samples
 
 
 def _objectives(search: Mapping[str, Any], workload: Workload, sampler: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -242,7 +242,8 @@ class Trial:
 
     def _load(self) -> None:
         trial = self.setup
-        saved = torch.load(self.path, map_location=trial.device, weights_only=True)
+        # on the CPU: RNG states must stay CPU ByteTensors; load_state_dict moves the rest onto the parameters' device
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
         if saved["config"] != self.config:
             raise ConfigError("checkpoint_dir", str(self.path), "a checkpoint of this same trial config")
         trial.model.load_state_dict(saved["model"])
@@ -260,7 +261,7 @@ class Trial:
 
     def epochs(self) -> Iterator[dict[str, Any]]:
         if self.finished and self.history:
-            yield {**self.history[-1], "status": self.status}
+            yield {**self.history[-1], "epochs_planned": self.setup.epochs, "status": self.status}
         while not self.finished:
             yield self._train_epoch()
 
@@ -272,6 +273,8 @@ class Trial:
         for batch in workload.batches(trial.batch_size, trial.generator):
             if self.step >= trial.total_steps:
                 break
+            if trial.micro_batches > workload.batch_size_of(batch):
+                continue  # a last batch too small to give each of AdaScale's S micro-batches an example
             total += trial.step(batch)
             count, self.step = count + 1, self.step + 1
         train_loss = (total / max(count, 1)).item()

@@ -40,6 +40,7 @@ VARIANTS = [  # (label, anderson section or None for the plain base)
     ("every 6 steps, cap 10 (default)", {"averaging": "off"}),
     ("every 6 steps, cap 10, averaging auto", {}),
     ("every 6 steps, cap 10, averaging on", {"averaging": "on"}),
+    ("every 6 steps, cap 10, reset inner state", {"averaging": "off", "reset_inner_state": True}),
 ]
 
 

@@ -8,7 +8,7 @@ import torch
 
 from autoaccel.optim import AndersonAcceleration
 
-from helpers import averaging_fraction_on_noisy_regression, gradient_descent, ill_conditioned_quadratic
+from helpers import averaging_fraction_on_noisy_regression, gradient_descent, ill_conditioned_quadratic, tiny_mlp, train
 
 
 def _aadl_by_hand(iterates, relaxation):
@@ -225,3 +225,18 @@ def test_state_follows_a_dtype_change_after_construction():
         model(torch.randn(4, 3, dtype=torch.float64)).sum().backward()
         opt.step()
     assert opt.state[model.weight]["g_hist"].dtype == torch.float64
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_reset_inner_state_clears_the_base_momentum_after_an_accepted_jump(reset):
+    model = tiny_mlp(0)
+    base = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    opt = AndersonAcceleration(base, history=2, averaging="off", reset_inner_state=reset)
+    frequency = opt.hyper["frequency"]
+    train(model, opt, frequency - 1)
+    assert all("momentum_buffer" in base.state[p] for p in model.parameters())
+    train(model, opt, 1, start=frequency - 1)  # the step that extrapolates
+    assert opt.counters["accepted"] == 1
+    assert all(("momentum_buffer" in base.state[p]) != reset for p in model.parameters())
+    train(model, opt, 1, start=frequency)  # SGD re-creates the buffer from the next gradient
+    assert all("momentum_buffer" in base.state[p] for p in model.parameters())

@@ -43,6 +43,11 @@ STACKS = {
         lambda m: AndersonAcceleration(_sgd(m), history=2, store_every=2, frequency=4, warmup=1, averaging="on"),
         {},
     ),
+    "anderson_reset_inner_state": (
+        tiny_mlp,
+        lambda m: AndersonAcceleration(_sgd(m), history=2, averaging="off", reset_inner_state=True),
+        {},
+    ),
     "anderson_safeguard": (
         tiny_mlp,
         lambda m: AndersonAcceleration(_sgd(m), history=3, safeguard=True, averaging="off"),

@@ -106,7 +106,9 @@ def test_sweep_with_asha_records_every_trial_truthfully(ray_session: Any, tmp_pa
     assert sorted(t.user_attrs["status"] for t in study.trials) == sorted(statuses.values())
     assert result["statuses"] == {s: list(statuses.values()).count(s) for s in set(statuses.values())}
     assert result["best"] and result["best"][0]["value"] <= min(r["value"] for r in result["best"])
-    assert json.loads((Path(result["folder"]) / "asha.json").read_text())[-1]["recorded"]  # the rungs persisted
+    asha = json.loads((Path(result["folder"]) / "asha.json").read_text())
+    assert asha["rungs"][-1]["recorded"]  # the rungs persisted, and the trials ASHA stopped
+    assert set(asha["stopped"]) == {tid for tid, status in statuses.items() if status == "stopped_early"}
     from mlflow.tracking import MlflowClient
 
     parent = MlflowClient(result["tracking_uri"]).get_run(result["parent_run_id"])
@@ -201,7 +203,8 @@ def _kill_session(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Path, how: str) -> None:
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
@@ -224,7 +227,26 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     while _count_epochs(db) < 8 and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.2)
     assert driver.poll() is None, "the sweep ended before the test could kill it"
-    _kill_session(driver)
+    if how == "SIGKILL":
+        _kill_session(driver)
+    else:  # Ctrl-C: Ray stops the trials, the sweep records them as interrupted and says how to resume
+        os.kill(driver.pid, signal.SIGINT)
+        assert driver.wait(timeout=120) == 130
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        from mlflow.tracking import MlflowClient
+
+        interrupted = _children(f"sqlite:///{db}", "killed")
+        assert "interrupted" in {c.data.tags["status"] for c in interrupted}
+        assert all(c.info.status != "RUNNING" for c in interrupted)
+        (parent,) = [
+            r
+            for r in MlflowClient(f"sqlite:///{db}").search_runs(
+                [MlflowClient(f"sqlite:///{db}").get_experiment_by_name("killed").experiment_id],
+                "tags.`autoaccel.role` = 'sweep'",
+            )
+        ]
+        assert parent.info.status == "KILLED"
     epochs_at_kill = _count_epochs(db)
     assert 8 <= epochs_at_kill < 30  # mid-sweep
 

@@ -74,6 +74,8 @@ def test_defaults_and_overrides(tmp_path: Path) -> None:
         ({"resources": {"cpu": 0}}, "resources.cpu", "> 0"),
         ({"failure": {"max_failures": -1}}, "failure.max_failures", "≥ 0"),
         ({"device": "tpu"}, "device", "one of auto, cpu, cuda"),
+        ({"device": "cuda"}, "device", "auto or cpu when resources.gpu is 0"),
+        ({"budget": {"steps": 40, "batch_size": 16}}, "scheduler.type", "fifo with a budget in steps"),
         ({"tracking": {"url": "x"}}, "tracking", "uri and/or experiment"),
     ],
 )
@@ -130,3 +132,19 @@ def test_invalid_studies(tmp_path: Path, study: dict, extra: dict, key: str, all
         load_spec(path)
     assert error.value.key == key and allowed in error.value.allowed and error.value.source == str(path)
     assert not (tmp_path / "none.db").exists()  # validation wrote nothing
+
+
+@pytest.mark.parametrize(
+    ("budget_param", "allowed"),
+    [
+        ("budget.batch_sise: {value: 8}", "unknown key"),
+        ("budget.batch_size: {value: 0}", "≥ 1"),
+        ("budget.steps: {value: 10}", "not both epochs and steps"),
+    ],
+)
+def test_budget_keys_a_space_samples_are_checked(tmp_path: Path, budget_param: str, allowed: str) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(f"params:\n  base: {{value: sgd}}\n  lr: {{value: 0.1}}\n  {budget_param}\n")
+    with pytest.raises(ConfigError) as error:
+        load_spec(_write(tmp_path, {**GOOD, "space": str(space)}))
+    assert error.value.key.startswith(f"space ({space}) budget") and allowed in error.value.allowed

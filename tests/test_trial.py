@@ -210,3 +210,24 @@ def test_a_finished_checkpoint_replays_its_last_report(tmp_path: Path) -> None:
     again = run_trial(config, report=lambda m, _: replayed.append(m), checkpoint_dir=tmp_path)
     assert [m["epoch"] for m in replayed] == [2] and replayed[0]["metric"] == first["metric"]  # nothing retrained
     assert again == first
+
+
+def test_adascale_skips_a_last_batch_smaller_than_its_micro_batches() -> None:
+    # 10 samples in batches of 4: the last batch (2) cannot feed 4 micro-batches; it would give empty ones (NaN)
+    config = _config(
+        {"base": "sgd", "lr": 0.05, "adascale": {"num_gradients_to_accumulate": 4}},
+        epochs=2,
+        workload={**QUAD, "samples": 10},
+        batch_size=4,
+    )
+    result = run_trial(config)
+    assert result["status"] == "completed" and result["step"] == 4
+
+
+def test_replayed_last_epoch_carries_the_planned_epochs(tmp_path: Path) -> None:
+    from autoaccel.trial import Trial
+
+    config = _config({"base": "sgd", "lr": 0.1}, epochs=2)
+    run_trial(config, checkpoint_dir=tmp_path)
+    (replayed,) = list(Trial(config, tmp_path).epochs())  # what a retry after the final report sees
+    assert replayed["epoch"] == replayed["epochs_planned"] == 2 and replayed["status"] == "completed"

@@ -3,6 +3,7 @@ saved searcher is older than the journal."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from optuna.storages import JournalStorage
@@ -16,9 +17,12 @@ SPACE = str(Path(__file__).resolve().parent.parent / "search_spaces" / "quicksta
 
 def _searcher(tmp_path: Path) -> TruthfulOptunaSearch:
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
-    return TruthfulOptunaSearch(
+    (tmp_path / "asha.json").write_text(json.dumps({"rungs": [], "stopped": ["stopped"]}))
+    searcher = TruthfulOptunaSearch(
         space=DefineByRun(SPACE), metric="metric", mode="min", storage=storage, study_name="s", seed=0
     )
+    searcher.scheduler_state = str(tmp_path / "asha.json")
+    return searcher
 
 
 def _result(epoch: int, planned: int = 4, status: str = "completed") -> dict:

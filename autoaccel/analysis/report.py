@@ -297,8 +297,8 @@ def _robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
     else:
         section.tables.append(
             (
-                "Final metric over seeds, per family (mean, std, 95% CI)",
-                seed_robustness(seeds, "final_metric", by=("family",)),
+                "Final metric over seeds, per configuration (mean, std, 95% CI)",
+                seed_robustness(seeds, "final_metric", by=("family", "configuration")),
             )
         )
     if "budget.batch_size" in done and done["budget.batch_size"].nunique() > 1:
@@ -329,7 +329,8 @@ def _perturbation(runs: pd.DataFrame, mode: str, metric: str) -> Section:
     )
     values = runs.assign(value=runs["final_metric"].where(runs["status"] == "completed"))
     for source, group in values.groupby("study.source_run"):
-        means = group.groupby("study.perturbation")["value"].mean()
+        # a diverged seed makes its variant's mean NaN (an infinite loss), never silently better
+        means = group.groupby("study.perturbation")["value"].agg(lambda v: v.mean(skipna=False))
         if "base" not in means or not np.isfinite(means["base"]):
             section.missing.append(f"{source[:8]}: its base configuration did not complete")
             continue
@@ -509,6 +510,11 @@ def build_report(
     runs_table, history_table = export_experiments(list(experiments), tracking_uri)
     write_parquet(runs_table, history_table, out)
     runs, history = runs_table.to_pandas(), history_table.to_pandas()
+    if runs["mode"].dropna().nunique() > 1:
+        raise ValueError(
+            f"{', '.join(experiments)} mix workloads ranked by min and by max: report them separately "
+            "(performance profiles over several workloads use time-to-target, in one report per direction)"
+        )
     metric = runs["metric_name"].dropna().iloc[0] if runs["metric_name"].notna().any() else "metric"
     mode = runs["mode"].dropna().iloc[0] if runs["mode"].notna().any() else "min"
     target = runs["target"].dropna().iloc[0] if runs["target"].notna().any() else None

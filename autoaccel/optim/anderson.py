@@ -48,7 +48,7 @@ import torch
 from torch.optim import Optimizer
 
 from ._hyper import Hyperparameter, check_all
-from ._wrapper import OptimizerWrapper
+from ._wrapper import OptimizerWrapper, iter_stack
 
 __all__ = ["ANDERSON_HYPERPARAMETERS", "AndersonAcceleration"]
 
@@ -80,6 +80,9 @@ ANDERSON_HYPERPARAMETERS = (
     ),
     Hyperparameter("max_coefficient", float, 10.0, "cap on |α_i|; above it λ is raised (see the ladder)", 1.0),
     Hyperparameter("safeguard", bool, False, "accept an extrapolation only if the closure's loss decreases"),
+    Hyperparameter(
+        "reset_inner_state", bool, False, "after an accepted jump, clear the base optimizer's momentum/moments"
+    ),
 )
 
 # Columns per chunk of the Gram computation: the chunk's (m + 1) rows of temporaries stay in cache.
@@ -114,6 +117,7 @@ class AndersonAcceleration(OptimizerWrapper):
         safeguard: bool = False,
         rsd_criterion: str = "norm_ratio",
         max_coefficient: float = 10.0,
+        reset_inner_state: bool = False,
     ):
         super().__init__(optimizer)
         hyper = check_all(
@@ -131,6 +135,7 @@ class AndersonAcceleration(OptimizerWrapper):
                 "rsd_criterion": rsd_criterion,
                 "max_coefficient": max_coefficient,
                 "safeguard": safeguard,
+                "reset_inner_state": reset_inner_state,
             },
         )
         if hyper["frequency"] is None:
@@ -277,6 +282,13 @@ class AndersonAcceleration(OptimizerWrapper):
                     self._restore_plain(group, book)
                 return
         self.counters["accepted"] += len(proposals)
+        if self.hyper["reset_inner_state"]:
+            # The base optimizer's momentum and moments describe the trajectory the jump left; carried on, a
+            # heavy-ball velocity keeps pushing along it for ~1/(1 − β) steps. Its optimizer re-creates them lazily.
+            base = list(iter_stack(self))[-1]
+            for group, _, _ in proposals:
+                for p in group["params"]:
+                    base.state.pop(p, None)
 
     def _restore_plain(self, group: dict[str, Any], book: dict[str, int]) -> None:
         newest = (book["slot"] - 1) % (self.hyper["history"] + 1)

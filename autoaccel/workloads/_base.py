@@ -85,6 +85,10 @@ class Workload(abc.ABC):
     def steps_per_epoch(self, batch_size: int) -> int:
         return math.ceil(self.train_size() / batch_size)
 
+    def batch_size_of(self, batch: Any) -> int:
+        """Examples in ``batch`` (default: the length of its first tensor)."""
+        return len(batch[0])
+
     def split(self, batch: Any, parts: int) -> list[Any]:
         """``batch`` cut into ``parts`` micro-batches whose mean losses average to the batch's loss.
 
