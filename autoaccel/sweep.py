@@ -85,10 +85,12 @@ def _device(device: str) -> str:
     """``auto`` means the GPU Ray gave this trial, if any: a trial without a GPU share must not use one (Ray 2.60
     leaves CUDA_VISIBLE_DEVICES set for zero-GPU workers on a GPU node)."""
     import ray
+    import torch
 
     if device != "auto":
         return device
-    return "cuda" if ray.get_gpu_ids() else "cpu"
+    # a GPU share on a node whose "GPUs" torch cannot see (declared, not real) trains on the CPU
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
 def plan(config: Mapping[str, Any], seeds: Sequence[int]) -> tuple[Any, tuple[int, ...]]:
