@@ -8,21 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autoaccel.analysis.report import build_report
+from autoaccel.analysis.report import SECTIONS, build_report
 from autoaccel.cli import main
-
-SECTIONS = (
-    "Overview",
-    "Each technique against its base optimizer",
-    "Hyperparameter importance",
-    "Sensitivity",
-    "Robustness over seeds and batch sizes",
-    "Perturbation: how far each setting can move",
-    "Tuning budget",
-    "Performance profiles and top-k finishes",
-    "Failure accounting",
-    "Reproduce",
-)
 
 
 def _sweep(uri: str, name: str, trials: list[dict], running: bool = False) -> None:

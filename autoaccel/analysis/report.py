@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["build_report", "report_command"]
+__all__ = ["SECTIONS", "build_report", "report_command"]
 
 # (x, y) pairs the papers study, shown as heat maps when both were sampled
 HEATMAP_PAIRS = (
@@ -36,6 +36,18 @@ HEATMAP_PAIRS = (
     ("optimizer.lr", "optimizer.momentum"),
 )
 _FINISHED = ("completed",)
+SECTIONS = (
+    "Overview",
+    "Each technique against its base optimizer",
+    "Hyperparameter importance",
+    "Sensitivity",
+    "Robustness over seeds and batch sizes",
+    "Perturbation: how far each setting can move",
+    "Tuning budget",
+    "Performance profiles and top-k finishes",
+    "Failure accounting",
+    "Reproduce",
+)
 
 
 @dataclass
@@ -519,20 +531,20 @@ def build_report(
     mode = runs["mode"].dropna().iloc[0] if runs["mode"].notna().any() else "min"
     target = runs["target"].dropna().iloc[0] if runs["target"].notna().any() else None
     parent, spec = _parent(tracking_uri, experiments[0])
-    builders: list[tuple[str, Callable[[], Section]]] = [
-        ("Overview", lambda: _overview(runs, experiments, metric, mode, target)),
-        ("Each technique against its base optimizer", lambda: _techniques(runs, history, mode, metric)),
-        ("Hyperparameter importance", lambda: _importance(runs, mode)),
-        ("Sensitivity", lambda: _sensitivity(runs, mode, metric)),
-        ("Robustness over seeds and batch sizes", lambda: _robustness(runs, mode, metric)),
-        ("Perturbation: how far each setting can move", lambda: _perturbation(runs, mode, metric)),
-        ("Tuning budget", lambda: _budget(runs, mode, metric)),
-        ("Performance profiles and top-k finishes", lambda: _profiles(runs, mode)),
-        ("Failure accounting", lambda: _failures(runs)),
-        ("Reproduce", lambda: _reproduce(experiments, tracking_uri, out, spec)),
+    builders: list[Callable[[], Section]] = [  # in the order of SECTIONS
+        lambda: _overview(runs, experiments, metric, mode, target),
+        lambda: _techniques(runs, history, mode, metric),
+        lambda: _importance(runs, mode),
+        lambda: _sensitivity(runs, mode, metric),
+        lambda: _robustness(runs, mode, metric),
+        lambda: _perturbation(runs, mode, metric),
+        lambda: _budget(runs, mode, metric),
+        lambda: _profiles(runs, mode),
+        lambda: _failures(runs),
+        lambda: _reproduce(experiments, tracking_uri, out, spec),
     ]
     sections = []
-    for title, build in builders:
+    for title, build in zip(SECTIONS, builders, strict=True):
         try:
             sections.append(build())
         except (ValueError, KeyError, TypeError) as error:  # one section's gap must not cost the others

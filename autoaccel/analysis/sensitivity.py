@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autoaccel.analysis.robustness import _check_mode, _require_rows
+
 __all__ = [
     "PROBABILITY_KEYS",
     "importance_by_group",
@@ -40,7 +42,6 @@ __all__ = [
     "sensitivity_heatmap",
 ]
 
-_MODES = ("min", "max")
 # Hyperparameters in (0, 1) whose natural scale is 1 − x (an averaging horizon 1/(1 − x)); see perturbation_configs.
 PROBABILITY_KEYS = frozenset({"momentum", "beta", "beta1", "beta2", "beta_init", "alpha", "dampening"})
 # Log scale is inferred for positive values spanning more than this many decades whose median also sits in the
@@ -51,21 +52,6 @@ _LOG_MEDIAN_POSITION = 0.25
 
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in _MODES:
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-
-
-def _require_rows(df: pd.DataFrame, *columns: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    if df.empty:
-        raise ValueError("the trials table is empty")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"missing column(s) {missing}; available: {sorted(map(str, df.columns))}")
 
 
 def _looks_log(values: np.ndarray) -> bool:
