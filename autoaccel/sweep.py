@@ -247,8 +247,10 @@ def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: 
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
     if resume:
-        # errored trials stay errored (they used their retries; Optuna was told FAIL), unfinished ones continue
-        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=False)
+        # Unfinished trials continue from their checkpoints; errored ones get another chance from theirs too: a dead
+        # driver can leave a trial errored that was not at fault. (Optuna keeps the FAIL it was told: it cannot
+        # reopen a finished trial; MLflow records how the retry ends.)
+        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
         # Ray unpickles its own copy of the callback: use ours, so that one object (one lock) talks to MLflow
         tuner._local_tuner._run_config.callbacks = [tracking]
     elif spec.points:  # a robustness study: every point once, none stopped early

@@ -253,7 +253,8 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     children = _children(uri, "killed")
     live = [c for c in children if c.data.tags["status"] != "interrupted"]
     assert len(live) == 6 == len({c.data.tags["trial_id"] for c in live})  # exactly one child run per trial
-    states = [(c.data.tags.get("trial_id"), c.data.tags["status"], c.info.status) for c in children]
+    errors = [p.read_text()[-1500:] for p in (tmp_path / "sweeps" / "killed" / "tune").rglob("error.txt")]
+    states = [(c.data.tags.get("trial_id"), c.data.tags["status"], c.info.status) for c in children], errors
     assert all(c.info.status in ("FINISHED", "KILLED") for c in children), states  # nothing left RUNNING
     for child in live:
         assert child.data.tags["status"] == "completed"
