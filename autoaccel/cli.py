@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="MLflow experiment(s) → runs.parquet and history.parquet")
     export.add_argument("--experiment", action="append", required=True, help="an experiment (sweep) name; repeatable")
-    export.add_argument("--tracking-uri", help="default: sqlite:///<cwd>/mlflow.db")
+    export.add_argument("--tracking-uri", help="default: sweeps/<experiment>/mlflow.db if it exists, else ./mlflow.db")
     export.add_argument("--out", required=True, help="folder for the Parquet files")
     export.set_defaults(func=_export)
 

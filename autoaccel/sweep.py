@@ -16,7 +16,6 @@ What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -35,13 +34,9 @@ from autoaccel.optim._hyper import ConfigError
 from autoaccel.sweep_spec import SweepSpec, load_spec
 from autoaccel.trial import Trial
 
-__all__ = ["SweepResult", "run_sweep"]
+__all__ = ["run_sweep"]
 
 TUNE_DIR = "tune"
-
-
-class SweepResult(dict):
-    """Summary of a sweep: statuses, the best trials, and where everything is."""
 
 
 # -- inside a trial (any node) ------------------------------------------------------------------------------------
@@ -203,7 +198,7 @@ def run_sweep(
     resume: bool = False,
     address: str | None = None,
     log: Any = sys.stderr,
-) -> SweepResult:
+) -> dict[str, Any]:
     """Run (or ``resume``) the sweep ``spec``; return its summary. Bad input raises ConfigError before Ray starts."""
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, overrides)
@@ -224,7 +219,7 @@ def run_sweep(
         pool.shutdown()
 
 
-def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: str | None) -> SweepResult:
+def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: str | None) -> dict[str, Any]:
     _init_ray(address)
     import optuna
     from optuna.storages import JournalStorage
@@ -286,7 +281,3 @@ def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: 
     grid = tuner.fit()
     connected.result()
     return tracking.close(grid)
-
-
-def summary_text(result: SweepResult) -> str:
-    return json.dumps(result, indent=2, default=str)

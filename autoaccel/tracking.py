@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "default_tracking_uri", "flatten", "resolve_tracking_uri"]
+__all__ = ["STATUSES", "Tracker", "default_tracking_uri", "flatten", "resolve_tracking_uri", "sweep_tracking_uri"]
 
 TERMINAL = {
     "completed": "FINISHED",
@@ -27,6 +27,7 @@ TERMINAL = {
 }
 # Values of a report that are bookkeeping, not metrics.
 _NOT_METRICS = {"status", "epoch", "epochs_planned"}
+STATUSES = tuple(TERMINAL)  # every status a trial ends with
 
 
 def default_tracking_uri(folder: str | os.PathLike[str] = ".") -> str:
@@ -40,6 +41,13 @@ def resolve_tracking_uri(uri: str | None, folder: str | os.PathLike[str] = ".") 
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{(Path(folder) / uri[len('sqlite:///') :]).resolve()}"
     return uri
+
+
+def sweep_tracking_uri(experiment: str) -> str:
+    """Where a sweep's runs are by default: its own store when `autoaccel sweep` put it in ``sweeps/<experiment>``,
+    else ``./mlflow.db`` (what ``export`` and ``report`` read when no URI is given)."""
+    folder = Path("sweeps") / experiment
+    return default_tracking_uri(folder if (folder / "mlflow.db").exists() else ".")
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

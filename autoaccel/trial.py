@@ -35,10 +35,9 @@ from autoaccel.optim import optimizer_statistics as stack_statistics
 from autoaccel.optim._hyper import ConfigError, Hyperparameter, check_all
 from autoaccel.workloads import Workload, get_workload
 
-__all__ = ["CHECKPOINT", "STATUSES", "Report", "Trial", "run_trial", "validate_trial_config"]
+__all__ = ["CHECKPOINT", "Report", "Trial", "run_trial", "validate_trial_config"]
 
 CHECKPOINT = "trial.pt"
-STATUSES = ("completed", "stopped_early", "diverged", "errored")
 Report = Callable[[dict[str, Any], "str | None"], None]
 
 BUDGET = (

@@ -144,12 +144,14 @@ def export(experiments: Sequence[str], tracking_uri: str, out_dir: str | Path) -
 def export_command(args: Any) -> int:
     """``autoaccel export --experiment NAME [--experiment NAME2] [--tracking-uri URI] --out DIR``.
 
-    ``args.experiment``: a list of names; ``args.tracking_uri``: None for ``sqlite:///<cwd>/mlflow.db``.
+    ``args.experiment``: a list of names; ``args.tracking_uri``: None for the first experiment's default store
+    (:func:`autoaccel.tracking.sweep_tracking_uri`, as ``autoaccel report``).
     Prints one line; a bad input is one error line on stderr and exit code 2.
     """
-    from autoaccel.tracking import resolve_tracking_uri
+    from autoaccel.tracking import resolve_tracking_uri, sweep_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri)  # a relative SQLite path is relative to the working folder
+    # a relative SQLite path is relative to the working folder
+    uri = resolve_tracking_uri(args.tracking_uri) if args.tracking_uri else sweep_tracking_uri(args.experiment[0])
     try:
         result = export(args.experiment, uri, args.out)
     except ValueError as error:

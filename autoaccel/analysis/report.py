@@ -580,16 +580,10 @@ def _parent(tracking_uri: str, experiment: str) -> tuple[str | None, str | None]
     return parents[0].info.run_id, str(Path(folder) / "spec.yaml") if folder else None
 
 
-def default_tracking_uri(experiment: str) -> str:
-    """A sweep's own store when it is where `autoaccel sweep` puts it by default, else ./mlflow.db."""
-    from autoaccel.tracking import default_tracking_uri as in_folder
-
-    candidate = Path("sweeps") / experiment / "mlflow.db"
-    return in_folder(candidate.parent) if candidate.exists() else in_folder(".")
-
-
 def report_command(args: Any) -> int:
-    uri = args.tracking_uri or default_tracking_uri(args.experiment[0])
+    from autoaccel.tracking import resolve_tracking_uri, sweep_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri) if args.tracking_uri else sweep_tracking_uri(args.experiment[0])
     out = args.out or str(Path("reports") / args.experiment[0])
     try:
         written = build_report(args.experiment, uri, out)

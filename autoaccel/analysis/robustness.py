@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autoaccel.tracking import STATUSES
+
 __all__ = [
     "STATUSES",
     "algoperf_times",
@@ -45,8 +47,6 @@ __all__ = [
     "top_k_finishes",
 ]
 
-# Terminal trial statuses (autoaccel.trial / autoaccel.tracking); "interrupted" is set by the driver on resume.
-STATUSES = ("completed", "stopped_early", "diverged", "errored", "interrupted")
 _MODES = ("min", "max")
 
 
