@@ -71,12 +71,14 @@ class SweepTracking(tune.Callback):
             }
             self.parent = self.tracker.start_run(spec.name, spec.raw, tags)
             client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
+        self.families: dict[str, str] = {}  # for the progress lines, without asking MLflow
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}
         for run in client.search_runs([exp], f"tags.mlflow.parentRunId = '{self.parent}'", max_results=50000):
             trial_id = run.data.tags.get("trial_id")
             if trial_id:  # a resumed sweep: keep each trial's run, and what it already holds
                 self.runs[trial_id] = run.info.run_id
+                self.families[trial_id] = run.data.tags.get("family", "")
                 history = client.get_metric_history(run.info.run_id, "train_loss")
                 self.logged[trial_id] = max((m.step for m in history), default=0)
         self.finished: dict[str, str] = {}
@@ -133,6 +135,7 @@ class SweepTracking(tune.Callback):
                 "autoaccel.sweep": self.spec.name,
             }
             self.runs[trial_id] = self.tracker.start_run(f"{fam}-{trial_id}", params, tags, parent_id=self.parent)
+            self.families[trial_id] = fam
             self.logged[trial_id] = 0
         return self.runs[trial_id]
 
@@ -182,7 +185,7 @@ class SweepTracking(tune.Callback):
         epochs = (trial.last_result or {}).get("epoch", 0)
         self._say(
             f"[{len(self.finished)}/{self.spec.num_samples}] {trial.trial_id} "
-            f"{self.tracker.client.get_run(run_id).data.tags.get('family')}: {status} after {epochs} "
+            f"{self.families.get(trial.trial_id)}: {status} after {epochs} "
             f"epoch(s) {shown}{best}"
         )
 

@@ -88,7 +88,6 @@ def test_fractional_gpu_trials_run_on_the_gpu_nodes_two_per_node(cluster: Any, t
     placed = [c.data.tags["node"] for c in children]
     assert set(placed) == {w.node_id for w in workers}  # never the head, which has no GPU
     assert sorted(placed.count(w.node_id) for w in workers) == [2, 2]  # gpu: 0.5 packs two trials per device
-    assert not list((tmp_path / "shared").rglob("mlflow.db-journal"))
     # the only MLflow store is the driver's: no trial wrote a tracking file anywhere under the sweep's storage
     stores = [p for p in (tmp_path / "shared").rglob("*") if p.name.startswith("mlflow.db")]
     assert {p.parent for p in stores} == {Path(result["folder"])}
