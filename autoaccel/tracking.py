@@ -1,10 +1,12 @@
-"""MLflow run layout and batched logging, written by one process only (the driver, or ``autoaccel train``).
+"""MLflow run layout and batched logging, written by one process only (the driver, or ``autoaccel train``); URIs;
+finding a sweep's parent run. Shared by ``run`` (``autoaccel train``), ``sweep`` and ``analysis``.
 
-Layout: experiment = sweep name; a parent run per sweep; one child run per trial (tag ``mlflow.parentRunId``) with
-params = the flattened trial config, metrics = the per-epoch history (step = epoch) logged with one ``log_batch``
-per epoch (≈0.06 ms per value; ``log_metric`` costs ≈3 ms each on SQLite), and tags ``workload``, ``family``,
-``seed``, ``status``, ``epochs``. Every run ends in a terminal MLflow state: ``FINISHED`` for the results
-``completed``, ``stopped_early`` and ``diverged``, ``FAILED`` for ``errored``, ``KILLED`` for an interrupted trial.
+Layout: experiment = sweep name; a parent run per sweep (tag ``autoaccel.role = sweep``); one child run per trial
+(tag ``mlflow.parentRunId``) with params = the flattened trial config, metrics = the per-epoch history (step = epoch)
+logged with one ``log_batch`` per epoch (one ``log_metric`` per value costs far more: ``docs/performance.md``), and
+tags ``workload``, ``family``, ``seed``, ``status``, ``epochs``. Every run ends in a terminal MLflow state:
+``FINISHED`` for the results ``completed``, ``stopped_early`` and ``diverged``, ``FAILED`` for ``errored``,
+``KILLED`` for an interrupted trial.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STATUSES", "Tracker", "default_tracking_uri", "flatten", "resolve_tracking_uri", "sweep_tracking_uri"]
+__all__ = [
+    "ROLE_TAG",
+    "STATUSES",
+    "SWEEP_ROLE",
+    "Tracker",
+    "default_tracking_uri",
+    "find_sweep_parent",
+    "flatten",
+    "resolve_tracking_uri",
+    "sweep_tracking_uri",
+]
 
 TERMINAL = {
     "completed": "FINISHED",
@@ -28,6 +40,7 @@ TERMINAL = {
 # Values of a report that are bookkeeping, not metrics.
 _NOT_METRICS = {"status", "epoch", "epochs_planned"}
 STATUSES = tuple(TERMINAL)  # every status a trial ends with
+ROLE_TAG, SWEEP_ROLE = "autoaccel.role", "sweep"  # the tag that marks a sweep's parent run
 
 
 def default_tracking_uri(folder: str | os.PathLike[str] = ".") -> str:
@@ -62,10 +75,11 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def family(optimizer: Mapping[str, Any]) -> str:
-    """The technique family of an optimizer config: wrappers outermost first, then the base (``anderson+adam``)."""
-    wrappers = [name for name in ("adascale", "anderson", "lookahead") if optimizer.get(name) is not None]
-    return "+".join([*wrappers, str(optimizer.get("base"))])
+def find_sweep_parent(client: Any, experiment_id: str, sweep: str | None = None) -> Any:
+    """The newest parent run of a sweep in the experiment (of the sweep named ``sweep`` when given), or None."""
+    query = f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'" + (f" and tags.`autoaccel.sweep` = '{sweep}'" if sweep else "")
+    found = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+    return found[0] if found else None
 
 
 class Tracker:
@@ -132,7 +146,7 @@ class Tracker:
 
 
 def _write_ahead_log(client: Any) -> None:
-    """SQLite in WAL mode with ``synchronous=NORMAL``: a commit no longer waits for an fsync (5–20 ms here), a
+    """SQLite in WAL mode with ``synchronous=NORMAL``: a commit no longer waits for an fsync, a
     crash of the process loses nothing committed, and ``mlflow ui`` can read while the sweep writes. (Only for a
     local SQLite file: WAL does not work on network file systems, where a tracking server belongs anyway.)"""
     from sqlalchemy import event, text

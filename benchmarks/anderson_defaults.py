@@ -19,7 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from autoaccel.trial import run_trial
+from autoaccel.run import run_trial
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers import averaging_fraction_on_noisy_regression, gradient_descent, ill_conditioned_quadratic

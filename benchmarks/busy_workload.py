@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from autoaccel.optim._hyper import Hyperparameter
+from autoaccel.config import Hyperparameter
 from autoaccel.workloads.quadratic import NoisyQuadratic
 
 

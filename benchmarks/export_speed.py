@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
-    from autoaccel.analysis.export import export_experiments
+    from autoaccel.analysis import export_experiments
 
     uri, built = store(args.store, args.runs, args.epochs)
     first, (runs, history) = timed(export_experiments, [EXPERIMENT], uri)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from export_speed import EXPERIMENT, store
 
-from autoaccel.analysis.report import build_report
+from autoaccel.analysis import build_report
 
 
 def main() -> None:

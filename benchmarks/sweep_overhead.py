@@ -99,7 +99,7 @@ def orchestration(trials: int, epochs: int, work: int) -> dict[str, Any]:
 def plain_optuna(trials: int, epochs: int, work: int) -> dict[str, Any]:
     import optuna
 
-    from autoaccel.trial import run_trial
+    from autoaccel.run import run_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)  # as Ray gives each 1-CPU trial
@@ -134,8 +134,8 @@ def tracking(epochs: int = 200) -> dict[str, Any]:
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.experiment import Trial as TuneTrial
 
+    from autoaccel.run import Trial
     from autoaccel.tracking import Tracker
-    from autoaccel.trial import Trial
 
     config = {
         "workload": {"name": "admissions_mlp"},

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from autoaccel.trial import Trial
+from autoaccel.run import Trial
 
 CASES: list[tuple[str, dict[str, Any], int]] = [
     ("admissions_mlp", {"name": "admissions_mlp"}, 40),

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from autoaccel.optim._hyper import Hyperparameter
+from autoaccel.config import Hyperparameter
 from autoaccel.workloads.quadratic import NoisyQuadratic
 
 

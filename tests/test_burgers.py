@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from autoaccel.optim import ConfigError
+from autoaccel.errors import ConfigError
 from autoaccel.workloads import get_workload
 from autoaccel.workloads.burgers import (
     NU,

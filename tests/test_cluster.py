@@ -12,21 +12,18 @@ from typing import Any
 import pytest
 import yaml
 
-from autoaccel.cluster import (
+from autoaccel.cli.cluster import add_cluster_parser, add_tracking_parser, cluster_command, tracking_command
+from autoaccel.cluster.launch import (
     DASHBOARD,
-    add_cluster_parser,
-    add_tracking_parser,
     attach_command,
-    cluster_command,
     down_command,
     status_command,
     submit_command,
-    tracking_command,
     tracking_serve_command,
     up_command,
-    validate_cluster,
 )
-from autoaccel.optim import ConfigError
+from autoaccel.cluster.validate import validate_cluster
+from autoaccel.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOUD, ONPREM = ROOT / "cluster.yaml", ROOT / "cluster.onprem.yaml"

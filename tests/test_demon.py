@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from autoaccel.optim import ConfigError, DemonAdam, DemonSGD, demon_momentum
+from autoaccel.errors import ConfigError
+from autoaccel.optim import DemonAdam, DemonSGD, demon_momentum, set_horizon
 
 from helpers import batch, tiny_mlp, train
 
@@ -38,10 +39,26 @@ def test_schedule_rejects_bad_arguments(kwargs, word):
 
 
 @pytest.mark.parametrize("cls", [DemonSGD, DemonAdam])
-@pytest.mark.parametrize("total_steps", [None, 0, -3])
-def test_total_steps_is_required(cls, total_steps):
+@pytest.mark.parametrize("total_steps", [0, -3, 2.5])
+def test_total_steps_must_be_a_positive_integer(cls, total_steps):
     with pytest.raises(ConfigError, match="total_steps"):
         cls(tiny_mlp().parameters(), lr=0.1, total_steps=total_steps)
+
+
+@pytest.mark.parametrize("cls", [DemonSGD, DemonAdam])
+def test_horizon_from_the_training_loop_unless_given(cls):
+    """T left out: a step before set_horizon is an error naming it; set_horizon fills it; a given T is kept."""
+    model = tiny_mlp()
+    model(torch.ones(1, 4)).sum().backward()
+    opt = cls(model.parameters(), lr=0.1, beta_init=0.9)
+    with pytest.raises(ConfigError, match=r"total_steps.*set_horizon"):
+        opt.step()
+    set_horizon(opt, 10)
+    opt.step()
+    assert opt.total_steps == 10 and opt.beta(opt.param_groups[0]) == pytest.approx(demon_momentum(1, 10, 0.9))
+    given = cls(model.parameters(), lr=0.1, total_steps=7)
+    set_horizon(given, 10)
+    assert given.total_steps == 7
 
 
 @pytest.mark.parametrize("nesterov", [False, True])

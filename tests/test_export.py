@@ -5,7 +5,6 @@ One SQLite MLflow store, written with ``MlflowClient`` in the layout a sweep wri
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import sqlite3
@@ -16,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autoaccel.analysis.export import export, export_command, export_experiments, write_parquet
+from autoaccel.analysis import export, export_experiments, write_parquet
+from autoaccel.cli import main
 
 T0 = 1_700_000_000_000  # ms; every timestamp is derived from it, so runs and values sort predictably
 SWEEPS = ["sweep-min", "sweep-max", "no-target", "flat"]
@@ -353,13 +353,13 @@ def test_export_and_command(store: str, tmp_path: Path, capsys: pytest.CaptureFi
     result = export(["sweep-min", "sweep-max"], store, tmp_path / "a")
     assert (result["runs_rows"], result["runs"]) == (6, str(tmp_path / "a" / "runs.parquet"))
     assert result["history_rows"] == pq.read_metadata(result["history"]).num_rows
-    args = argparse.Namespace(experiment=["sweep-min"], tracking_uri=store, out=str(tmp_path / "b"))
-    assert export_command(args) == 0
+    args = ["export", "--experiment", "sweep-min", "--tracking-uri", store, "--out", str(tmp_path / "b")]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "exported 4 runs" in out and "sweep-min" in out
     assert (tmp_path / "b" / "runs.parquet").is_file()
-    args.experiment = ["nope"]
-    assert export_command(args) == 2
+    args[2] = "nope"
+    assert main(args) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
 
 

@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from autoaccel.optim import ConfigError
+from autoaccel.errors import ConfigError, DataError
 from autoaccel.workloads import WORKLOADS, get_workload
-from autoaccel.workloads._cache import DataError
 from autoaccel.workloads.images import ImageClassification
 
 CPU = torch.device("cpu")

@@ -97,8 +97,7 @@ def test_fractional_gpu_trials_run_on_the_gpu_nodes_two_per_node(cluster: Any, t
 def test_losing_a_worker_node_mid_sweep(cluster: Any, tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
-    from autoaccel.sweep import run_sweep
-    from autoaccel.sweep_spec import load_spec
+    from autoaccel.sweep import load_spec, run_sweep
 
     nodes, workers = cluster
     spec = load_spec(_spec(tmp_path, "lossy", budget={"epochs": 6, "batch_size": 16}))

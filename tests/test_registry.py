@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from autoaccel.cli import main
+from autoaccel.errors import ConfigError
 from autoaccel.optim import (
     TECHNIQUES,
     AdaHessian,
     AdaScale,
     AndersonAcceleration,
-    ConfigError,
     DemonAdam,
     Lookahead,
     build_optimizer,
@@ -84,7 +84,7 @@ def test_adahessian_section_and_betas():
         ({"base": "adam", "adascale": {}}, "adascale", "SGD-family"),
         ({"base": "adahessian", "adascale": {}}, "adascale", "Hessian-vector"),
         ({"base": "adam", "demon": {"beta_init": 0.9}}, "demon", "demon_sgd or demon_adam"),
-        ({"base": "demon_sgd"}, "demon.total_steps", "required"),
+        ({"base": "demon_sgd", "demon": {"total_steps": 0}}, "demon.total_steps", "≥ 1"),
         ({"base": "demon_sgd", "demon": {"beta_init": 1.0, "total_steps": 5}}, "demon.beta_init", "[0, 1)"),
         ({"base": "sgd", "nesterov": True}, "nesterov", "momentum > 0"),
         ({"base": "adahessian", "adahessian": {"hessian_power": 2}}, "adahessian.hessian_power", "[0, 1]"),

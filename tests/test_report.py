@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoaccel.analysis.report import SECTIONS, build_report
+from autoaccel.analysis import SECTIONS, build_report
 from autoaccel.cli import main
 
 

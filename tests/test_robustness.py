@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autoaccel.analysis.robustness import (
-    STATUSES,
+from autoaccel.analysis import (
     algoperf_times,
     batch_size_robustness,
     benchmark_score,
@@ -21,6 +20,7 @@ from autoaccel.analysis.robustness import (
     seed_robustness,
     top_k_finishes,
 )
+from autoaccel.tracking import STATUSES
 
 INF = math.inf
 # 3 algorithms × 4 problems. Problem 2 is missed by C, problem 3 by A, problem 4 by everyone.

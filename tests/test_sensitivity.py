@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autoaccel.analysis.sensitivity import (
+from autoaccel.analysis import (
     importance_by_group,
     infer_distributions,
     param_importance,
-    perturbation_configs,
     perturbation_loss,
     sensitivity_curve,
     sensitivity_heatmap,
 )
+from autoaccel.sweep.reruns import perturbation_configs
 
 N = 120
 

@@ -9,8 +9,8 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from autoaccel.optim import ConfigError
-from autoaccel.spaces import check, load_space, sample, show, to_config
+from autoaccel.errors import ConfigError
+from autoaccel.sweep.space import check, load_space, sample, show, to_config
 
 SPACES = Path(__file__).parent.parent / "search_spaces"
 

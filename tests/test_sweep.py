@@ -115,7 +115,7 @@ def test_sweep_with_asha_records_every_trial_truthfully(ray_session: Any, tmp_pa
     assert parent.info.status == "FINISHED" and parent.data.tags["autoaccel.role"] == "sweep"
 
     # the report of this real sweep: every section, its plots, logged back to the sweep's parent run
-    from autoaccel.analysis.report import SECTIONS, build_report
+    from autoaccel.analysis import SECTIONS, build_report
 
     written = build_report(["t"], result["tracking_uri"], tmp_path / "report")
     page = Path(written["html"]).read_text()
@@ -268,8 +268,8 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
 
 
 def test_seeds_train_in_lockstep_and_each_equals_its_own_run(ray_session: Any, tmp_path: Path) -> None:
+    from autoaccel.run import run_trial
     from autoaccel.sweep import run_sweep
-    from autoaccel.trial import run_trial
 
     space = tmp_path / "fixed.yaml"
     space.write_text("params:\n  base: {value: sgd}\n  lr: {value: 0.1}\n  momentum: {float: [0.5, 0.9]}\n")
@@ -384,7 +384,7 @@ def test_robustness_study_reruns_the_best_configuration_over_seeds_and_batch_siz
     labels = sorted(c.data.params["study.perturbation"] for c in _children(result["tracking_uri"], "perturbed"))
     assert labels.count("base") == 1 and "lr:up" in labels and "lr:down" in labels
     assert all(re.fullmatch(r"[\w.]+:(up|down)", label) for label in labels if label != "base")
-    from autoaccel.analysis.report import build_report
+    from autoaccel.analysis import build_report
 
     page = Path(build_report(["perturbed"], ray_session, tmp_path / "perturbed")["html"]).read_text()
     assert "worst_rel_loss" in page and "Not shown: no perturbation study" not in page

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from autoaccel.cli import main
-from autoaccel.optim import ConfigError
-from autoaccel.sweep_spec import load_spec
+from autoaccel.errors import ConfigError
+from autoaccel.sweep import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = str(ROOT / "search_spaces" / "quickstart.yaml")
@@ -139,7 +139,7 @@ def test_invalid_studies(tmp_path: Path, study: dict, extra: dict, key: str, all
     [
         ("budget.batch_sise: {value: 8}", "unknown key"),
         ("budget.batch_size: {value: 0}", "≥ 1"),
-        ("budget.steps: {value: 10}", "not both epochs and steps"),
+        ("budget.steps: {value: 10}", "exactly one of epochs or steps, not both"),
     ],
 )
 def test_budget_keys_a_space_samples_are_checked(tmp_path: Path, budget_param: str, allowed: str) -> None:

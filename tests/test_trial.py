@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from autoaccel.cli import main
-from autoaccel.optim import ConfigError
-from autoaccel.trial import CHECKPOINT, run_trial, validate_trial_config
+from autoaccel.errors import ConfigError
+from autoaccel.run import CHECKPOINT, run_trial, validate_trial_config
 from autoaccel.workloads import register_workload
 from autoaccel.workloads.quadratic import NoisyQuadratic
 
@@ -225,7 +225,7 @@ def test_adascale_skips_a_last_batch_smaller_than_its_micro_batches() -> None:
 
 
 def test_replayed_last_epoch_carries_the_planned_epochs(tmp_path: Path) -> None:
-    from autoaccel.trial import Trial
+    from autoaccel.run import Trial
 
     config = _config({"base": "sgd", "lr": 0.1}, epochs=2)
     run_trial(config, checkpoint_dir=tmp_path)

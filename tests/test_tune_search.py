@@ -10,7 +10,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from autoaccel._tune_search import DefineByRun, TruthfulOptunaSearch
+from autoaccel.sweep._optuna import DefineByRun, TruthfulOptunaSearch
 
 SPACE = str(Path(__file__).resolve().parent.parent / "search_spaces" / "quickstart.yaml")
 

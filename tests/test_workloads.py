@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoaccel.optim import ConfigError
+from autoaccel.errors import ConfigError, DataError
 from autoaccel.workloads import WORKLOADS, Workload, get_workload, register_workload, workload_class
-from autoaccel.workloads._cache import DataError
 from autoaccel.workloads.admissions import FEATURES, SHA256, TARGET, load_admissions
 from autoaccel.workloads.quadratic import NoisyQuadratic
 
@@ -178,7 +177,7 @@ def test_quadratic_metric_is_exact_suboptimality() -> None:
         ("admissions_mlp", {"width": "wide"}, "workload.width"),
         ("nonexistent", {}, "workload.name"),
         ("no.such.module:Workload", {}, "workload.name"),
-        ("autoaccel.trial:run_trial", {}, "workload.name"),
+        ("autoaccel.run:run_trial", {}, "workload.name"),
     ],
 )
 def test_bad_workload_options(name: str, options: dict, key: str) -> None:
@@ -210,7 +209,7 @@ def test_every_builtin_declares_its_contract() -> None:
 
 
 def test_admissions_mlp_learns_through_the_trial_runner(cache: Path) -> None:
-    from autoaccel.trial import run_trial
+    from autoaccel.run import run_trial
 
     reports: list[dict] = []
     config = {

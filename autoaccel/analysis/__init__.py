@@ -1,10 +1,10 @@
-"""Reading sweeps back for analysis: ``export`` (MLflow → ``runs``/``history`` Arrow tables and Parquet files),
-``sensitivity`` (importance, sensitivity curves and heat maps, perturbations), ``robustness`` (seeds, batch sizes,
-performance profiles, top-k finishes, expected best of k, failure accounting) and ``report`` (HTML + Markdown).
+"""Reading sweeps back: MLflow → ``runs``/``history`` Arrow tables and Parquet (:func:`export`), the statistics
+(importance, sensitivity curves and heat maps, perturbation losses; performance profiles, top-k finishes, expected
+best of k, seeds, batch sizes, failure accounting) and the report (:func:`build_report`, HTML + Markdown).
 
-Names are imported on first use, so ``import autoaccel.analysis`` stays light until one is needed (pyarrow, and
-MLflow for a non-SQLite store, load then). The function ``export`` is not re-exported here: its name is the
-submodule's, and the package attribute must stay the module (``from autoaccel.analysis.export import export``).
+The implementation lives in private modules (``_export``, ``_sensitivity``, ``_robustness``, ``_report``); every
+public name is imported from here, once, on first use, so ``import autoaccel.analysis`` stays light until one is
+needed (pyarrow and pandas load then, MLflow for a non-SQLite store).
 """
 
 from __future__ import annotations
@@ -12,22 +12,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# public name → the submodule that defines it
+# public name → the private module that defines it
 _LAZY = {
-    **dict.fromkeys(("export_command", "export_experiments", "write_parquet"), "export"),
+    **dict.fromkeys(("export", "export_experiments", "write_parquet"), "_export"),
     **dict.fromkeys(
         (
             "importance_by_group",
+            "infer_distributions",
             "param_importance",
-            "perturbation_configs",
             "perturbation_loss",
             "sensitivity_curve",
             "sensitivity_heatmap",
         ),
-        "sensitivity",
+        "_sensitivity",
     ),
     **dict.fromkeys(
         (
+            "algoperf_times",
             "batch_size_robustness",
             "benchmark_score",
             "expected_best_of_k",
@@ -36,9 +37,9 @@ _LAZY = {
             "seed_robustness",
             "top_k_finishes",
         ),
-        "robustness",
+        "_robustness",
     ),
-    "build_report": "report",
+    **dict.fromkeys(("SECTIONS", "build_report"), "_report"),
 }
 __all__ = sorted(_LAZY)
 

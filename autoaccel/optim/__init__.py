@@ -2,11 +2,21 @@
 
 Bases: :class:`DemonSGD`, :class:`DemonAdam`, :class:`AdaHessian` (and torch's SGD/Adam/AdamW through the
 registry). Wrappers over any optimizer: :class:`Lookahead`, :class:`AndersonAcceleration`, :class:`AdaScale`.
-:func:`build_optimizer` builds a stack from a nested config; :data:`TECHNIQUES` lists what exists.
+:func:`build_optimizer` builds a stack from a nested config; :func:`techniques` lists what exists and
+:func:`register_technique` adds one. A training loop asks a stack what it needs through :func:`needs_closure`,
+:func:`micro_batches`, :func:`needs_create_graph` and :func:`set_horizon`, never through its classes.
 """
 
-from ._hyper import ConfigError, Hyperparameter
-from ._registry import TECHNIQUES, Technique, build_optimizer, validate_config
+from ._protocol import micro_batches, needs_closure, needs_create_graph, set_horizon
+from ._registry import (
+    TECHNIQUES,
+    Technique,
+    build_optimizer,
+    register_technique,
+    technique_label,
+    techniques,
+    validate_config,
+)
 from ._wrapper import OptimizerWrapper, iter_stack, optimizer_statistics
 from .adahessian import AdaHessian
 from .adascale import AdaScale
@@ -19,16 +29,21 @@ __all__ = [
     "AdaHessian",
     "AdaScale",
     "AndersonAcceleration",
-    "ConfigError",
     "DemonAdam",
     "DemonSGD",
-    "Hyperparameter",
     "Lookahead",
     "OptimizerWrapper",
     "Technique",
     "build_optimizer",
     "demon_momentum",
     "iter_stack",
+    "micro_batches",
+    "needs_closure",
+    "needs_create_graph",
     "optimizer_statistics",
+    "register_technique",
+    "set_horizon",
+    "technique_label",
+    "techniques",
     "validate_config",
 ]

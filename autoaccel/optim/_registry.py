@@ -1,4 +1,5 @@
-"""What exists (one table, with metadata) and the one factory that builds any stack from a nested config.
+"""What exists (one table, with metadata), the one factory that builds any stack from a nested config, and the
+registration API for techniques of your own.
 
 Config (the contract with search spaces and trials; see ``docs/optimizers.md``)::
 
@@ -10,35 +11,56 @@ Config (the contract with search spaces and trials; see ``docs/optimizers.md``):
     anderson: {history: 5, averaging: auto, rsd_threshold: 0.1}
     adascale: {num_gradients_to_accumulate: 4}
 
-Wrapping order is fixed: Lookahead directly around the base (its k counts base steps), Anderson around that (its
-map G is the Lookahead-wrapped step, so with ``store_every = k`` each pair is one outer Lookahead iteration), and
-AdaScale outermost (it owns the gradient hooks and scales the learning rate of everything inside)::
+Wrapping order is fixed by each wrapper's ``order`` (innermost first): Lookahead directly around the base (its k
+counts base steps), Anderson around that (its map G is the Lookahead-wrapped step, so with ``store_every = k`` each
+pair is one outer Lookahead iteration), and AdaScale outermost (it owns the gradient hooks and scales the learning
+rate of everything inside)::
 
     AdaScale(AndersonAcceleration(Lookahead(base)))
+
+Techniques of your own: :func:`register_technique` in this process, or an entry point in the group
+``autoaccel.techniques`` naming a :class:`Technique` (found in every process, Ray workers too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-from ._hyper import ConfigError, Hyperparameter, check_all
+from autoaccel.config import Hyperparameter, check_all
+from autoaccel.errors import ConfigError
+
 from .adahessian import ADAHESSIAN_HYPERPARAMETERS, AdaHessian
 from .adascale import ADASCALE_HYPERPARAMETERS, AdaScale
 from .anderson import ANDERSON_HYPERPARAMETERS, AndersonAcceleration
 from .demon import DEMON_ADAM_HYPERPARAMETERS, DEMON_SGD_HYPERPARAMETERS, DemonAdam, DemonSGD
 from .lookahead import LOOKAHEAD_HYPERPARAMETERS, Lookahead
 
-__all__ = ["TECHNIQUES", "Technique", "build_optimizer", "validate_config"]
+__all__ = [
+    "TECHNIQUES",
+    "Technique",
+    "build_optimizer",
+    "register_technique",
+    "technique_label",
+    "techniques",
+    "validate_config",
+]
 
 
 @dataclass(frozen=True)
 class Technique:
-    """A registered technique. Bases read ``top_level`` keys (and their ``section``); wrappers read ``section``."""
+    """A technique: a base optimizer or a wrapper around any optimizer.
+
+    ``build`` is ``(params, top_level_values, section_values) → Optimizer`` for a base and ``(inner, section_values)
+    → Optimizer`` for a wrapper. Bases read ``top_level`` keys (and their own ``section``); a wrapper reads its
+    ``section``, which is its name, and sits at ``order`` in the stack (innermost first). ``check`` sees the whole
+    validated config and raises :class:`ConfigError` for a rule across keys (AdaScale needs an SGD-family base).
+    """
 
     name: str
     kind: str  # "base" or "wrapper"
@@ -49,6 +71,8 @@ class Technique:
     section: str | None = None
     section_keys: tuple[Hyperparameter, ...] = ()
     sgd_family: bool = False
+    order: int = 0
+    check: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 
     @property
     def hyperparameters(self) -> tuple[tuple[str, Hyperparameter], ...]:
@@ -99,6 +123,18 @@ def _adahessian(params: Any, hp: dict[str, Any], section: dict[str, Any]) -> Opt
     hp = dict(hp)
     betas = (hp.pop("beta1", 0.9), hp.pop("beta2", 0.999))
     return AdaHessian(params, betas=betas, **hp, **section)
+
+
+def _adascale_check(config: dict[str, Any]) -> None:
+    if (config.get("anderson") or {}).get("safeguard"):
+        allowed = "false under adascale (AdaScale.step takes no closure, the safeguard needs one)"
+        raise ConfigError("anderson.safeguard", True, allowed)
+    base = TECHNIQUES[config["base"]]
+    if not base.sgd_family:
+        family = ", ".join(n for n, t in TECHNIQUES.items() if t.sgd_family)
+        reason = " (its Hessian-vector backward would fire AdaScale's hooks)" if base.name == "adahessian" else ""
+        allowed = f"needs an SGD-family base ({family}), not {base.name!r}{reason}"
+        raise ConfigError("adascale", config["adascale"], allowed)
 
 
 def _with_section(cls: type[Optimizer]) -> Callable[[Any, dict[str, Any], dict[str, Any]], Optimizer]:
@@ -177,6 +213,7 @@ TECHNIQUES: dict[str, Technique] = {
             section="lookahead",
             section_keys=LOOKAHEAD_HYPERPARAMETERS,
             build=lambda inner, hp: Lookahead(inner, **hp),
+            order=10,
         ),
         Technique(
             "anderson",
@@ -186,6 +223,7 @@ TECHNIQUES: dict[str, Technique] = {
             section="anderson",
             section_keys=ANDERSON_HYPERPARAMETERS,
             build=lambda inner, hp: AndersonAcceleration(inner, **hp),
+            order=20,
         ),
         Technique(
             "adascale",
@@ -195,16 +233,57 @@ TECHNIQUES: dict[str, Technique] = {
             section="adascale",
             section_keys=ADASCALE_HYPERPARAMETERS,
             build=lambda inner, hp: AdaScale(inner, **hp),
+            order=30,
+            check=_adascale_check,
         ),
     )
 }
 
-_BASES = tuple(n for n, t in TECHNIQUES.items() if t.kind == "base")
-_WRAPPERS = ("lookahead", "anderson", "adascale")  # innermost first: the fixed wrapping order
-_SECTION_OWNERS = {
-    section: [n for n, t in TECHNIQUES.items() if t.kind == "base" and t.section == section]
-    for section in {t.section for t in TECHNIQUES.values() if t.kind == "base" and t.section}
-}
+_plugins_loaded = False
+
+
+def register_technique(technique: Technique) -> Technique:
+    """Add ``technique`` to :data:`TECHNIQUES` (this process); returns it. A wrapper's section is its name."""
+    if not isinstance(technique, Technique):
+        raise TypeError(f"register_technique expects a Technique, got {technique!r}")
+    if technique.kind not in ("base", "wrapper"):
+        raise ValueError(f"Technique {technique.name!r}: kind must be 'base' or 'wrapper', not {technique.kind!r}")
+    if technique.kind == "wrapper" and technique.section != technique.name:
+        raise ValueError(f"wrapper {technique.name!r}: its section must be its name, not {technique.section!r}")
+    if technique.name in TECHNIQUES and TECHNIQUES[technique.name] is not technique:
+        raise ValueError(f"a technique named {technique.name!r} exists already")
+    TECHNIQUES[technique.name] = technique
+    return technique
+
+
+def techniques() -> dict[str, Technique]:
+    """Every technique by name: built in, registered, and the entry points of group ``autoaccel.techniques`` (loaded
+    at the first call, not at import: a plugin imports autoaccel.optim itself)."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for point in entry_points(group="autoaccel.techniques"):
+            register_technique(point.load())
+    return TECHNIQUES
+
+
+def _bases() -> list[str]:
+    return [n for n, t in techniques().items() if t.kind == "base"]
+
+
+def _wrappers() -> list[str]:
+    """Wrapper names, innermost first."""
+    return sorted((n for n, t in techniques().items() if t.kind == "wrapper"), key=lambda n: TECHNIQUES[n].order)
+
+
+def _section_owners(section: str) -> list[str]:
+    return [n for n, t in techniques().items() if t.kind == "base" and t.section == section]
+
+
+def technique_label(config: Mapping[str, Any]) -> str:
+    """The stack of an optimizer config as a name: wrappers outermost first, then the base (``anderson+adam``)."""
+    wrappers = [name for name in reversed(_wrappers()) if config.get(name) is not None]
+    return "+".join([*wrappers, str(config.get("base"))])
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,12 +294,13 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise ConfigError("optimizer", config, "a mapping with at least the key 'base'")
     base_name = config.get("base")
-    if base_name not in _BASES:
-        raise ConfigError("base", base_name, "one of " + ", ".join(_BASES))
+    bases = _bases()
+    if base_name not in bases:
+        raise ConfigError("base", base_name, "one of " + ", ".join(bases))
     base = TECHNIQUES[base_name]
     out: dict[str, Any] = {"base": base_name}
     top_names = {h.name for h in base.top_level}
-    sections = {base.section} - {None} | set(_WRAPPERS)
+    sections = {base.section} - {None} | set(_wrappers())
     allowed_keys = sorted({"base"} | top_names | sections)
     for key, value in config.items():
         if key == "base":
@@ -234,8 +314,8 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
                 raise ConfigError(key, value, "a mapping of its hyperparameters (or null to leave it out)")
             technique = base if key == base.section else TECHNIQUES[key]
             out[key] = check_all(technique.section_keys, dict(value), prefix=f"{key}.")
-        elif key in _SECTION_OWNERS:
-            raise ConfigError(key, value, f"only with base {' or '.join(_SECTION_OWNERS[key])}, not {base_name!r}")
+        elif _section_owners(key):
+            raise ConfigError(key, value, f"only with base {' or '.join(_section_owners(key))}, not {base_name!r}")
         else:
             allowed = f"unknown key for base {base_name!r}; allowed keys: {', '.join(allowed_keys)}"
             raise ConfigError(key, value, allowed)
@@ -243,15 +323,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         for h in base.section_keys:  # declared without a default and not nullable: the config must give it
             if h.default is None and not h.nullable and h.name not in out.get(base.section, {}):
                 raise ConfigError(f"{base.section}.{h.name}", None, f"required: {h.help} ({h.allowed()})")
-    if "adascale" in out and out.get("anderson", {}).get("safeguard"):
-        raise ConfigError(
-            "anderson.safeguard", True, "false under adascale (AdaScale.step takes no closure, the safeguard needs one)"
-        )
-    if "adascale" in out and not base.sgd_family:
-        family = ", ".join(n for n, t in TECHNIQUES.items() if t.sgd_family)
-        reason = " (its Hessian-vector backward would fire AdaScale's hooks)" if base_name == "adahessian" else ""
-        allowed = f"needs an SGD-family base ({family}), not {base_name!r}{reason}"
-        raise ConfigError("adascale", out["adascale"], allowed)
+    for name in (base_name, *(n for n in _wrappers() if n in out)):
+        if TECHNIQUES[name].check is not None:
+            TECHNIQUES[name].check(out)
     return out
 
 
@@ -261,7 +335,7 @@ def build_optimizer(params: Iterable[Any], config: Mapping[str, Any]) -> Optimiz
     base = TECHNIQUES[config["base"]]
     top = {h.name: config.get(h.name, h.default) for h in base.top_level if h.name in config or h.default is not None}
     optimizer = base.build(params, top, config.get(base.section, {}) if base.section else {})
-    for name in _WRAPPERS:
+    for name in _wrappers():
         if name in config:
             optimizer = TECHNIQUES[name].build(optimizer, config[name])
     return optimizer

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from . import _protocol
+
 __all__ = ["OptimizerWrapper", "iter_stack", "optimizer_statistics"]
 
 _HOOK_DICTS = (
@@ -66,6 +68,22 @@ class OptimizerWrapper(Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    # -- what the training loop asks (autoaccel.optim._protocol): the wrapped optimizer's answer by default -------
+    @property
+    def needs_closure(self) -> bool:
+        return _protocol.needs_closure(self.optimizer)
+
+    @property
+    def micro_batches(self) -> int:
+        return _protocol.micro_batches(self.optimizer)
+
+    @property
+    def needs_create_graph(self) -> bool:
+        return _protocol.needs_create_graph(self.optimizer)
+
+    def set_horizon(self, total_steps: int) -> None:
+        _protocol.set_horizon(self.optimizer, total_steps)
 
     # -- checkpointing ------------------------------------------------------------------------------------------
     def _params(self) -> list[torch.Tensor]:

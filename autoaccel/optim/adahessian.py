@@ -34,7 +34,8 @@ from typing import Any
 
 import torch
 
-from ._hyper import Hyperparameter, check_all
+from autoaccel.config import Hyperparameter, check_all
+
 from ._stateful import NamespacedStateOptimizer
 
 __all__ = ["ADAHESSIAN_HYPERPARAMETERS", "AdaHessian"]

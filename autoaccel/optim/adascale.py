@@ -31,7 +31,8 @@ import torch
 import torch.distributed as dist
 from torch.optim import Optimizer
 
-from ._hyper import Hyperparameter, check_all
+from autoaccel.config import Hyperparameter, check_all
+
 from ._wrapper import OptimizerWrapper, iter_stack
 
 __all__ = ["ADASCALE_HYPERPARAMETERS", "AdaScale"]
@@ -206,6 +207,15 @@ class AdaScale(OptimizerWrapper):
         if variance == 0.0 and sqnorm == 0.0:
             return 1.0
         return self._gain_from(variance, sqnorm)
+
+    # -- what the training loop asks --------------------------------------------------------------------------------
+    @property
+    def micro_batches(self) -> int:
+        return self.num_gradients_to_accumulate
+
+    def set_horizon(self, total_steps: int) -> None:
+        """``total_steps`` real steps are ``total_steps × S`` scale-invariant ones: what the inner schedules count."""
+        super().set_horizon(math.ceil(total_steps * self.scale))
 
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

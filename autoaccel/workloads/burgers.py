@@ -18,9 +18,9 @@ check its PDE residual that way). After η = √(4νt)·z both integrals are ∫
 trapezoid rule on a truncated uniform grid converges geometrically for such integrands (Trefethen & Weideman, "The
 exponentially convergent trapezoidal rule", SIAM Review 56, 2014). The window |z| ≤ 13 is wide enough although f
 can outweigh e^{−z²} by up to e^{1/(πν)} = e^{100}: e^{−169+100} ≈ 1e−30. The narrowest feature of g is f's peak,
-of width 1/(π√50) ≈ 0.045 in η, i.e. ≥ 0.4 in z (at t = 1); 201 nodes (spacing 0.13) resolve it. Measured: on the
-256 × 100 validation grid, 101 and 6401 nodes agree to 6e−15; the steepest slope u_x(0, 1.6037/π) = −152.00516,
-Basdevant et al.'s published value.
+of width 1/(π√50) ≈ 0.045 in η, i.e. ≥ 0.4 in z (at t = 1); 201 nodes (spacing 0.13) resolve it.
+``tests/test_burgers.py`` checks the quadrature against a finer one and Basdevant et al.'s steepest slope
+u_x(0, 1.6037/π) = −152.00516.
 
 ``dim=100`` — a Burgers-type equation with a closed-form solution, from E, Han & Jentzen, "Deep learning-based
 numerical methods for high-dimensional parabolic partial differential equations and backward stochastic
@@ -42,10 +42,9 @@ with one random coordinate set to ±1).
 Uniform points concentrate mean(x) (std 1/√(3d) ≈ 0.058), so u varies mostly with t. The best x-blind predictor
 E[u | t] has relative L2 error ≈ 0.021 and the best constant ≈ 0.11.
 
-Targets (``val_rel_l2``): 0.1 in 1-d. Most of that error sits on the few grid points beside the shock, so 0.1 means
-the shock is placed within a few thousandths of x = 0. Plain Adam (lr 1e-3) first gets there after ≈ 7,500 steps
-at batch 2,000 and ≈ 15,500 at batch 500 (noisier). 0.01 in 100-d: half the x-blind error, so the x-dependence must
-be learnt. Adam (lr 1e-3, batch 500) passes it after ≈ 1,250 steps and reaches 0.0035 by 2,500.
+Targets (``val_rel_l2``): 0.1 in 1-d (most of that error sits on the few grid points beside the shock, so 0.1
+means the shock is placed within a few thousandths of x = 0); 0.01 in 100-d, half the x-blind error, so the
+x-dependence must be learnt. How many Adam steps each takes: ``docs/workloads.md``.
 
 Loss (both dims): mean squared PDE residual over the batch of interior collocation points + the MSE against the exact
 values on the *whole* initial/terminal + boundary set (small; kept out of the mini-batching so every step sees the
@@ -55,15 +54,12 @@ size average to the batch loss, as :meth:`Workload.split` requires. The input de
 (autograd with ``create_graph=True``), so the loss can be backpropagated twice, as AdaHessian's
 ``backward(create_graph=True)`` does. In 100-d the Laplacian of the default tanh MLP is carried forward through the
 layers together with its input Jacobian (the "forward Laplacian" of Li et al., arXiv:2307.08214, 2023). It is
-exact and takes one pass. An Adam step at batch 256 on one CPU thread costs ≈ 40 ms with it and ≈ 110 ms with the d
-second-derivative backward passes it replaces (measured on a shared 2-core machine).
-Other models fall back to those d exact backward passes. The validation residual is always exact (no Hutchinson
-estimate).
+exact and takes one pass instead of d second-derivative backward passes, which other models fall back to. The
+validation residual is always exact (no Hutchinson estimate).
 
 Collocation points are uniform in the space-time domain. The default count is 10,000 in 1-d (Raissi et al.'s N_f):
-with 2,000 the network's shock settles a few thousandths off x = 0, between collocation points. Training loss then
-falls while the validation residual grows, and both Adam and L-BFGS stall at a relative L2 error of 0.23–0.3. With
-10,000, full-batch L-BFGS reaches 0.018 in 3,000 iterations. In 100-d 2,000 suffice.
+with far fewer the network's shock settles between collocation points, off x = 0, and the training loss falls while
+the validation residual grows. In 100-d 2,000 suffice.
 
 Every point set is drawn once per ``data_seed`` from its own generator (never the global RNG), so it does not depend
 on the trial seed or on the sizes of the other sets. The validation sets are independent draws of fixed sizes, so
@@ -83,7 +79,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoaccel.optim._hyper import Hyperparameter
+from autoaccel.config import Hyperparameter
 
 from ._base import InMemoryBatches, Workload
 
@@ -93,8 +89,8 @@ NU = 0.01 / math.pi
 T_END = 1.0
 GRID_X, GRID_T = 256, 100  # the validation grid of the 1-d problem (Raissi et al.'s data set has this shape)
 HIGH_DIM_VAL_POINTS = 4096
-# collocation points by dimension when the option is null: Raissi et al.'s N_f = 10,000 in 1-d (2,000 leave the shock
-# under-resolved: both Adam and L-BFGS then plateau at a relative L2 error of 0.23-0.3); 2,000 suffice in 100-d
+# collocation points by dimension when the option is null: Raissi et al.'s N_f = 10,000 in 1-d (fewer leave the shock
+# under-resolved); 2,000 suffice in 100-d
 DEFAULT_COLLOCATION = {1: 10_000, 100: 2_000}
 VAL_CONDITIONS = 400  # validation initial/terminal + boundary points, and source points when source_points > 0
 _EVAL_CHUNK = 1024  # bounds the memory of the residual's graph during evaluation

@@ -54,10 +54,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from autoaccel.optim._hyper import Hyperparameter
+from autoaccel.config import Hyperparameter
+from autoaccel.errors import DataError
 
 from ._base import InMemoryBatches, Workload
-from ._cache import DataError, cache_dir
+from ._cache import cache_dir
 from .resnet_cifar import resnet20, resnet32
 
 __all__ = ["ImageClassification"]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoaccel.optim._hyper import Hyperparameter
+from autoaccel.config import Hyperparameter
 
 from ._base import InMemoryBatches, Workload
 

@@ -14,8 +14,13 @@ from typing import Any
 
 from ray import tune
 
-from autoaccel.sweep_spec import SweepSpec
-from autoaccel.tracking import Tracker, family
+from autoaccel import objective
+from autoaccel.optim import technique_label
+from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, Tracker, find_sweep_parent
+
+from ._asha import stopped_trials
+from .spec import SweepSpec
+from .trainable import plan, trial_status
 
 __all__ = ["SweepTracking"]
 
@@ -46,11 +51,9 @@ class SweepTracking(tune.Callback):
         self.tracker = Tracker(spec.tracking_uri, spec.experiment, artifact_location=artifacts)
         client = self.tracker.client
         exp = self.tracker.experiment_id
-        parents = client.search_runs(
-            [exp], f"tags.`autoaccel.sweep` = '{spec.name}' and tags.`autoaccel.role` = 'sweep'"
-        )
-        if parents:
-            self.parent = parents[0].info.run_id
+        parent = find_sweep_parent(client, exp, spec.name)
+        if parent is not None:
+            self.parent = parent.info.run_id
             client.update_run(self.parent, status="RUNNING")
         else:
             from autoaccel.workloads import get_workload
@@ -58,7 +61,7 @@ class SweepTracking(tune.Callback):
             workload = get_workload(**spec.workload)
             tags = {
                 "autoaccel.sweep": spec.name,
-                "autoaccel.role": "sweep",
+                ROLE_TAG: SWEEP_ROLE,
                 "workload": spec.workload["name"],
                 "folder": str(spec.folder),
                 # what the analysis needs to rank trials and time them to target
@@ -107,12 +110,10 @@ class SweepTracking(tune.Callback):
         print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.log, flush=True)
 
     def _child(self, trial: Any) -> str:
-        from autoaccel.sweep import plan
-
         trial_id = trial.trial_id
         if trial_id not in self.runs:
             sample, seeds = plan(trial.config, self.spec.seeds)
-            fam = sample.family or family(sample.optimizer)
+            fam = sample.family or technique_label(sample.optimizer)
             seed = ",".join(map(str, seeds))
             point = trial.config.get("point") or {}
             source = point.get("source")
@@ -127,7 +128,7 @@ class SweepTracking(tune.Callback):
                 "trial_id": trial_id,
                 "workload": self.spec.workload["name"],
                 "family": fam,
-                "technique": family(sample.optimizer),
+                "technique": technique_label(sample.optimizer),
                 "seed": seed,
                 **({"source_run": source} if source else {}),
                 "status": "running",
@@ -161,9 +162,6 @@ class SweepTracking(tune.Callback):
         self.logged[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from autoaccel._asha import stopped_trials
-        from autoaccel.sweep import trial_status
-
         stopped = trial.trial_id in stopped_trials(self.spec.folder / "asha.json")
         self._end(trial, trial_status(trial.last_result, stopped=stopped))
 
@@ -176,9 +174,8 @@ class SweepTracking(tune.Callback):
         self.tracker.finish(run_id, status, {"epochs": self.logged[trial.trial_id]})
         self.finished[trial.trial_id] = status
         value = (trial.last_result or {}).get(self.spec.metric)
-        sign = 1.0 if self.spec.mode == "min" else -1.0
         counted = status in ("completed", "stopped_early") and value is not None and math.isfinite(value)
-        if counted and (self.best is None or sign * value < sign * self.best):
+        if counted and objective.is_better(value, self.best, self.spec.mode):
             self.best = value
         shown = f"{self.spec.metric}={value:.5g}" if isinstance(value, float) else ""
         best = f" (best {self.best:.5g})" if self.best is not None else ""
@@ -193,9 +190,6 @@ class SweepTracking(tune.Callback):
     def close(self, grid: Any) -> dict[str, Any]:
         """Leave nothing RUNNING (MLflow children and parent, Optuna trials); return the sweep's summary."""
         self._connect()
-        from autoaccel._asha import stopped_trials
-        from autoaccel.sweep import trial_status
-
         stopped = stopped_trials(self.spec.folder / "asha.json")
         ended, resumed = {}, 0
         for result in grid:
@@ -267,8 +261,7 @@ class SweepTracking(tune.Callback):
                         "run_id": run.info.run_id,
                     }
                 )
-        rows.sort(key=lambda r: r["value"], reverse=self.spec.mode == "max")
-        return rows[:k]
+        return objective.ranked(rows, lambda r: r["value"], self.spec.mode)[:k]
 
 
 _RAY_KEYS = {

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from autoaccel.optim._hyper import ConfigError
+from autoaccel.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna
@@ -208,13 +208,9 @@ def build_sample(drawn: Sample) -> Any:
     """
     import torch
 
-    from autoaccel.optim import TECHNIQUES, build_optimizer
+    from autoaccel.optim import build_optimizer
 
-    config = copy.deepcopy(drawn.optimizer)
-    base = TECHNIQUES.get(config.get("base"))  # an unknown base is build_optimizer's error to report
-    if base is not None and base.section == "demon" and isinstance(config.get("demon", {}), dict):
-        config["demon"] = {**config.get("demon", {}), "total_steps": 1}  # the trial's value; any valid one will do
-    return build_optimizer([torch.zeros(1, requires_grad=True)], config)
+    return build_optimizer([torch.zeros(1, requires_grad=True)], copy.deepcopy(drawn.optimizer))
 
 
 def check(space: SearchSpace, n: int = 50, seed: int = 0) -> list[Sample]:
@@ -456,14 +452,15 @@ def _prune(params: list[Param]) -> list[Param]:
 @functools.cache
 def _registry() -> tuple[dict[str, list[Any]], frozenset[str]]:
     """Declarations per config key ("lr", "anderson.history", ...) and the section names."""
-    from autoaccel.optim import TECHNIQUES, Hyperparameter
+    from autoaccel.config import Hyperparameter
+    from autoaccel.optim import techniques
 
-    bases = tuple(name for name, t in TECHNIQUES.items() if t.kind == "base")
+    bases = tuple(name for name, t in techniques().items() if t.kind == "base")
     declarations: dict[str, list[Any]] = {"base": [Hyperparameter("base", str, None, "base optimizer", choices=bases)]}
-    for technique in TECHNIQUES.values():
+    for technique in techniques().values():
         for key, declaration in technique.hyperparameters:
             declarations.setdefault(key, []).append(declaration)
-    sections = frozenset(t.section for t in TECHNIQUES.values() if t.section)
+    sections = frozenset(t.section for t in techniques().values() if t.section)
     return declarations, sections
 
 

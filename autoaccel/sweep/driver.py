@@ -1,4 +1,4 @@
-"""Sweeps: a validated spec run by Ray Tune, sampled by Optuna, recorded in MLflow by the driver alone.
+"""The sweep driver: a validated spec run by Ray Tune, sampled by Optuna, recorded in MLflow by the driver alone.
 
 Layout of the sweep folder ``<storage>/<name>/``: ``spec.yaml`` (the validated spec, to refuse a changed one on
 ``--resume``), ``optuna.journal`` (the study; written only by the driver), ``asha.json`` (the scheduler's rungs),
@@ -16,134 +16,27 @@ What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 
 
 from __future__ import annotations
 
-import math
 import os
-import shutil
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from autoaccel.optim._hyper import ConfigError
-from autoaccel.sweep_spec import SweepSpec, load_spec
-from autoaccel.trial import Trial
+from autoaccel.errors import ConfigError
 
-__all__ = ["run_sweep"]
+from .spec import SweepSpec, load_spec
+from .trainable import train_sampled
+
+__all__ = ["TUNE_DIR", "run_sweep"]
 
 TUNE_DIR = "tune"
 
 
-# -- inside a trial (any node) ------------------------------------------------------------------------------------
-def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
-    """The Ray trainable: one sampled configuration, trained for every seed in lockstep, one report per epoch."""
-    import ray
-    from ray import tune
-
-    warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
-    sample, seeds = plan(params, payload["seeds"])
-    budget = {**payload["budget"], **sample.budget}
-    local = Path(tempfile.mkdtemp(prefix="autoaccel-trial-"))
-    try:
-        restored = tune.get_checkpoint()
-        if restored is not None:
-            with restored.as_directory() as folder:
-                shutil.copytree(folder, local, dirs_exist_ok=True)
-        trials = [
-            Trial(
-                {
-                    "workload": payload["workload"],
-                    "optimizer": sample.optimizer,
-                    "budget": budget,
-                    "seed": seed,
-                    "device": _device(payload["device"]),
-                },
-                local / f"seed_{seed}",
-            )
-            for seed in seeds
-        ]
-        metric = trials[0].workload.metric
-        node = {"node_id": ray.get_runtime_context().get_node_id()}  # where it trained (a retry may move it)
-        for per_seed in zip(*(t.epochs() for t in trials), strict=False):
-            report = {**_merge(per_seed, seeds, metric), **node}
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(local))
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
-
-
-def _device(device: str) -> str:
-    """``auto`` means the GPU Ray gave this trial, if any: a trial without a GPU share must not use one (Ray 2.60
-    leaves CUDA_VISIBLE_DEVICES set for zero-GPU workers on a GPU node)."""
-    import ray
-    import torch
-
-    if device != "auto":
-        return device
-    # a GPU share on a node whose "GPUs" torch cannot see (declared, not real) trains on the CPU
-    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-
-
-def plan(config: Mapping[str, Any], seeds: Sequence[int]) -> tuple[Any, tuple[int, ...]]:
-    """What a Ray trial trains: (a :class:`~autoaccel.spaces.Sample`, its seeds) from Optuna's flat parameters or
-    from a study point (one configuration, one seed)."""
-    from autoaccel.spaces import to_config
-
-    point = config.get("point")
-    if point is None:
-        return to_config(config), tuple(seeds)
-    return to_config({**point["params"], "family": point["family"]}), (point["seed"],)
-
-
-def _merge(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], metric: str) -> dict[str, Any]:
-    """One report for all seeds: the mean of each number (the rank ASHA and Optuna see), the spread of the metric."""
-    if len(per_seed) == 1:
-        return dict(per_seed[0])
-    merged: dict[str, Any] = {}
-    for key, value in per_seed[0].items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            merged[key] = sum(m[key] for m in per_seed) / len(per_seed)
-    merged["epoch"], merged["epochs_planned"] = per_seed[0]["epoch"], per_seed[0]["epochs_planned"]
-    values = [m[metric] for m in per_seed]
-    merged[f"{metric}_std"] = math.sqrt(sum((v - merged[metric]) ** 2 for v in values) / (len(values) - 1))
-    for seed, value in zip(seeds, values, strict=True):
-        merged[f"{metric}_seed{seed}"] = value
-    merged["status"] = "diverged" if any(m["status"] == "diverged" for m in per_seed) else "completed"
-    return merged
-
-
-def trial_status(result: dict[str, Any] | None, errored: bool = False, stopped: bool = False) -> str:
-    """completed | stopped_early | diverged | errored | interrupted, from a trial's last result; ``stopped``: the
-    scheduler stopped it. A trial that ends before its budget and was not stopped was interrupted (Ctrl-C)."""
-    if errored:
-        return "errored"
-    if result and result.get("status") == "diverged":
-        return "diverged"
-    if result and result.get("epoch", 0) >= result.get("epochs_planned", math.inf):
-        return "completed"
-    return "stopped_early" if stopped else "interrupted"
-
-
-# -- driver side --------------------------------------------------------------------------------------------------
-def _sampler(spec: SweepSpec) -> Any:
-    import optuna
-
-    seed = spec.seed
-    return {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
-    }[spec.sampler]()
-
-
 def _scheduler(spec: SweepSpec) -> Any:
-    from autoaccel._asha import ResumableASHA
+    from ._asha import ResumableASHA
 
     if spec.scheduler["type"] == "fifo":
         from ray.tune.schedulers import FIFOScheduler
@@ -206,7 +99,7 @@ def run_sweep(
     started = time.monotonic()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
-    from autoaccel._tune_tracking import SweepTracking
+    from ._mlflow_callback import SweepTracking
 
     tracking = SweepTracking(spec, started=started, log=log)
     pool = ThreadPoolExecutor(1)
@@ -226,7 +119,7 @@ def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: 
     from optuna.storages.journal import JournalFileBackend
     from ray import tune
 
-    from autoaccel._tune_search import DefineByRun, TruthfulOptunaSearch
+    from ._optuna import DefineByRun, TruthfulOptunaSearch, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     payload = {"workload": spec.workload, "budget": spec.budget, "seeds": list(spec.seeds), "device": spec.device}
@@ -260,7 +153,7 @@ def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: 
             space=DefineByRun(str(spec.space)),
             metric=list(spec.metrics) if len(spec.metrics) > 1 else spec.metric,
             mode=list(spec.modes) if len(spec.modes) > 1 else spec.mode,
-            sampler=_sampler(spec),
+            sampler=make_sampler(spec.sampler, spec.seed),
             storage=JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal"))),
             study_name=spec.name,
         )

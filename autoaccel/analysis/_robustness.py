@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autoaccel import objective
 from autoaccel.tracking import STATUSES
 
 __all__ = [
-    "STATUSES",
     "algoperf_times",
     "batch_size_robustness",
     "benchmark_score",
@@ -47,16 +47,8 @@ __all__ = [
     "top_k_finishes",
 ]
 
-_MODES = ("min", "max")
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in _MODES:
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
 
 
 def _as_float(value: Any) -> float:
@@ -240,14 +232,12 @@ def top_k_finishes(
 
     Returns a DataFrame indexed by algorithm with a column ``top_<k>`` (percent) per k and ``n_settings``.
     """
-    _check_mode(mode)
+    objective.check_mode(mode)
     ks = [int(k)] if isinstance(k, (int, np.integer)) else [int(v) for v in k]
     if not ks or any(int(v) < 1 for v in ks):
         raise ValueError(f"k must be ≥ 1, got {k}")
     table = _scores_matrix(scores)
-    values = table.to_numpy(dtype=float)
-    if mode == "max":
-        values = -values
+    values = objective.loss(table.to_numpy(dtype=float), mode)
     present = ~np.isnan(values)
     # better[s, a, b]: b strictly better than a in setting s (NaN compares False, so missing ones never count)
     better = values[:, None, :] < values[:, :, None]
@@ -309,18 +299,17 @@ def expected_best_of_k(
 
     Returns a DataFrame indexed by ``k`` with ``expected`` (and ``ci_low``, ``ci_high`` with a bootstrap).
     """
-    _check_mode(mode)
+    objective.check_mode(mode)
     array = np.array([_as_float(v) for v in np.asarray(values, dtype=object).ravel()], dtype=float)
     n = array.size
     if n == 0:
         raise ValueError("values is empty: need at least one trial")
-    worst = np.inf if mode == "min" else -np.inf
-    array[~np.isfinite(array)] = worst
+    array[~np.isfinite(array)] = objective.worst(mode)
     ks = list(range(1, n + 1)) if k is None else ([k] if isinstance(k, (int, np.integer)) else list(k))
     if not ks or any(not 1 <= int(kk) <= n for kk in ks):
         raise ValueError(f"k must be in 1..{n} (the number of trials), got {k}")
     # Sort best first; for max, sort the negated values so one formula serves both modes.
-    sign = 1.0 if mode == "min" else -1.0
+    sign = objective.sign(mode)
     ordered = np.sort(sign * array)
     weights = {int(kk): _best_of_k_weights(n, int(kk)) for kk in ks}
     out = pd.DataFrame(index=pd.Index([int(kk) for kk in ks], name="k"))

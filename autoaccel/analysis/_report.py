@@ -17,7 +17,6 @@ import html
 import io
 import math
 import shlex
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["SECTIONS", "build_report", "report_command"]
+from autoaccel import objective
+from autoaccel.tracking import find_sweep_parent
+
+from ._export import export_experiments, write_parquet
+from ._robustness import (
+    algoperf_times,
+    batch_size_robustness,
+    benchmark_score,
+    expected_best_of_k,
+    failure_accounting,
+    performance_profile,
+    seed_robustness,
+    top_k_finishes,
+)
+from ._sensitivity import (
+    importance_by_group,
+    perturbation_loss,
+    sensitivity_curve,
+    sensitivity_heatmap,
+)
+
+__all__ = ["SECTIONS", "build_report"]
 
 # (x, y) pairs the papers study, shown as heat maps when both were sampled
 HEATMAP_PAIRS = (
@@ -106,12 +126,15 @@ def _short(value: Any) -> str:
 
 
 def _best_first(df: pd.DataFrame, mode: str) -> pd.DataFrame:
-    return df.sort_values("final_metric", ascending=mode == "min", na_position="last")
+    return (
+        df.assign(_loss=objective.loss(df["final_metric"].astype(float), mode))
+        .sort_values("_loss", na_position="last")
+        .drop(columns="_loss")
+    )
 
 
 # -- sections -------------------------------------------------------------------------------------------------------
 def _overview(runs: pd.DataFrame, experiments: Sequence[str], metric: str, mode: str, target: float | None) -> Section:
-    from autoaccel.analysis.robustness import failure_accounting
 
     section = Section("Overview")
     workloads = ", ".join(sorted(runs["workload"].dropna().unique()))
@@ -148,12 +171,11 @@ def _techniques(runs: pd.DataFrame, history: pd.DataFrame, mode: str, metric: st
     if done.empty:
         section.missing.append("no completed trials to compare")
         return section
-    sign = 1.0 if mode == "min" else -1.0
     rows = []
     best_by_family = {}
     for fam, group in done.groupby("family"):
         values = group["final_metric"].astype(float)
-        best = values.min() if mode == "min" else values.max()
+        best = objective.best(values, mode)
         best_by_family[fam] = best
         rows.append(
             {
@@ -178,14 +200,18 @@ def _techniques(runs: pd.DataFrame, history: pd.DataFrame, mode: str, metric: st
             row["best"] / reference if reference not in (None, 0) and row["family"] != row["base"] else np.nan
         )
     table["best vs base"] = ratios
-    table = table.sort_values("best", ascending=mode == "min").reset_index(drop=True)
+    table = (
+        _best_first(table.rename(columns={"best": "final_metric"}), mode)
+        .rename(columns={"final_metric": "best"})
+        .reset_index(drop=True)
+    )
     section.tables.append((f"Per family ({metric}; 'best vs base' < 1 is better for min)", table))
     if all(np.isnan(ratios)):
         section.missing.append("no family has its base optimizer's own family in this sweep: add it to compare")
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 4))
     for fam, group in done.groupby("family"):
-        best_run = group.iloc[np.argmin(sign * group["final_metric"].astype(float).to_numpy())]
+        best_run = _best_first(group, mode).iloc[0]
         curve = history[(history["run_id"] == best_run["run_id"]) & (history["key"] == "metric")]
         ax.plot(curve["epoch"], curve["value"], label=f"{fam} (best)")
     ax.set_xlabel("epoch")
@@ -199,7 +225,6 @@ def _techniques(runs: pd.DataFrame, history: pd.DataFrame, mode: str, metric: st
 
 
 def _importance(runs: pd.DataFrame, mode: str) -> Section:
-    from autoaccel.analysis.sensitivity import importance_by_group
 
     section = Section("Hyperparameter importance")
     done = runs[runs["status"].isin(_FINISHED)]
@@ -228,7 +253,6 @@ def _importance(runs: pd.DataFrame, mode: str) -> Section:
 
 
 def _sensitivity(runs: pd.DataFrame, mode: str, metric: str) -> Section:
-    from autoaccel.analysis.sensitivity import sensitivity_curve, sensitivity_heatmap
 
     section = Section("Sensitivity")
     done = runs[runs["status"].isin(_FINISHED)]
@@ -296,7 +320,6 @@ def _seeds(runs: pd.DataFrame, metric: str) -> pd.DataFrame | None:
 
 
 def _robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
-    from autoaccel.analysis.robustness import batch_size_robustness, seed_robustness
 
     section = Section("Robustness over seeds and batch sizes")
     done = runs[runs["status"].isin(_FINISHED)]
@@ -325,7 +348,6 @@ def _robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
 
 
 def _perturbation(runs: pd.DataFrame, mode: str, metric: str) -> Section:
-    from autoaccel.analysis.sensitivity import perturbation_loss
 
     section = Section("Perturbation: how far each setting can move")
     if "study.perturbation" not in runs or runs["study.perturbation"].nunique() < 2:
@@ -354,7 +376,6 @@ def _perturbation(runs: pd.DataFrame, mode: str, metric: str) -> Section:
 
 
 def _budget(runs: pd.DataFrame, mode: str, metric: str) -> Section:
-    from autoaccel.analysis.robustness import expected_best_of_k
 
     section = Section("Tuning budget")
     finished = runs[runs["status"].isin(("completed", "diverged"))]
@@ -383,7 +404,6 @@ def _budget(runs: pd.DataFrame, mode: str, metric: str) -> Section:
 
 
 def _profiles(runs: pd.DataFrame, mode: str) -> Section:
-    from autoaccel.analysis.robustness import algoperf_times, benchmark_score, performance_profile, top_k_finishes
 
     section = Section("Performance profiles and top-k finishes")
     settings = runs.assign(
@@ -416,13 +436,12 @@ def _profiles(runs: pd.DataFrame, mode: str) -> Section:
     ax.legend(fontsize=8)
     section.images.append(("performance profiles", _png(fig)))
     done = settings[settings["status"].isin(_FINISHED)]
-    best = done.groupby(["setting", "family"])["final_metric"].agg("min" if mode == "min" else "max").unstack()
+    best = done.groupby(["setting", "family"])["final_metric"].agg(lambda v: objective.best(v, mode)).unstack()
     section.tables.append(("Top-1 / top-3 finishes over settings (%)", top_k_finishes(best, (1, 3), mode)))
     return section
 
 
 def _failures(runs: pd.DataFrame) -> Section:
-    from autoaccel.analysis.robustness import failure_accounting
 
     section = Section("Failure accounting")
     section.text.append(
@@ -515,7 +534,6 @@ def build_report(
     experiments: Sequence[str], tracking_uri: str, out_dir: str | Path, *, log_artifacts: bool = True
 ) -> dict[str, Any]:
     """Export, analyse and render; return the paths written. Logs them to the sweep's parent run when asked."""
-    from autoaccel.analysis.export import export_experiments, write_parquet
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -573,22 +591,8 @@ def _parent(tracking_uri: str, experiment: str) -> tuple[str | None, str | None]
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None, None
-    parents = client.search_runs([found.experiment_id], "tags.`autoaccel.role` = 'sweep'")
-    if not parents:
+    parent = find_sweep_parent(client, found.experiment_id)
+    if parent is None:
         return None, None
-    folder = parents[0].data.tags.get("folder")
-    return parents[0].info.run_id, str(Path(folder) / "spec.yaml") if folder else None
-
-
-def report_command(args: Any) -> int:
-    from autoaccel.tracking import resolve_tracking_uri, sweep_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri) if args.tracking_uri else sweep_tracking_uri(args.experiment[0])
-    out = args.out or str(Path("reports") / args.experiment[0])
-    try:
-        written = build_report(args.experiment, uri, out)
-    except ValueError as error:  # no such experiment, no trials: one clear line
-        print(f"autoaccel report: error: {error}", file=sys.stderr)
-        return 2
-    print(f"report of {written['runs']} trials: {written['html']} (summary {written['markdown']})")
-    return 0
+    folder = parent.data.tags.get("folder")
+    return parent.info.run_id, str(Path(folder) / "spec.yaml") if folder else None

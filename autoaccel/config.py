@@ -1,14 +1,20 @@
-"""Hyperparameter declarations: one table per technique drives validation, the CLI listing and error messages."""
+"""The configuration schema every layer shares: declared hyperparameters (one table per technique, workload option,
+budget and spec section drives validation, the CLI listing and error messages), list checks, and ``key=value``
+overrides from the command line applied to nested mappings by dotted keys."""
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from autoaccel.errors import ConfigError
 
-__all__ = ["ConfigError", "Hyperparameter"]
+__all__ = ["Hyperparameter", "apply_overrides", "check_all", "check_int_list", "parse_value"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +114,38 @@ def check_int_list(value: Any, key: str, low: int) -> list[int]:
     ):
         raise ConfigError(key, value, f"a non-empty list of distinct integers ≥ {low}")
     return value
+
+
+# YAML 1.1 reads these as booleans; on the command line they are words (``anderson.averaging=off``).
+_WORDS = {"on", "off", "yes", "no", "y", "n"}
+
+
+def parse_value(text: str) -> Any:
+    """YAML scalar semantics (only true/false are booleans), plus numbers YAML 1.1 reads as strings (``1e-3``)."""
+    if text.strip().lower() in _WORDS:
+        return text.strip()
+    value = yaml.safe_load(text) if text.strip() else ""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(mapping: Mapping[str, Any], assignments: Sequence[str], flag: str = "--set") -> dict[str, Any]:
+    """A deep copy of ``mapping`` with each ``a.b.c=value`` assigned (``value`` parsed by :func:`parse_value`)."""
+    out = copy.deepcopy(dict(mapping))
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(flag, assignment, "KEY=VALUE with a dotted key, e.g. anderson.history=5")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = parse_value(text)
+    return out

@@ -16,7 +16,7 @@
     device: auto                          # auto | cpu | cuda
 
 A robustness study replaces ``space`` (and ``seeds``) with a ``study`` section that re-runs the best configurations
-of a finished sweep over seeds and batch sizes (see :mod:`autoaccel.study`).
+of a finished sweep over seeds and batch sizes (see :mod:`autoaccel.sweep.reruns`).
 
 ``search.metric``/``mode`` default to the workload's primary metric. ``sampler: nsga2`` takes a list of metrics
 and modes (e.g. ``[val_mse, time_s]``, ``[min, min]``) and needs ``scheduler: fifo``: successive halving ranks
@@ -34,13 +34,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from autoaccel._overrides import apply_overrides
-from autoaccel.optim._hyper import ConfigError, Hyperparameter, check_all, check_int_list
-from autoaccel.trial import BUDGET
+from autoaccel.config import Hyperparameter, apply_overrides, check_all, check_int_list
+from autoaccel.errors import ConfigError
+from autoaccel.run.budget import check_budget
+from autoaccel.tracking import resolve_tracking_uri
 from autoaccel.workloads import Workload, get_workload
 
+from .reruns import study_points
+from .space import check, load_space
+
 if TYPE_CHECKING:
-    from autoaccel.study import Point
+    from .reruns import Point
 
 __all__ = ["SAMPLERS", "SweepSpec", "load_spec"]
 
@@ -141,9 +145,6 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
 
 
 def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
-    from autoaccel.study import study_points
-    from autoaccel.tracking import resolve_tracking_uri
-
     for key in raw:
         if key not in _TOP:
             raise ConfigError(key, raw[key], "unknown key; allowed keys: " + ", ".join(_TOP))
@@ -155,9 +156,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         raise ConfigError("workload", spec, "a mapping with 'name' and the workload's options")
     workload = get_workload(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
 
-    budget = _section(raw, "budget", BUDGET)
-    if (budget["epochs"] is None) == (budget["steps"] is None):
-        raise ConfigError("budget", raw.get("budget"), "exactly one of epochs or steps")
+    budget = check_budget(raw.get("budget"))
 
     storage = raw.get("storage", "sweeps")
     if not isinstance(storage, str) or not storage:
@@ -175,12 +174,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     else:
         space_path, samples = _space(path, raw.get("space"))
         for sample in samples:  # a sampled budget.<key> must be a budget key with a valid value, with the spec's
-            try:
-                merged = check_all(BUDGET, {**raw.get("budget", {}), **sample.budget}, prefix="budget.")
-            except ConfigError as error:
-                raise ConfigError(f"space ({space_path}) {error.key}", error.value, error.allowed) from None
-            if (merged.get("epochs") is None) == (merged.get("steps") is None):
-                raise ConfigError(f"space ({space_path}) budget", sample.budget, "not both epochs and steps")
+            check_budget(sample.budget, f"space ({space_path}) budget", complete=False)
+            check_budget({**raw.get("budget", {}), **sample.budget}, f"space ({space_path}) budget")
 
     search = _section(raw, "search", _SEARCH, extra=("sampler", "metric", "mode"))
     sampler = search.get("sampler", "tpe")
@@ -252,8 +247,6 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
 
 
 def _space(path: Path, space_file: Any) -> tuple[Path, list[Any]]:
-    from autoaccel.spaces import check, load_space
-
     if not isinstance(space_file, str):
         raise ConfigError("space", space_file, "the path of a search-space YAML file, relative to the spec")
     space_path = (path.parent / space_file).resolve()

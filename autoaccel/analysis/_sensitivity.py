@@ -20,7 +20,6 @@ Trials tables are pandas DataFrames of one row per trial (the export's ``runs`` 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,21 +28,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autoaccel.analysis.robustness import _check_mode, _require_rows
+from autoaccel import objective
+
+from ._robustness import _require_rows
 
 __all__ = [
-    "PROBABILITY_KEYS",
     "importance_by_group",
     "infer_distributions",
     "param_importance",
-    "perturbation_configs",
     "perturbation_loss",
     "sensitivity_curve",
     "sensitivity_heatmap",
 ]
 
-# Hyperparameters in (0, 1) whose natural scale is 1 − x (an averaging horizon 1/(1 − x)); see perturbation_configs.
-PROBABILITY_KEYS = frozenset({"momentum", "beta", "beta1", "beta2", "beta_init", "alpha", "dampening"})
 # Log scale is inferred for positive values spanning more than this many decades whose median also sits in the
 # lowest quarter of the linear range (see _looks_log).
 _LOG_DECADES = 2.0
@@ -75,8 +72,7 @@ def _python_scalar(value: Any) -> Any:
 def _metric_values(series: pd.Series, mode: str) -> np.ndarray:
     """The metric as floats, a failure (missing, NaN, ±∞) as the worst value: ``+∞`` for min, ``−∞`` for max."""
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, copy=True)
-    worst = np.inf if mode == "min" else -np.inf
-    values[~np.isfinite(values)] = worst
+    values[~np.isfinite(values)] = objective.worst(mode)
     return values
 
 
@@ -163,13 +159,14 @@ def _records_from_frame(
     n_failed = int((~finite).sum())
     if failed == "worst":
         # A failed trial is as bad as the worst finite one (notes B5.6: kept, scored as worst).
-        values = np.where(finite, values, values[finite].max() if mode == "min" else values[finite].min())
+        worst = -objective.best(-values[finite], mode)  # the worst finite value
+        values = np.where(finite, values, worst)
     elif failed != "drop":
         raise ValueError(f"failed must be 'worst' or 'drop', got {failed!r}")
     unknown = [p for p in params if p not in distributions and df[p].notna().any()]
     if unknown:
         raise ValueError(f"no distribution for {unknown}: give one in distributions, or leave distributions out")
-    sign = 1.0 if mode == "min" else -1.0
+    sign = objective.sign(mode)
     records = []
     # to_dict("records") keeps each column's own type (iterrows would upcast a row to one dtype).
     for value, row in zip(values, df[[p for p in params if p in distributions]].to_dict("records"), strict=True):
@@ -188,7 +185,7 @@ def _records_from_study(study: Any) -> tuple[list[tuple[dict[str, Any], dict[str
     if len(study.directions) != 1:
         raise ValueError("param_importance supports single-objective studies only")
     mode = "min" if study.direction == StudyDirection.MINIMIZE else "max"
-    sign = 1.0 if mode == "min" else -1.0
+    sign = objective.sign(mode)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     records = [(dict(t.params), dict(t.distributions), sign * t.value) for t in trials if math.isfinite(t.value)]
     return records, mode, len(trials) - len(records)
@@ -280,7 +277,7 @@ def param_importance(
     (Optuna cannot compare fewer) or an empty table.
     """
     if isinstance(data, pd.DataFrame):
-        _check_mode(mode)
+        objective.check_mode(mode)
         _require_rows(data, metric, *(params or ()))
         names = list(params) if params is not None else _default_params(data)
         dists = dict(distributions) if distributions is not None else infer_distributions(data, names)
@@ -430,7 +427,7 @@ def _bin(values: np.ndarray, bins: int, log: bool | None) -> tuple[np.ndarray, n
 def _best(values: np.ndarray, mode: str) -> float:
     if values.size == 0:
         return math.nan
-    return float(values.min() if mode == "min" else values.max())
+    return float(objective.best(values, mode))
 
 
 def sensitivity_curve(
@@ -454,7 +451,7 @@ def sensitivity_curve(
 
     ``attrs`` hold ``log``, ``overall_best`` and ``n_inactive`` (trials without the parameter, left out).
     """
-    _check_mode(mode)
+    objective.check_mode(mode)
     _require_rows(df, param, metric)
     x = _numeric_param(df, param)
     active = ~np.isnan(x)
@@ -506,7 +503,7 @@ def sensitivity_heatmap(
     Returns ``{"x_edges", "y_edges", "best", "count", "log_x", "log_y", "param_x", "param_y"}`` where ``best`` and
     ``count`` have shape ``(n_y_bins, n_x_bins)`` (rows = y, as an image) and ``best`` is NaN in empty cells.
     """
-    _check_mode(mode)
+    objective.check_mode(mode)
     _require_rows(df, param_x, param_y, metric)
     bins_x, bins_y = (bins, bins) if isinstance(bins, int) else bins
     x, yp = _numeric_param(df, param_x), _numeric_param(df, param_y)
@@ -520,7 +517,7 @@ def sensitivity_heatmap(
     count = np.zeros(best.shape, dtype=int)
     for row, col, value in zip(iy, ix, values, strict=True):
         count[row, col] += 1
-        if np.isnan(best[row, col]) or (value < best[row, col] if mode == "min" else value > best[row, col]):
+        if np.isnan(best[row, col]) or objective.is_better(value, best[row, col], mode):
             best[row, col] = value
     return {
         "x_edges": x_edges,
@@ -538,91 +535,6 @@ def sensitivity_heatmap(
 # perturbations of one configuration
 
 
-def _numeric_leaves(config: Mapping[str, Any], prefix: str = "") -> dict[str, int | float]:
-    """Dotted keys of the int and float leaves of a nested config (bools are switches, not magnitudes)."""
-    out: dict[str, int | float] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_numeric_leaves(value, name + "."))
-        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
-            out[name] = value
-    return out
-
-
-def _with_value(config: Mapping[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    out = copy.deepcopy(dict(config))
-    node = out
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node[part] = dict(node[part])
-        node = node[part]
-    node[leaf] = value
-    return out
-
-
-def _perturbed(key: str, value: int | float, factor: float, probability_keys: frozenset[str]) -> dict[str, Any]:
-    """{"up": larger value, "down": smaller value}, without directions that leave the value unchanged."""
-    if isinstance(value, (int, np.integer)):
-        if value < 1:
-            return {}  # no multiplicative scale for counts below 1
-        # Half-up rounding (Python's round() would send 2.5 to 2), kept ≥ 1.
-        candidates = {
-            "up": max(1, math.floor(value * factor + 0.5)),
-            "down": max(1, math.floor(value / factor + 0.5)),
-        }
-    elif key.rsplit(".", 1)[-1] in probability_keys and 0 < value < 1:
-        # Momentum-like: perturb 1 − x (the horizon 1/(1 − x) scales by the factor); up = closer to 1.
-        down = 1 - (1 - value) * factor
-        candidates = {"up": 1 - (1 - value) / factor, "down": down if down > 0 else value / factor}
-    elif value == 0:
-        return {}
-    else:
-        candidates = {"up": float(value) * factor, "down": float(value) / factor}
-    return {direction: v for direction, v in candidates.items() if v != value}
-
-
-def perturbation_configs(
-    config: Mapping[str, Any],
-    factor: float = 2.0,
-    params: Sequence[str] | None = None,
-    *,
-    exclude: Sequence[str] = ("demon.total_steps",),
-    probability_keys: frozenset[str] = PROBABILITY_KEYS,
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """One-at-a-time perturbations of a nested optimizer config: ``[(dotted key, "up" | "down", config), ...]``.
-
-    For each numeric hyperparameter (dotted keys of the flattened config, e.g. ``anderson.history``; ``params``
-    restricts them; ``exclude`` drops keys that are not tuned, by default ``demon.total_steps``, which the trial sets
-    from its step budget):
-
-    - floats: ``x · factor`` (up) and ``x / factor`` (down); zero is skipped (scaling it changes nothing);
-    - ints: the same, rounded half up and kept ≥ 1; ints below 1 are skipped;
-    - probability-like keys (last part in ``probability_keys``: momentum, beta1, beta2, beta_init, alpha, ...) with a
-      value in (0, 1): perturbed on the scale of ``1 − x``, the averaging horizon ``1/(1 − x)`` being what a factor
-      should scale: up ``1 − (1 − x)/factor``, down ``1 − (1 − x)·factor``; the latter is kept inside (0, 1) by
-      using ``x/factor`` instead when it would be ≤ 0.
-
-    A direction that leaves the value unchanged (e.g. an int 1 divided) is left out. Bools, strings and None are not
-    perturbed. The configs are not validated: check them (``autoaccel.optim.validate_config``) before running.
-    """
-    if factor <= 1:
-        raise ValueError(f"factor must be > 1, got {factor}")
-    leaves = _numeric_leaves(config)
-    if params is not None:
-        unknown = [p for p in params if p not in leaves]
-        if unknown:
-            raise ValueError(f"not numeric hyperparameters of the config: {unknown}; numeric ones: {sorted(leaves)}")
-        leaves = {p: leaves[p] for p in params}
-    out = []
-    for key, value in leaves.items():
-        if key in exclude:
-            continue
-        for direction, new in _perturbed(key, value, factor, probability_keys).items():
-            out.append((key, direction, _with_value(config, key, new)))
-    return out
-
-
 def perturbation_loss(
     base_value: float,
     perturbed: Mapping[tuple[str, str], Any],
@@ -638,7 +550,7 @@ def perturbation_loss(
     seen and ``worst_rel_loss`` (the largest over directions), most fragile hyperparameter first.
     Raises ``ValueError`` when ``base_value`` is not finite or is 0 (the relative loss is then undefined).
     """
-    _check_mode(mode)
+    objective.check_mode(mode)
     base = float(base_value)
     if not math.isfinite(base) or base == 0:
         raise ValueError(f"base_value must be finite and non-zero for a relative loss, got {base_value}")
@@ -647,7 +559,7 @@ def perturbation_loss(
     rows: dict[str, dict[str, float]] = {}
     for (key, direction), raw in perturbed.items():
         value = math.nan if raw is None else float(raw)
-        difference = (value - base) if mode == "min" else (base - value)
+        difference = objective.loss(value - base, mode)
         loss = difference / abs(base) if math.isfinite(value) else math.inf
         row = rows.setdefault(key, {})
         row[f"value_{direction}"] = value

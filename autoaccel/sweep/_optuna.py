@@ -4,18 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["DefineByRun", "TruthfulOptunaSearch"]
+from ._asha import stopped_trials
+from .space import load_space
+from .trainable import trial_status
+
+__all__ = ["DefineByRun", "TruthfulOptunaSearch", "make_sampler"]
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    """The Optuna sampler a spec's ``search.sampler`` names, seeded."""
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+    }[name]()
 
 
 class DefineByRun:
     """``space.suggest`` as OptunaSearch's space, picklable (Ray saves the searcher with the experiment)."""
 
     def __init__(self, space_path: str) -> None:
-        from autoaccel.spaces import load_space
-
         self.space_path = space_path
         # loaded now, not at the first suggestion: Tune warns when a define-by-run call takes seconds (imports)
         self._space: Any = load_space(space_path)
@@ -25,8 +39,6 @@ class DefineByRun:
 
     def __call__(self, trial: Any) -> dict[str, Any] | None:
         if self._space is None:
-            from autoaccel.spaces import load_space
-
             self._space = load_space(self.space_path)
         drawn = self._space.suggest(trial)
         fixed = {k: v for k, v in drawn.items() if k not in trial.params}  # fixed values are not Optuna params
@@ -66,13 +78,9 @@ class TruthfulOptunaSearch(OptunaSearch):
             ot_trial.report(result[self.metric], step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        from autoaccel.sweep import trial_status
-
         ot_trial = self._live(trial_id)
         if ot_trial is None:  # told already (by us, or by the driver before it died)
             return None
-        from autoaccel._asha import stopped_trials
-
         status = trial_status(result, error, trial_id in stopped_trials(self.scheduler_state))
         if status == "interrupted":  # Ctrl-C: it continues on --resume, and is told then
             return None

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from autoaccel._overrides import apply_overrides
-from autoaccel.optim import ConfigError
-from autoaccel.trial import run_trial, validate_trial_config
+from autoaccel.config import apply_overrides
+from autoaccel.errors import ConfigError
+from autoaccel.run import run_trial, validate_trial_config
 
 __all__ = ["train_command", "trial_config_from_args"]
 
@@ -55,11 +55,13 @@ def train_command(args: argparse.Namespace) -> int:
     config, workload = validate_trial_config(trial_config_from_args(args))  # bad input fails here, before any work
     tracker = run_id = None
     if args.tracking_uri:
-        from autoaccel.tracking import Tracker, family, resolve_tracking_uri
+        from autoaccel.optim import technique_label
+        from autoaccel.tracking import Tracker, resolve_tracking_uri
 
         tracker = Tracker(resolve_tracking_uri(args.tracking_uri), args.experiment)
-        tags = {"workload": workload.name, "family": family(config["optimizer"]), "seed": config["seed"]}
-        run_id = tracker.start_run(f"{workload.name}-{family(config['optimizer'])}-s{config['seed']}", config, tags)
+        label = technique_label(config["optimizer"])
+        tags = {"workload": workload.name, "family": label, "seed": config["seed"]}
+        run_id = tracker.start_run(f"{workload.name}-{label}-s{config['seed']}", config, tags)
 
     def report(metrics: dict[str, Any], _: str | None) -> None:
         print(_line(metrics, config["budget"], workload.metric), file=sys.stderr, flush=True)

@@ -20,16 +20,27 @@ robustness number from a truncated run is not one.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoaccel._overrides import parse_value
-from autoaccel.optim._hyper import ConfigError, Hyperparameter, check_all, check_int_list
+import numpy as np
 
-__all__ = ["STUDY", "Point", "study_points", "top_configurations"]
+from autoaccel import objective
+from autoaccel.config import Hyperparameter, check_all, check_int_list, parse_value
+from autoaccel.errors import ConfigError
+from autoaccel.optim import validate_config
+from autoaccel.tracking import find_sweep_parent, flatten
+
+from .space import to_config
+
+__all__ = ["PROBABILITY_KEYS", "STUDY", "Point", "perturbation_configs", "study_points", "top_configurations"]
+
+# Hyperparameters in (0, 1) whose natural scale is 1 − x (an averaging horizon 1/(1 − x)); see perturbation_configs.
+PROBABILITY_KEYS = frozenset({"momentum", "beta", "beta1", "beta2", "beta_init", "alpha", "dampening"})
 
 STUDY = (
     Hyperparameter("top", int, 3, "best configurations to re-run", 1),
@@ -77,15 +88,15 @@ def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ConfigError("study.from", experiment, f"the name of a sweep experiment in {tracking_uri}")
-    parents = client.search_runs([found.experiment_id], "tags.`autoaccel.role` = 'sweep'")
-    if not parents:
+    parent = find_sweep_parent(client, found.experiment_id)
+    if parent is None:
         raise ConfigError("study.from", experiment, "an experiment written by `autoaccel sweep` (no sweep run in it)")
     # the direction of the workload's metric, which `metric` holds (the sweep may have ranked by another one)
-    tags = parents[0].data.tags
+    tags = parent.data.tags
     mode = tags.get("workload_mode", tags.get("mode", "min"))
     children = client.search_runs(
         [found.experiment_id],
-        f"tags.mlflow.parentRunId = '{parents[0].info.run_id}' and tags.status = 'completed'",
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.status = 'completed'",
         max_results=50000,
     )
     rows = []
@@ -101,7 +112,7 @@ def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -
         rows.append((run.data.tags.get("family", "all"), params, value, run.info.run_id))
     if not rows:
         raise ConfigError("study.from", experiment, "a sweep with at least one completed trial (none yet)")
-    rows.sort(key=lambda row: row[2], reverse=mode == "max")
+    rows = objective.ranked(rows, lambda row: row[2], mode)
     kept: list[tuple[str, dict, float, str]] = []
     taken: dict[str, int] = {}
     for row in rows:
@@ -112,20 +123,14 @@ def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -
     return kept
 
 
-def _perturbed(params: dict[str, Any], factor: float) -> list[tuple[str, dict[str, Any]]]:
+def _variants(params: dict[str, Any], factor: float) -> list[tuple[str, dict[str, Any]]]:
     """(``key:up|down``, flat params) for every valid one-at-a-time perturbation of a configuration."""
-    from autoaccel.analysis.sensitivity import perturbation_configs
-    from autoaccel.optim import validate_config
-    from autoaccel.spaces import to_config
-    from autoaccel.tracking import flatten
-
     budget = {k: v for k, v in params.items() if k.startswith("budget.")}
     nested = to_config({k: v for k, v in params.items() if not k.startswith("budget.")}).optimizer
     out = []
     for key, direction, config in perturbation_configs(nested, factor):
-        probe = {**config, **({"demon": {**config["demon"], "total_steps": 1}} if "demon" in config else {})}
         try:
-            validate_config(probe)
+            validate_config(config)
         except ConfigError:  # moved out of its range (e.g. hessian_power × 2): not a configuration anyone can run
             continue
         out.append((f"{key}:{direction}", {**flatten(config), **budget}))
@@ -157,10 +162,96 @@ def study_points(section: Mapping[str, Any], default_uri: str) -> tuple[list[Poi
     configs = top_configurations(uri, source, checked["top"], checked["per"])
     points = []
     for fam, params, _, run_id in configs:
-        variants = [("base", params), *(_perturbed(params, checked["perturb"]) if checked["perturb"] else [])]
+        variants = [("base", params), *(_variants(params, checked["perturb"]) if checked["perturb"] else [])]
         for label, variant in variants:
             for batch in batch_sizes or [variant.get("budget.batch_size")]:
                 for seed in seeds:
                     flat = {**variant, **({"budget.batch_size": batch} if batch is not None else {})}
                     points.append(Point(flat, fam, seed, run_id, label))
     return points, {**checked, "from": source, "tracking_uri": uri, "seeds": seeds, "batch_sizes": batch_sizes}
+
+
+# -- perturbations of one configuration ------------------------------------------------------------------------
+def _numeric_leaves(config: Mapping[str, Any], prefix: str = "") -> dict[str, int | float]:
+    """Dotted keys of the int and float leaves of a nested config (bools are switches, not magnitudes)."""
+    out: dict[str, int | float] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_numeric_leaves(value, name + "."))
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            out[name] = value
+    return out
+
+
+def _with_value(config: Mapping[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(dict(config))
+    node = out
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node[part] = dict(node[part])
+        node = node[part]
+    node[leaf] = value
+    return out
+
+
+def _scaled(key: str, value: int | float, factor: float, probability_keys: frozenset[str]) -> dict[str, Any]:
+    """{"up": larger value, "down": smaller value}, without directions that leave the value unchanged."""
+    if isinstance(value, (int, np.integer)):
+        if value < 1:
+            return {}  # no multiplicative scale for counts below 1
+        # Half-up rounding (Python's round() would send 2.5 to 2), kept ≥ 1.
+        candidates = {
+            "up": max(1, math.floor(value * factor + 0.5)),
+            "down": max(1, math.floor(value / factor + 0.5)),
+        }
+    elif key.rsplit(".", 1)[-1] in probability_keys and 0 < value < 1:
+        # Momentum-like: perturb 1 − x (the horizon 1/(1 − x) scales by the factor); up = closer to 1.
+        down = 1 - (1 - value) * factor
+        candidates = {"up": 1 - (1 - value) / factor, "down": down if down > 0 else value / factor}
+    elif value == 0:
+        return {}
+    else:
+        candidates = {"up": float(value) * factor, "down": float(value) / factor}
+    return {direction: v for direction, v in candidates.items() if v != value}
+
+
+def perturbation_configs(
+    config: Mapping[str, Any],
+    factor: float = 2.0,
+    params: Sequence[str] | None = None,
+    *,
+    exclude: Sequence[str] = ("demon.total_steps",),
+    probability_keys: frozenset[str] = PROBABILITY_KEYS,
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """One-at-a-time perturbations of a nested optimizer config: ``[(dotted key, "up" | "down", config), ...]``.
+
+    For each numeric hyperparameter (dotted keys of the flattened config, e.g. ``anderson.history``; ``params``
+    restricts them; ``exclude`` drops keys that are not tuned, by default ``demon.total_steps``, which the trial sets
+    from its step budget):
+
+    - floats: ``x · factor`` (up) and ``x / factor`` (down); zero is skipped (scaling it changes nothing);
+    - ints: the same, rounded half up and kept ≥ 1; ints below 1 are skipped;
+    - probability-like keys (last part in ``probability_keys``: momentum, beta1, beta2, beta_init, alpha, ...) with a
+      value in (0, 1): perturbed on the scale of ``1 − x``, the averaging horizon ``1/(1 − x)`` being what a factor
+      should scale: up ``1 − (1 − x)/factor``, down ``1 − (1 − x)·factor``; the latter is kept inside (0, 1) by
+      using ``x/factor`` instead when it would be ≤ 0.
+
+    A direction that leaves the value unchanged (e.g. an int 1 divided) is left out. Bools, strings and None are not
+    perturbed. The configs are not validated: check them (``autoaccel.optim.validate_config``) before running.
+    """
+    if factor <= 1:
+        raise ValueError(f"factor must be > 1, got {factor}")
+    leaves = _numeric_leaves(config)
+    if params is not None:
+        unknown = [p for p in params if p not in leaves]
+        if unknown:
+            raise ValueError(f"not numeric hyperparameters of the config: {unknown}; numeric ones: {sorted(leaves)}")
+        leaves = {p: leaves[p] for p in params}
+    out = []
+    for key, value in leaves.items():
+        if key in exclude:
+            continue
+        for direction, new in _scaled(key, value, factor, probability_keys).items():
+            out.append((key, direction, _with_value(config, key, new)))
+    return out

@@ -1,5 +1,4 @@
-"""Sweeps on a Ray cluster: offline validation of cluster-launcher configs, thin wrappers over Ray's CLI, and the MLflow
-tracking server the sweep driver logs to.
+"""Offline validation of Ray cluster-launcher configs, and of the sweep specs meant to run on them.
 
 The cluster is started by Ray's own cluster launcher from ``cluster.yaml`` (cloud) or ``cluster.onprem.yaml`` (the
 ``local`` provider); autoaccel adds only what users get wrong most (research notes, section C rows 12–14): a check
@@ -28,15 +27,11 @@ there), then our checks of each trial spec against the cluster:
 
 Each problem is one line, ``FILE: KEY: problem; fix``.
 
-**Wrappers** (``autoaccel cluster up|down|attach|status|submit``) build Ray CLI command lines with pure functions
-(:func:`up_command`, ...), validate first (exit code 2 with the problems, nothing run; ``up`` also checks that the
-``file_mounts`` sources exist where it runs), then run them. ``autoaccel tracking serve`` runs ``mlflow server``
-(:func:`tracking_serve_command`) on loopback, with its store under ``~/autoaccel-mlflow`` by default.
+The launch wrappers are in :mod:`autoaccel.cluster.launch`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import difflib
@@ -46,10 +41,7 @@ import logging
 import os
 import posixpath
 import re
-import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,41 +50,15 @@ import yaml
 
 from autoaccel.errors import ConfigError
 
-__all__ = [
-    "DASHBOARD",
-    "DEFAULT_CLUSTER",
-    "DEFAULT_TRACKING_DIR",
-    "add_cluster_parser",
-    "add_tracking_parser",
-    "attach_command",
-    "cluster_command",
-    "down_command",
-    "status_command",
-    "submit_command",
-    "tracking_command",
-    "tracking_serve_command",
-    "up_command",
-    "validate_cluster",
-]
+from .launch import MLFLOW_PORT
+
+__all__ = ["DEFAULT_CLUSTER", "NodeType", "mount_problems", "validate_cluster"]
 
 DEFAULT_CLUSTER = Path("cluster.yaml")
-# The head's dashboard (job submission), reached through the SSH tunnel of `cluster attach` or `ray dashboard`.
-DASHBOARD = "http://127.0.0.1:8265"
-DASHBOARD_PORT, MLFLOW_PORT = 8265, 5000
-# Where `autoaccel tracking serve` keeps its SQLite store and artifacts by default: the head's own disk, outside the
-# project copy (~/autoaccel) that `ray up` syncs.
-DEFAULT_TRACKING_DIR = Path("~/autoaccel-mlflow")
 DOCS = "https://docs.ray.io/en/latest/cluster/vms/references/ray-cluster-configuration.html"
 OBJECT_STORES = ("s3://", "gs://", "hdfs://")
 # MLflow stores reachable over the network: a tracking server, or a database server (SQLAlchemy URIs, +driver allowed).
 REMOTE_TRACKING = ("http", "https", "postgresql", "mysql", "mssql")
-# A job uploads the working directory minus .gitignore'd paths (.venv, sweeps/); .git is not ignored by git itself.
-JOB_EXCLUDES = (".git",)
-
-Runner = Callable[[Sequence[str]], int]
-
-
-# -- validation --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -324,7 +290,7 @@ def _local_node_types(config: Mapping[str, Any], source: str) -> tuple[list[Node
 def _check_trial(
     path: Path, overrides: Sequence[str], cluster: str, nodes: list[NodeType] | None, shared: tuple[str, ...]
 ) -> list[str]:
-    from autoaccel.sweep_spec import load_spec
+    from autoaccel.sweep.spec import load_spec  # torch, via the workloads: not at import (`autoaccel --help`)
 
     try:
         spec = load_spec(path, overrides)
@@ -404,234 +370,9 @@ def _tracking_problems(uri: Any, source: str) -> list[str]:
     return [_line(source, "tracking.uri", problem, fix + " (or a postgresql:// URI)")]
 
 
-# -- command builders (pure) -------------------------------------------------------------------------------------
-
-
-def up_command(cluster_yaml: str | os.PathLike[str]) -> list[str]:
-    """Start or update the cluster (``-y``: no confirmation prompt; setup commands are idempotent)."""
-    return ["ray", "up", "-y", str(cluster_yaml)]
-
-
-def down_command(cluster_yaml: str | os.PathLike[str]) -> list[str]:
-    """Terminate every node, head included."""
-    return ["ray", "down", "-y", str(cluster_yaml)]
-
-
-def attach_command(
-    cluster_yaml: str | os.PathLike[str], ports: Sequence[int] = (DASHBOARD_PORT, MLFLOW_PORT)
-) -> list[str]:
-    """A shell on the head that also forwards the dashboard (for ``ray job submit``/``logs``) and MLflow's UI to the
-    same ports on this machine; both stay on the head's loopback, where they are not exposed."""
-    return ["ray", "attach", str(cluster_yaml), *[arg for port in ports for arg in ("-p", str(port))]]
-
-
-def status_command(cluster_yaml: str | os.PathLike[str]) -> list[str]:
-    """``ray status`` run on the head: nodes, resources in use, pending demands (trials that cannot be placed)."""
-    return ["ray", "exec", str(cluster_yaml), "ray status"]
-
-
-def submit_command(
-    spec: str,
-    dashboard: str = DASHBOARD,
-    overrides: Sequence[str] = (),
-    resume: bool = False,
-    no_wait: bool = False,
-) -> list[str]:
-    """Run ``autoaccel sweep SPEC --address auto`` on the head as a Ray job.
-
-    ``ray job submit`` rather than ``ray submit``: ``ray submit`` copies one Python script and runs it over SSH, while
-    a job runs any entrypoint (here the ``autoaccel`` command), places it on the head (Ray pins an entrypoint that
-    asks for no resources there), ships the working directory (this project, minus what ``.gitignore`` lists) to
-    every node, and keeps status and logs (``ray job logs -f``, ``ray job stop``) after the terminal closes.
-    ``spec`` must be relative to the working directory (``.``).
-    """
-    argv = ["ray", "job", "submit", "--address", dashboard, "--working-dir", "."]
-    argv += ["--runtime-env-json", json.dumps({"excludes": list(JOB_EXCLUDES)})]
-    if no_wait:
-        argv.append("--no-wait")
-    argv += ["--", "autoaccel", "sweep", spec, "--address", "auto"]
-    for override in overrides:
-        argv += ["--set", override]
-    if resume:
-        argv.append("--resume")
-    return argv
-
-
-def default_backend_store_uri() -> str:
-    return f"sqlite:///{(DEFAULT_TRACKING_DIR.expanduser() / 'mlflow.db').resolve()}"
-
-
-def tracking_serve_command(
-    backend_store_uri: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = MLFLOW_PORT,
-    artifacts_destination: str | None = None,
-) -> list[str]:
-    """``mlflow server`` for the sweep driver: by default a SQLite store and proxied artifacts under
-    ``~/autoaccel-mlflow`` (absolute paths: the server's working directory must not matter), bound to loopback."""
-    from autoaccel.tracking import resolve_tracking_uri
-
-    backend = resolve_tracking_uri(backend_store_uri, Path.cwd()) if backend_store_uri else default_backend_store_uri()
-    artifacts = artifacts_destination or str((DEFAULT_TRACKING_DIR.expanduser() / "artifacts").resolve())
-    return [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        backend,
-        "--artifacts-destination",
-        artifacts,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-
-
-# -- runners -----------------------------------------------------------------------------------------------------
-
-
-def _executable(name: str) -> str:
-    """The tool installed next to this Python (the venv's ``ray``/``mlflow``) when there is one, else from PATH."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.is_file() else (shutil.which(name) or name)
-
-
-def run_command(argv: Sequence[str]) -> int:
-    """Run a built command in the foreground; its exit code (130 on Ctrl-C)."""
-    print("+ " + " ".join(argv), file=sys.stderr)
-    try:
-        return subprocess.run([_executable(argv[0]), *argv[1:]], check=False).returncode
-    except KeyboardInterrupt:
-        return 130
-
-
-def _report(problems: Sequence[str]) -> int:
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    return 2
-
-
-def _spec_in_working_dir(spec: str) -> str:
-    """The spec's path relative to ``.``, the job's working directory (it is only uploaded from there)."""
-    path = Path(spec).resolve()
-    try:
-        return path.relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        allowed = "a spec inside the current directory (it is uploaded as the job's working directory)"
-        raise ConfigError("spec", spec, allowed) from None
-
-
-def cluster_command(args: argparse.Namespace, runner: Runner | None = None) -> int:
-    """``autoaccel cluster validate|up|down|attach|status|submit``: validate, then (except validate) run Ray."""
-    run = runner or run_command
-    action = args.cluster_command
-    if action == "validate":
-        problems = validate_cluster(args.cluster_yaml, args.trials)
-        if problems:
-            return _report(problems)
-        checked = f" with {len(args.trials)} trial spec(s)" if args.trials else ""
-        print(f"{args.cluster_yaml}: valid{checked}")
-        return 0
-    if action == "submit":
-        spec = _spec_in_working_dir(args.spec)
-        problems = validate_cluster(args.cluster, [args.spec], args.set)
-        if problems:
-            return _report(problems)
-        code = run(submit_command(spec, args.dashboard, args.set, args.resume, args.no_wait))
-        if code not in (0, 130):
-            print(
-                f"autoaccel cluster submit: ray job submit failed (exit {code}); is the dashboard reachable at "
-                f"{args.dashboard}? Keep `autoaccel cluster attach {args.cluster}` (or `ray dashboard "
-                f"{args.cluster}`) running in another terminal.",
-                file=sys.stderr,
-            )
-        return code
-    problems = validate_cluster(args.cluster_yaml)
-    if not problems and action == "up":
-        problems = _mount_problems(args.cluster_yaml)
-    if problems:
-        return _report(problems)
-    build = {"up": up_command, "down": down_command, "attach": attach_command, "status": status_command}[action]
-    return run(build(args.cluster_yaml))
-
-
-def _mount_problems(cluster_yaml: str) -> list[str]:
+def mount_problems(cluster_yaml: str) -> list[str]:
     """``file_mounts`` sources that do not exist here: they are relative to where ``ray up`` runs (the project root)."""
     mounts = (yaml.safe_load(Path(cluster_yaml).read_text()) or {}).get("file_mounts") or {}
     missing = {remote: local for remote, local in mounts.items() if not Path(str(local)).expanduser().exists()}
     problem, fix = f"does not exist in {Path.cwd()}", "run this from the project root"
     return [_line(cluster_yaml, f"file_mounts.{to}", f"{source!r} {problem}", fix) for to, source in missing.items()]
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def tracking_command(args: argparse.Namespace, runner: Runner | None = None) -> int:
-    """``autoaccel tracking serve``: an MLflow tracking server, in the foreground (run it in tmux on the head)."""
-    if not 0 < args.port < 65536:
-        raise ConfigError("--port", args.port, "a TCP port in 1..65535")
-    argv = tracking_serve_command(args.backend_store_uri, args.host, args.port, args.artifacts_destination)
-    if args.backend_store_uri is None or args.artifacts_destination is None:
-        DEFAULT_TRACKING_DIR.expanduser().mkdir(parents=True, exist_ok=True)
-    if not _is_loopback(args.host):
-        print(
-            f"warning: MLflow on {args.host}:{args.port} is unauthenticated: anyone who can reach this port can read "
-            "and change every run; prefer the default 127.0.0.1 and an SSH tunnel",
-            file=sys.stderr,
-        )
-    print(f"MLflow tracking server: http://{args.host}:{args.port} (store {argv[3]})", file=sys.stderr)
-    return (runner or run_command)(argv)
-
-
-# -- argparse ----------------------------------------------------------------------------------------------------
-
-
-def add_cluster_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """``autoaccel cluster ...``; each subcommand calls :func:`cluster_command`."""
-    cluster = subparsers.add_parser("cluster", help="validate, start, use and stop a Ray cluster for sweeps")
-    actions = cluster.add_subparsers(dest="cluster_command", required=True)
-    helps = {
-        "validate": "check a cluster config (and trial specs against it) offline",
-        "up": "start or update the cluster (ray up)",
-        "down": "terminate the cluster (ray down)",
-        "attach": f"a shell on the head, forwarding ports {DASHBOARD_PORT} (dashboard) and {MLFLOW_PORT} (MLflow)",
-        "status": "nodes, resources in use and pending demands (ray status on the head)",
-    }
-    for name, text in helps.items():
-        action = actions.add_parser(name, help=text)
-        action.add_argument("cluster_yaml", nargs="?", default=str(DEFAULT_CLUSTER), help="default: cluster.yaml")
-        if name == "validate":
-            action.add_argument(
-                "--trials", nargs="+", action="extend", default=[], metavar="SPEC", help="trial specs to check"
-            )
-        action.set_defaults(func=cluster_command)
-    submit = actions.add_parser("submit", help="run `autoaccel sweep SPEC --address auto` on the head as a Ray job")
-    submit.add_argument("spec", help="the sweep spec, inside the current directory (uploaded as the job's)")
-    submit.add_argument("--cluster", default=str(DEFAULT_CLUSTER), help="default: cluster.yaml")
-    submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a spec override")
-    submit.add_argument("--resume", action="store_true", help="continue the sweep after its driver died")
-    submit.add_argument("--no-wait", action="store_true", help="return once submitted (follow: ray job logs -f)")
-    submit.add_argument(
-        "--dashboard",
-        default=os.environ.get("RAY_API_SERVER_ADDRESS", DASHBOARD),
-        help=f"the head's dashboard as forwarded here (default {DASHBOARD}, or RAY_API_SERVER_ADDRESS)",
-    )
-    submit.set_defaults(func=cluster_command)
-    return cluster
-
-
-def add_tracking_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """``autoaccel tracking serve``; calls :func:`tracking_command`."""
-    tracking = subparsers.add_parser("tracking", help="the MLflow tracking server for cluster sweeps")
-    actions = tracking.add_subparsers(dest="tracking_command", required=True)
-    serve = actions.add_parser("serve", help="start an MLflow tracking server (foreground)")
-    serve.add_argument(
-        "--backend-store-uri",
-        help=f"default sqlite:///{DEFAULT_TRACKING_DIR}/mlflow.db; or postgresql://user:pass@host/db",
-    )
-    serve.add_argument("--artifacts-destination", help=f"default {DEFAULT_TRACKING_DIR}/artifacts; or s3://bucket/x")
-    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback); 0.0.0.0 is unauthenticated")
-    serve.add_argument("--port", type=int, default=MLFLOW_PORT, help=f"default {MLFLOW_PORT}")
-    serve.set_defaults(func=tracking_command)
-    return tracking

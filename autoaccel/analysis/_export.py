@@ -27,9 +27,9 @@
     steps so far; null if not logged), key string, value float64, time int64 (MLflow timestamp, ms).
 
 Two readers fetch the same raw rows (runs, tags, params, metric values) and one function builds the tables from
-them: a ``sqlite:///`` store is read straight from its tables through a read-only connection (1,000 runs × 500
-values in about 1.5 s, some 30× faster than the MLflow API, which needs a request per run and metric key: see
-``benchmarks/export_speed.py``); any other store (a tracking server, Postgres) goes through ``MlflowClient``.
+them: a ``sqlite:///`` store is read straight from its tables through a read-only connection (far faster than the
+MLflow API, which needs a request per run and metric key: ``docs/performance.md``, ``benchmarks/export_speed.py``);
+any other store (a tracking server, Postgres) goes through ``MlflowClient``.
 Deleted runs and experiments are left out, as MLflow's searches leave them out.
 """
 
@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -49,7 +48,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["export", "export_command", "export_experiments", "write_parquet"]
+from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE
+
+__all__ = ["export", "export_experiments", "write_parquet"]
 
 METHODS = ("auto", "sql", "api")
 _SQLITE = "sqlite:///"
@@ -139,30 +140,6 @@ def export(experiments: Sequence[str], tracking_uri: str, out_dir: str | Path) -
         "history_rows": history.num_rows,
         "seconds": time.perf_counter() - started,
     }
-
-
-def export_command(args: Any) -> int:
-    """``autoaccel export --experiment NAME [--experiment NAME2] [--tracking-uri URI] --out DIR``.
-
-    ``args.experiment``: a list of names; ``args.tracking_uri``: None for the first experiment's default store
-    (:func:`autoaccel.tracking.sweep_tracking_uri`, as ``autoaccel report``).
-    Prints one line; a bad input is one error line on stderr and exit code 2.
-    """
-    from autoaccel.tracking import resolve_tracking_uri, sweep_tracking_uri
-
-    # a relative SQLite path is relative to the working folder
-    uri = resolve_tracking_uri(args.tracking_uri) if args.tracking_uri else sweep_tracking_uri(args.experiment[0])
-    try:
-        result = export(args.experiment, uri, args.out)
-    except ValueError as error:
-        print(f"autoaccel export: error: {error}", file=sys.stderr)
-        return 2
-    print(
-        f"exported {result['runs_rows']} runs and {result['history_rows']} metric values of "
-        f"{', '.join(result['experiments'])} to {result['runs']} and {result['history']} "
-        f"in {result['seconds']:.2f} s"
-    )
-    return 0
 
 
 # -- the two readers ----------------------------------------------------------------------------------------------
@@ -287,7 +264,7 @@ def _parent_ids(runs: list[tuple], tags: dict[str, dict[str, Any]]) -> set[str]:
     """A sweep's parent run: tagged ``autoaccel.role=sweep``, or named by a run's ``mlflow.parentRunId``. Without
     either (runs of ``autoaccel train``, or another tool's flat runs) every run is a trial."""
     ids = {run[0] for run in runs}
-    parents = {run_id for run_id in ids if tags.get(run_id, {}).get("autoaccel.role") == "sweep"}
+    parents = {run_id for run_id in ids if tags.get(run_id, {}).get(ROLE_TAG) == SWEEP_ROLE}
     return parents | {tags.get(run_id, {}).get("mlflow.parentRunId") for run_id in ids} & ids
 
 

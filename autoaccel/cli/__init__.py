@@ -6,10 +6,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _optimizers(args: argparse.Namespace) -> int:
-    from autoaccel.optim import TECHNIQUES
+    from autoaccel.optim import techniques
+
+    TECHNIQUES = techniques()
 
     if args.json:
         rows = [
@@ -39,8 +42,7 @@ def _optimizers(args: argparse.Namespace) -> int:
 
 
 def _workloads(args: argparse.Namespace) -> int:
-    from autoaccel.workloads import WORKLOADS
-    from autoaccel.workloads._base import options_table
+    from autoaccel.workloads import WORKLOADS, options_table
 
     rows = []
     for name in WORKLOADS:
@@ -75,21 +77,20 @@ def _workloads(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from autoaccel.train import train_command
+    from autoaccel.cli.train import train_command
 
     return train_command(args)
 
 
 def _spaces_show(args: argparse.Namespace) -> int:
-    from autoaccel.spaces import load_space, show
+    from autoaccel.sweep.space import load_space, show
 
     print(show(load_space(args.file), samples=args.samples, seed=args.seed))
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from autoaccel.sweep import run_sweep
-    from autoaccel.sweep_spec import load_spec
+    from autoaccel.sweep import load_spec, run_sweep
 
     spec = load_spec(args.spec, args.set)  # every bad input fails here, before Ray starts
     if args.check:
@@ -109,16 +110,41 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from autoaccel.analysis.export import export_command
+def _store(args: argparse.Namespace) -> str:
+    """``--tracking-uri`` (a relative SQLite path is relative to the working folder), else the first experiment's
+    default store (:func:`autoaccel.tracking.sweep_tracking_uri`)."""
+    from autoaccel.tracking import resolve_tracking_uri, sweep_tracking_uri
 
-    return export_command(args)
+    return resolve_tracking_uri(args.tracking_uri) if args.tracking_uri else sweep_tracking_uri(args.experiment[0])
+
+
+def _export(args: argparse.Namespace) -> int:
+    from autoaccel.analysis import export
+
+    try:
+        result = export(args.experiment, _store(args), args.out)
+    except ValueError as error:  # no such experiment, no trials: one clear line
+        print(f"autoaccel export: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"exported {result['runs_rows']} runs and {result['history_rows']} metric values of "
+        f"{', '.join(result['experiments'])} to {result['runs']} and {result['history']} "
+        f"in {result['seconds']:.2f} s"
+    )
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from autoaccel.analysis.report import report_command
+    from autoaccel.analysis import build_report
 
-    return report_command(args)
+    out = args.out or str(Path("reports") / args.experiment[0])
+    try:
+        written = build_report(args.experiment, _store(args), out)
+    except ValueError as error:  # no such experiment, no trials: one clear line
+        print(f"autoaccel report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"report of {written['runs']} trials: {written['html']} (summary {written['markdown']})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="default: reports/<experiment>")
     report.set_defaults(func=_report)
 
-    from autoaccel.cluster import add_cluster_parser, add_tracking_parser
+    from autoaccel.cli.cluster import add_cluster_parser, add_tracking_parser
 
     add_cluster_parser(commands)
     add_tracking_parser(commands)
@@ -210,7 +236,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError) as error:  # bad input: one clear line, exit code 2, nothing started
         print(f"autoaccel {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m autoaccel.cli``: the ``autoaccel`` command."""
+
+from autoaccel.cli import main
+
+raise SystemExit(main())

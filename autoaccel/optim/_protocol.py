@@ -1,0 +1,39 @@
+"""What a training loop asks of an optimizer stack, so that it never tests an optimizer's class.
+
+An optimizer may declare any of these; torch's own declare none, and the defaults below apply:
+
+- ``needs_closure`` (default False): ``step`` needs a closure that recomputes the loss, and its gradients when grad
+  is enabled (Anderson's safeguard re-evaluates the loss under ``torch.no_grad()``).
+- ``micro_batches`` (default 1): the loop cuts each batch into this many parts and calls ``backward`` on each part's
+  loss divided by the count before one ``step`` (AdaScale estimates the gradient variance across them).
+- ``needs_create_graph`` (default False): the next ``step``'s ``backward`` must keep the graph; asked before every
+  step (AdaHessian's Hessian-vector product, on its refresh steps).
+- ``set_horizon(total_steps)``: the run's length in optimizer steps, known once the loop knows its budget (Demon's
+  T, when the config left it out).
+
+:class:`~autoaccel.optim.OptimizerWrapper` forwards each to the optimizer it wraps; a wrapper adds its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["micro_batches", "needs_closure", "needs_create_graph", "set_horizon"]
+
+
+def needs_closure(optimizer: Any) -> bool:
+    return bool(getattr(optimizer, "needs_closure", False))
+
+
+def micro_batches(optimizer: Any) -> int:
+    return int(getattr(optimizer, "micro_batches", 1))
+
+
+def needs_create_graph(optimizer: Any) -> bool:
+    return bool(getattr(optimizer, "needs_create_graph", False))
+
+
+def set_horizon(optimizer: Any, total_steps: int) -> None:
+    setter = getattr(optimizer, "set_horizon", None)
+    if setter is not None:
+        setter(total_steps)

@@ -1,0 +1,17 @@
+"""Which device a trial trains on."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["DEVICES", "resolve_device"]
+
+DEVICES = "auto, cpu, cuda, cuda:N"
+
+
+def resolve_device(name: str, gpu_granted: bool = True) -> torch.device:
+    """``auto`` is CUDA when torch sees a device and the trial may use one (``gpu_granted``: a Ray trial without a
+    GPU share may not, and a "GPU" Ray declared but torch cannot see trains on the CPU); else the name as given."""
+    if name == "auto":
+        return torch.device("cuda" if gpu_granted and torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,101 @@
+"""What runs inside a sweep's trial, on any node: one sampled configuration trained for every seed in lockstep,
+one report per epoch; and how a trial's outcome is named, which the driver, the searcher and the MLflow callback
+all read from here."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from autoaccel.run import Trial, resolve_device
+
+from .space import Sample, to_config
+
+__all__ = ["plan", "train_sampled", "trial_status"]
+
+
+def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
+    """The Ray trainable: one sampled configuration, trained for every seed in lockstep, one report per epoch."""
+    import ray
+    from ray import tune
+
+    warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
+    sample, seeds = plan(params, payload["seeds"])
+    budget = {**payload["budget"], **sample.budget}
+    local = Path(tempfile.mkdtemp(prefix="autoaccel-trial-"))
+    try:
+        restored = tune.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as folder:
+                shutil.copytree(folder, local, dirs_exist_ok=True)
+        trials = [
+            Trial(
+                {
+                    "workload": payload["workload"],
+                    "optimizer": sample.optimizer,
+                    "budget": budget,
+                    "seed": seed,
+                    "device": _device(payload["device"]),
+                },
+                local / f"seed_{seed}",
+            )
+            for seed in seeds
+        ]
+        metric = trials[0].workload.metric
+        node = {"node_id": ray.get_runtime_context().get_node_id()}  # where it trained (a retry may move it)
+        for per_seed in zip(*(t.epochs() for t in trials), strict=False):
+            report = {**_merge(per_seed, seeds, metric), **node}
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(local))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _device(device: str) -> str:
+    """``auto`` means the GPU Ray gave this trial, if any: a trial without a GPU share must not use one (Ray 2.60
+    leaves CUDA_VISIBLE_DEVICES set for zero-GPU workers on a GPU node)."""
+    import ray
+
+    return str(resolve_device(device, gpu_granted=bool(ray.get_gpu_ids())))
+
+
+def plan(config: Mapping[str, Any], seeds: Sequence[int]) -> tuple[Sample, tuple[int, ...]]:
+    """What a Ray trial trains: (a :class:`~autoaccel.sweep.space.Sample`, its seeds) from Optuna's flat parameters
+    or from a rerun point (one configuration, one seed)."""
+    point = config.get("point")
+    if point is None:
+        return to_config(config), tuple(seeds)
+    return to_config({**point["params"], "family": point["family"]}), (point["seed"],)
+
+
+def _merge(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], metric: str) -> dict[str, Any]:
+    """One report for all seeds: the mean of each number (the rank ASHA and Optuna see), the spread of the metric."""
+    if len(per_seed) == 1:
+        return dict(per_seed[0])
+    merged: dict[str, Any] = {}
+    for key, value in per_seed[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            merged[key] = sum(m[key] for m in per_seed) / len(per_seed)
+    merged["epoch"], merged["epochs_planned"] = per_seed[0]["epoch"], per_seed[0]["epochs_planned"]
+    values = [m[metric] for m in per_seed]
+    merged[f"{metric}_std"] = math.sqrt(sum((v - merged[metric]) ** 2 for v in values) / (len(values) - 1))
+    for seed, value in zip(seeds, values, strict=True):
+        merged[f"{metric}_seed{seed}"] = value
+    merged["status"] = "diverged" if any(m["status"] == "diverged" for m in per_seed) else "completed"
+    return merged
+
+
+def trial_status(result: dict[str, Any] | None, errored: bool = False, stopped: bool = False) -> str:
+    """completed | stopped_early | diverged | errored | interrupted, from a trial's last result; ``stopped``: the
+    scheduler stopped it. A trial that ends before its budget and was not stopped was interrupted (Ctrl-C)."""
+    if errored:
+        return "errored"
+    if result and result.get("status") == "diverged":
+        return "diverged"
+    if result and result.get("epoch", 0) >= result.get("epochs_planned", math.inf):
+        return "completed"
+    return "stopped_early" if stopped else "interrupted"
