@@ -19,13 +19,13 @@ $(STAMP): pyproject.toml constraints.txt
 test: install
 	$(PY) -m pytest -q
 
-# The quickstart sweep, from scratch each time: its folder (sweep state and MLflow store) is the demo's own.
+# The quickstart comparison, from scratch each time: its folder (sweep state and MLflow store) is the demo's own.
+# `autoaccel compare` tunes every family, re-runs the best configurations on paired seeds and writes the report.
 DEMO_DIR := sweeps/admissions-quickstart
 
 demo: install
 	rm -rf $(DEMO_DIR)
-	$(VENV)/bin/autoaccel sweep trials/quickstart.yaml
-	$(VENV)/bin/autoaccel report --experiment admissions-quickstart
+	$(VENV)/bin/autoaccel compare trials/quickstart.yaml
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "ROLE_TAG",
     "STATUSES",
     "SWEEP_ROLE",
+    "EpochWriter",
     "Tracker",
     "default_tracking_uri",
     "find_sweep_parent",
@@ -39,6 +41,7 @@ TERMINAL = {
 }
 # Values of a report that are bookkeeping, not metrics.
 _NOT_METRICS = {"status", "epoch", "epochs_planned"}
+_MAX_METRICS = 1000  # MLflow's limit per log_batch
 STATUSES = tuple(TERMINAL)  # every status a trial ends with
 ROLE_TAG, SWEEP_ROLE = "autoaccel.role", "sweep"  # the tag that marks a sweep's parent run
 
@@ -122,17 +125,29 @@ class Tracker:
     def log_epoch(
         self, run_id: str, metrics: Mapping[str, Any], step: int, tags: Mapping[str, Any] | None = None
     ) -> None:
-        """One ``log_batch`` with every finite numeric value of ``metrics`` at ``step`` (and ``tags``)."""
+        """Every finite numeric value of ``metrics`` at ``step`` (and ``tags``) in one ``log_batch``."""
+        self.log_epochs(run_id, [(metrics, step, tags)])
+
+    def log_epochs(
+        self, run_id: str, epochs: Sequence[tuple[Mapping[str, Any], int, Mapping[str, Any] | None]]
+    ) -> None:
+        """Several epochs' ``(metrics, step, tags)`` of one run in as few ``log_batch`` calls as MLflow allows."""
         from mlflow.entities import Metric, RunTag
 
         stamp = int(time.time() * 1000)
         batch = [
             Metric(key, float(value), stamp, step)
+            for metrics, step, _ in epochs
             for key, value in metrics.items()
             if key not in _NOT_METRICS and _is_number(value) and math.isfinite(float(value))
         ]
-        if batch or tags:
-            self.client.log_batch(run_id, metrics=batch, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+        tags = {k: str(v) for _, _, epoch_tags in epochs for k, v in (epoch_tags or {}).items()}  # the last wins
+        for start in range(0, max(len(batch), 1), _MAX_METRICS):
+            chunk = batch[start : start + _MAX_METRICS]
+            if chunk or (tags and start == 0):
+                self.client.log_batch(
+                    run_id, metrics=chunk, tags=[RunTag(k, v) for k, v in tags.items()] * (start == 0)
+                )
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -143,6 +158,54 @@ class Tracker:
         """Tag the trial's status (and ``tags``) and end the run in the matching terminal MLflow state."""
         self.set_tags(run_id, {**(tags or {}), "status": status})
         self.client.set_terminated(run_id, TERMINAL[status])
+
+
+class EpochWriter:
+    """Per-epoch metrics written by a thread of its own, every epoch queued for a run in one ``log_batch``: the
+    driver's event loop hands a result over and goes on (a SQLite commit per epoch, inline, stalled every trial's
+    next report). ``flush`` waits until everything queued is written; a write that failed raises there, or at the
+    next ``put``."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self._pending: dict[str, list[tuple[Mapping[str, Any], int, Mapping[str, Any] | None]]] = {}
+        self._busy = False
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="autoaccel-mlflow-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, run_id: str, metrics: Mapping[str, Any], step: int, tags: Mapping[str, Any] | None = None) -> None:
+        with self._changed:
+            self._raise()
+            self._pending.setdefault(run_id, []).append((dict(metrics), step, tags))
+            self._changed.notify_all()
+
+    def flush(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: (not self._pending and not self._busy) or self._error is not None)
+            self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"writing epochs to MLflow ({self.tracker.uri}) failed: {error}") from error
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending))
+                pending, self._pending, self._busy = self._pending, {}, True
+            try:
+                for run_id, epochs in pending.items():
+                    self.tracker.log_epochs(run_id, epochs)
+            except BaseException as error:  # kept for the driver, which flushes before it ends a run
+                with self._changed:
+                    self._error = error
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
 
 
 def _write_ahead_log(client: Any) -> None:

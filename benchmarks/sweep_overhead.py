@@ -1,6 +1,12 @@
 """Sweep orchestration and tracking overhead.
 
     .venv/bin/python benchmarks/sweep_overhead.py [--trials 6] [--trial-seconds 10] [--epochs 10] [--json]
+    .venv/bin/python benchmarks/sweep_overhead.py --short [--trials 40] [--json]
+
+``--short``: the orchestration overhead per trial for a sweep of short trials (the quickstart's shape: the
+admissions MLP, 60 epochs at batch 40, one seed, 2 trials at a time, FIFO), for autoaccel, for a bare Ray Tune
+function trainable running the same trials with reused actors (the floor), and for plain Optuna in one process, in
+the same run: (time from the first trial's start to the last trial's end × 2 slots − Σ trials' own time) ÷ trials.
 
 1. Orchestration efficiency = (Σ trial compute / concurrency) / wall, for ``--trials`` trials of about
    ``--trial-seconds`` each (fixed work per epoch, 2 at a time): ``autoaccel.sweep`` (Ray Tune + Optuna + MLflow;
@@ -199,11 +205,124 @@ def first_trial() -> dict[str, Any]:
         )
         first = None
         for line in process.stderr:
-            if first is None and "first epoch reported" in line:
+            if first is None and "first report from trial" in line:
                 first = time.perf_counter() - start
         process.wait()
         total = time.perf_counter() - start
     return {"command_to_first_epoch_s": first, "command_total_s": total}
+
+
+SHORT_SPACE = """params:
+  base: {value: sgd}
+  lr: {float: [1.0e-3, 3.0e-1], log: true}
+  momentum: {float: [0.0, 0.95]}
+"""
+SHORT_BUDGET = {"epochs": 60, "batch_size": 40}
+
+
+def _short_config(lr: float, momentum: float) -> dict[str, Any]:
+    return {
+        "workload": {"name": "admissions_mlp"},
+        "optimizer": {"base": "sgd", "lr": lr, "momentum": momentum},
+        "budget": SHORT_BUDGET,
+        "seed": 0,
+        "device": "cpu",
+    }
+
+
+def _overhead(spans: list[tuple[float, float]], own: list[float], slots: int = 2) -> dict[str, float]:
+    """Per-trial overhead from each trial's (start, end) and its own training time."""
+    wall = max(end for _, end in spans) - min(start for start, _ in spans)
+    return {"wall_s": wall, "own_s": sum(own), "overhead_per_trial_s": (wall * slots - sum(own)) / len(spans)}
+
+
+def short_autoaccel(trials: int) -> dict[str, float]:
+    from mlflow.tracking import MlflowClient
+
+    from autoaccel.sweep import run_sweep
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "space.yaml").write_text(SHORT_SPACE)
+        spec = {
+            "name": "short",
+            "workload": {"name": "admissions_mlp"},
+            "space": str(Path(tmp) / "space.yaml"),
+            "budget": SHORT_BUDGET,
+            "search": {"sampler": "random", "num_samples": trials, "max_concurrent": 2, "seed": 0},
+            "scheduler": {"type": "fifo"},
+            "device": "cpu",
+            "storage": str(Path(tmp) / "sweeps"),
+        }
+        (Path(tmp) / "spec.yaml").write_text(yaml.safe_dump(spec))
+        result = run_sweep(Path(tmp) / "spec.yaml", log=open(os.devnull, "w"))  # noqa: SIM115
+        client = MlflowClient(result["tracking_uri"])
+        runs = client.search_runs([client.get_experiment_by_name("short").experiment_id], max_results=5000)
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        spans = [(r.info.start_time / 1000, r.info.end_time / 1000) for r in children]
+        return _overhead(spans, [r.data.metrics["time_s"] for r in children])
+
+
+def short_ray_floor(trials: int) -> dict[str, float]:
+    """The same trials as a bare function trainable: reused actors, one report per epoch, no checkpoint, no
+    searcher, no callback."""
+    import random
+
+    from ray import tune
+
+    def trainable(config: dict[str, Any]) -> None:
+        from autoaccel.run import Trial
+
+        start = time.time()
+        trial = Trial(_short_config(config["lr"], config["momentum"]))
+        for metrics in trial.epochs():
+            tune.report({"metric": metrics["metric"], "time_s": metrics["time_s"], "start": start, "end": time.time()})
+
+    rng = random.Random(0)
+    space = {"lr": tune.sample_from(lambda _: 10 ** rng.uniform(-3, -0.5)), "momentum": tune.uniform(0.0, 0.95)}
+    with tempfile.TemporaryDirectory() as tmp:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space=space,
+            tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=2, reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=tmp, verbose=0),
+        )
+        grid = tuner.fit()
+        results = [r.metrics for r in grid]
+    return _overhead([(m["start"], m["end"]) for m in results], [m["time_s"] for m in results])
+
+
+def short_optuna(trials: int) -> dict[str, float]:
+    import optuna
+
+    from autoaccel.run import run_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(1)  # as Ray gives each 1-CPU trial
+    spans, own, lock = [], [], threading.Lock()
+
+    def objective(trial: optuna.Trial) -> float:
+        start = time.time()
+        lr, momentum = trial.suggest_float("lr", 1e-3, 3e-1, log=True), trial.suggest_float("momentum", 0.0, 0.95)
+        result = run_trial(_short_config(lr, momentum))
+        with lock:
+            spans.append((start, time.time()))
+            own.append(result["time_s"])
+        return result["metric"]
+
+    optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).optimize(objective, trials, n_jobs=2)
+    return _overhead(spans, own)
+
+
+def short(trials: int) -> dict[str, Any]:
+    """Per-trial overhead of autoaccel, Ray Tune's floor and plain Optuna on the same short trials, in one run."""
+    import ray
+
+    rows: dict[str, Any] = {"trials": trials}
+    for name, measure in (("optuna", short_optuna), ("autoaccel", short_autoaccel), ("ray_floor", short_ray_floor)):
+        rows.update({f"{name}_{key}": value for key, value in measure(trials).items()})
+    ray.shutdown()
+    rows["autoaccel_over_floor"] = rows["autoaccel_overhead_per_trial_s"] / rows["ray_floor_overhead_per_trial_s"]
+    return rows
 
 
 def main() -> None:
@@ -211,16 +330,20 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--trial-seconds", type=float, default=10.0)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--short", action="store_true", help="per-trial overhead of short trials (see above)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    work = calibrate(args.trial_seconds / args.epochs)
-    rows: dict[str, Any] = {"trials": args.trials, "epochs": args.epochs, "work_per_epoch": work}
-    rows.update(tracking())
-    rows.update(first_trial())
-    rows.update(plain_optuna(args.trials, args.epochs, work))
-    rows.update(orchestration(args.trials, args.epochs, work))
+    if args.short:
+        rows: dict[str, Any] = short(args.trials if args.trials != 6 else 40)
+    else:
+        work = calibrate(args.trial_seconds / args.epochs)
+        rows = {"trials": args.trials, "epochs": args.epochs, "work_per_epoch": work}
+        rows.update(tracking())
+        rows.update(first_trial())
+        rows.update(plain_optuna(args.trials, args.epochs, work))
+        rows.update(orchestration(args.trials, args.epochs, work))
     if args.json:
         print(json.dumps(rows, indent=2))
         return

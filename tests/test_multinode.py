@@ -100,7 +100,9 @@ def test_losing_a_worker_node_mid_sweep(cluster: Any, tmp_path: Path) -> None:
     from autoaccel.sweep import load_spec, run_sweep
 
     nodes, workers = cluster
-    spec = load_spec(_spec(tmp_path, "lossy", budget={"epochs": 6, "batch_size": 16}))
+    # a checkpoint every epoch, so that the trials on the lost node have one to continue from
+    failure = {"max_failures": 2, "checkpoint_every_s": 0}
+    spec = load_spec(_spec(tmp_path, "lossy", budget={"epochs": 6, "batch_size": 16}, failure=failure))
     db = spec.folder / "mlflow.db"
 
     def remove_when_training() -> None:

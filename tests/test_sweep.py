@@ -103,6 +103,8 @@ def test_sweep_with_asha_records_every_trial_truthfully(ray_session: Any, tmp_pa
     for trial in study.trials:  # stopped trials are PRUNED with their intermediate values, not COMPLETE
         expected = TrialState.PRUNED if trial.user_attrs["status"] == "stopped_early" else TrialState.COMPLETE
         assert trial.state == expected and trial.intermediate_values
+        # every epoch reached, although a short trial reports only at ASHA's rungs and its end (several per report)
+        assert sorted(trial.intermediate_values) == list(range(1, max(trial.intermediate_values) + 1))
     assert sorted(t.user_attrs["status"] for t in study.trials) == sorted(statuses.values())
     assert result["statuses"] == {s: list(statuses.values()).count(s) for s in set(statuses.values())}
     assert result["best"] and result["best"][0]["value"] <= min(r["value"] for r in result["best"])
@@ -138,7 +140,7 @@ def test_trial_that_raises_once_is_retried_from_its_checkpoint(ray_session: Any,
         workload={"name": "sweep_workloads:FlakyQuadratic", "samples": 64, "marker": str(marker)},
         search={"sampler": "random", "num_samples": 2, "max_concurrent": 1, "seed": 0},
         scheduler={"type": "fifo"},
-        failure={"max_failures": 1},
+        failure={"max_failures": 1, "checkpoint_every_s": 0},  # epochs 1 and 2 checkpointed before the failure
     )
     result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
     assert marker.exists()  # it did fail
@@ -204,7 +206,7 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
         budget={"epochs": 5, "batch_size": 16},
         search={"sampler": "tpe", "num_samples": 6, "max_concurrent": 2, "seed": 0},
         scheduler={"type": "fifo"},
-        failure={"max_failures": 1},
+        failure={"max_failures": 1, "checkpoint_every_s": 0},  # a checkpoint every epoch: resumes mid-trial
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "autoaccel.cli", "sweep", str(spec)]

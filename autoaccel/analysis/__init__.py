@@ -1,8 +1,10 @@
 """Reading sweeps back: MLflow → ``runs``/``history`` Arrow tables and Parquet (:func:`export`), the statistics
 (importance, sensitivity curves and heat maps, perturbation losses; performance profiles, top-k finishes, expected
-best of k, seeds, batch sizes, failure accounting) and the report (:func:`build_report`, HTML + Markdown).
+best of k, seeds, batch sizes, failure accounting), a comparison's verdict (:func:`verdict_table`) and the report
+(:func:`build_report`, HTML + Markdown).
 
-The implementation lives in private modules (``_export``, ``_sensitivity``, ``_robustness``, ``_report``); every
+The implementation lives in private modules (``_export``, ``_sensitivity``, ``_robustness``, ``_compare``,
+``_report``); every
 public name is imported from here, once, on first use, so ``import autoaccel.analysis`` stays light until one is
 needed (pyarrow and pandas load then, MLflow for a non-SQLite store).
 """
@@ -39,6 +41,7 @@ _LAZY = {
         ),
         "_robustness",
     ),
+    **dict.fromkeys(("final_runs", "tuning_curves", "verdict_rule", "verdict_table"), "_compare"),
     **dict.fromkeys(("SECTIONS", "build_report"), "_report"),
 }
 __all__ = sorted(_LAZY)

@@ -4,7 +4,10 @@
 (experiment, start_time, run_id); its columns, in this order:
 
     run_id string, experiment string, sweep string, trial_id string, workload string, family string,
-    technique string, seed string, status string (completed | stopped_early | diverged | errored | interrupted),
+    technique string, seed string,
+    phase string         tuning | final in a comparison, else null,
+    baseline string      the family a comparison measures this trial's family against, else null,
+    status string        completed | stopped_early | diverged | errored | interrupted,
     epochs int64,
     metric_name string   the key the ``metric`` history holds (the parent's ``workload_metric`` tag),
     mode string          its direction, min | max (the parent's ``workload_mode`` tag),
@@ -35,6 +38,7 @@ Deleted runs and experiments are left out, as MLflow's searches leave them out.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sqlite3
@@ -313,6 +317,9 @@ def _runs_table(
         "family": _strings(t.get("family") for t in own),
         "technique": _strings(t.get("technique") for t in own),
         "seed": _strings(t.get("seed") for t in own),
+        # a comparison's trials: tuning or final, and the family each technique is measured against
+        "phase": _strings(t.get("phase") for t in own),
+        "baseline": _strings(_baseline(t.get("family"), s) for t, s in zip(own, sweep, strict=True)),
         "status": _strings(t.get("status") for t in own),
         "epochs": pa.array([_int(t.get("epochs")) for t in own], pa.int64()),
         # The ``metric`` history holds the workload's primary metric; the sweep may rank by another one.
@@ -389,6 +396,12 @@ def _reached(
             first["run_id"].to_pylist(), first["time_s_first"].to_pylist(), first["step_first"].to_pylist(), strict=True
         )
     }
+
+
+def _baseline(family: str | None, sweep: dict[str, Any]) -> str | None:
+    """The family a technique family is measured against, from its sweep's ``baselines`` tag (a comparison)."""
+    baselines = json.loads(sweep["baselines"]) if "baselines" in sweep else {}
+    return baselines.get(family)
 
 
 # -- typing values ------------------------------------------------------------------------------------------------

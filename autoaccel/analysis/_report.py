@@ -1,9 +1,12 @@
 """``autoaccel report``: one sweep (or several) → a self-contained HTML report, a Markdown summary, Parquet tables.
 
-Sections: overview (budget, statuses, best configurations), each technique against its base optimizer (with the
-best learning curves), hyperparameter importance (PED-ANOVA, bootstrap intervals), sensitivity curves and heat
-maps, seed and batch-size robustness, tuning-budget curves (expected best of k), performance profiles and top-k
-finishes (when there are several workloads or settings), failure accounting, and the commands that reproduce it.
+A comparison's report leads with the answer: the verdict of each technique against its baseline (one sentence and
+one row each, a forest plot of the ratios, learning curves over seeds, tuning-budget curves), written also as
+``verdict.parquet`` and ``tuning.parquet``. The details follow: overview (budget, statuses, best configurations),
+each technique against its base optimizer (a plain sweep's best trials), hyperparameter importance (PED-ANOVA,
+bootstrap intervals) and sensitivity curves and heat maps (a comparison's tuning trials), seed and batch-size
+robustness (its final runs), tuning-budget curves (expected best of k), performance profiles and top-k finishes
+(when there are several workloads or settings), failure accounting, and the commands that reproduce it.
 
 Every section works on whatever the experiment holds — a running or cut-short sweep, a single trial — and says what
 it cannot show and why instead of failing. Plots are PNGs embedded as data URIs: the HTML needs no network and no
@@ -28,6 +31,7 @@ import pandas as pd
 from autoaccel import objective
 from autoaccel.tracking import find_sweep_parent
 
+from ._compare import final_runs, sentence, tuning_curves, verdict_table
 from ._export import export_experiments, write_parquet
 from ._robustness import (
     algoperf_times,
@@ -57,6 +61,7 @@ HEATMAP_PAIRS = (
 )
 _FINISHED = ("completed",)
 SECTIONS = (
+    "Verdict",
     "Overview",
     "Each technique against its base optimizer",
     "Hyperparameter importance",
@@ -122,7 +127,7 @@ def _missing(value: Any) -> bool:
 
 
 def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _best_first(df: pd.DataFrame, mode: str) -> pd.DataFrame:
@@ -134,6 +139,139 @@ def _best_first(df: pd.DataFrame, mode: str) -> pd.DataFrame:
 
 
 # -- sections -------------------------------------------------------------------------------------------------------
+_VERDICT_COLUMNS = {
+    "family": "technique",
+    "baseline": "baseline",
+    "setting": "setting",
+    "verdict": "verdict",
+    "n_seeds": "seeds",
+    "ratio": "ratio",
+    "ratio_ci_low": "ratio low",
+    "ratio_ci_high": "ratio high",
+    "win_rate": "win rate",
+    "speedup": "speed-up",
+    "speedup_ci_low": "speed-up low",
+    "speedup_ci_high": "speed-up high",
+    "failure_rate": "failure rate",
+    "tuning_diverged_rate": "tuning diverged",
+}
+_COLOURS = {"better": "#2a9d4b", "worse": "#c0392b", "no clear difference": "#7f7f7f"}
+
+
+def is_comparison(runs: pd.DataFrame) -> bool:
+    return "phase" in runs and bool((runs["phase"] == "final").any())
+
+
+def _verdict(runs: pd.DataFrame, history: pd.DataFrame, out: Path) -> Section:
+    section = Section("Verdict")
+    if not is_comparison(runs):
+        section.missing.append(
+            "not a comparison: a spec with a `compare` section tunes every family with the same budget and re-runs "
+            "each family's best configuration on paired seeds beside its baseline's, which a verdict rests on "
+            "(docs/compare.md)"
+        )
+        return section
+    table, curves = verdict_table(runs), tuning_curves(runs)
+    table.to_parquet(out / "verdict.parquet", index=False)
+    curves.to_parquet(out / "tuning.parquet", index=False)
+    if table.empty:
+        section.missing.append("no technique has a baseline among the families: name them in compare.baselines")
+        return section
+    counts = table["verdict"].value_counts()
+    summary = ", ".join(f"{counts[v]} {v}" for v in ("better", "worse", "no clear difference") if v in counts)
+    section.text.append(
+        f"{len(table)} technique-against-baseline comparison(s): {summary}. Ratios < 1 mean the technique's final "
+        f"{table['metric'].iloc[0]} is better; intervals are 95% bootstrap intervals over paired seeds; the rule "
+        "and the method are in docs/compare.md."
+    )
+    section.text.extend(sentence(row) for _, row in table.iterrows())
+    shown = table[list(_VERDICT_COLUMNS)].rename(columns=_VERDICT_COLUMNS)
+    section.tables.append(("Verdict per technique and setting (verdict.parquet has every column)", shown))
+    section.images.append(("forest plot of the ratios", _forest(table)))
+    section.images.append(("learning curves against the baseline", _curves_against(table, final_runs(runs), history)))
+    section.images.append(("tuning budget", _budget_plot(curves, runs["mode"].dropna().iloc[0])))
+    return section
+
+
+def _forest(table: pd.DataFrame) -> bytes:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
+    finite = table[["ratio", "ratio_ci_low", "ratio_ci_high"]].replace([np.inf, -np.inf], np.nan).stack()
+    finite = finite[finite > 0]
+    low, high = (finite.min() / 1.5, finite.max() * 1.5) if len(finite) else (0.5, 2.0)
+    for y, (_, row) in enumerate(table.iloc[::-1].iterrows()):
+        middle, left, right = (float(np.clip(row[k], low, high)) for k in ("ratio", "ratio_ci_low", "ratio_ci_high"))
+        colour = _COLOURS[row["verdict"]]
+        ax.plot([left, right], [y, y], color=colour, lw=2)
+        ax.plot(middle, y, "o", color=colour)
+    ax.axvline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_yticks(range(len(table)))
+    ax.set_yticklabels([f"{r.family} vs {r.baseline} ({r.setting})" for r in table.iloc[::-1].itertuples()], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ax.set_xlabel("final metric ÷ baseline's, paired by seed (< 1: better); clipped at the plot's edges")
+    return _png(fig)
+
+
+def _seed_matrix(rows: pd.DataFrame, history: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """epoch × run of the ``metric`` history; a failed run counts as the worst value from its failure on."""
+    curves = history[(history["key"] == "metric") & history["run_id"].isin(rows["run_id"])]
+    matrix = curves.pivot_table(index="epoch", columns="run_id", values="value", aggfunc="last")
+    for run_id in rows.loc[rows["status"].isin(("diverged", "errored")), "run_id"]:
+        if run_id not in matrix:
+            matrix[run_id] = np.nan
+        last = matrix[run_id].last_valid_index()
+        matrix.loc[matrix.index >= (last if last is not None else 0), run_id] = objective.worst(mode)
+    return matrix.sort_index().ffill()
+
+
+def _curves_against(table: pd.DataFrame, final: pd.DataFrame, history: pd.DataFrame) -> bytes:
+    plt = _figure()
+    n = len(table)
+    columns = min(3, n)
+    rows_n = math.ceil(n / columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4.3 * columns, 3.1 * rows_n), squeeze=False)
+    mode = table["mode"].iloc[0]
+    for ax, row in zip(axes.flat, table.itertuples(), strict=False):
+        in_setting = final[final["setting"] == row.setting]
+        for family, colour in ((row.baseline, "#555555"), (row.family, _COLOURS.get(row.verdict, "#4c72b0"))):
+            matrix = _seed_matrix(in_setting[in_setting["family"] == family], history, mode)
+            if matrix.empty:
+                continue
+            median = matrix.median(axis=1)
+            q1, q3 = matrix.quantile(0.25, axis=1), matrix.quantile(0.75, axis=1)
+            ax.plot(median.index, median, color=colour, label=f"{family} (median, {matrix.shape[1]} seeds)")
+            ax.fill_between(median.index, q1, q3, color=colour, alpha=0.2)
+        ax.set_title(f"{row.family} vs {row.baseline}: {row.setting}", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(row.metric)
+        values = history.loc[history["key"] == "metric", "value"]
+        if (values[np.isfinite(values)] > 0).all():
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle("Final runs: median and inter-quartile band over seeds", fontsize=9)
+    return _png(fig)
+
+
+def _budget_plot(curves: pd.DataFrame, mode: str) -> bytes:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for family, curve in curves.groupby("family"):
+        shown = curve.replace([np.inf, -np.inf], np.nan)
+        line = ax.plot(shown["k"], shown["expected"], label=f"{family} ({int(curve['n_trials'].iloc[0])} trials)")
+        ax.fill_between(shown["k"], shown["ci_low"], shown["ci_high"], color=line[0].get_color(), alpha=0.15)
+    ax.set_xlabel("k (tuning trials)")
+    ax.set_ylabel("expected best of k (95% bootstrap band)")
+    ax.set_xscale("log")
+    if mode == "min" and (curves["expected"].replace(np.inf, np.nan).dropna() > 0).all():
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("How much tuning each family needs", fontsize=9)
+    return _png(fig)
+
+
 def _overview(runs: pd.DataFrame, experiments: Sequence[str], metric: str, mode: str, target: float | None) -> Section:
 
     section = Section("Overview")
@@ -167,6 +305,13 @@ def _overview(runs: pd.DataFrame, experiments: Sequence[str], metric: str, mode:
 
 def _techniques(runs: pd.DataFrame, history: pd.DataFrame, mode: str, metric: str) -> Section:
     section = Section("Each technique against its base optimizer")
+    if is_comparison(runs):
+        section.missing.append("a comparison: the verdict above compares each technique with its baseline")
+        return section
+    section.text.append(
+        "The best trial of each family against its base's best, from one sweep: families got the trials the sampler "
+        "gave them and the scheduler let finish, so this is no budget-matched comparison (a `compare` section is)."
+    )
     done = runs[runs["status"].isin(_FINISHED)]
     if done.empty:
         section.missing.append("no completed trials to compare")
@@ -302,19 +447,25 @@ def _sensitivity(runs: pd.DataFrame, mode: str, metric: str) -> Section:
 
 
 def _seeds(runs: pd.DataFrame, metric: str) -> pd.DataFrame | None:
-    """One row per (configuration, seed): a study's trials already are; lockstep seeds are spread out of their
-    per-seed columns. The configuration (its optimizer hyperparameters) is what the spread is measured over."""
+    """One row per (configuration, seed), a failed seed with a null metric (counted, never a stand-in value): a
+    study's trials already are one per seed; lockstep seeds are spread out of their per-seed columns. The
+    configuration (its optimizer hyperparameters) is what the spread is measured over."""
     runs = runs.assign(
         configuration=[_config_text(r.drop(labels=["budget.batch_size"], errors="ignore")) for _, r in runs.iterrows()]
     )
+    failed = runs["status"].isin(("diverged", "errored"))
     per_seed = [c for c in runs.columns if c.startswith(f"final_{metric}_seed")]
     if per_seed:
+        for column in per_seed:  # a lockstep seed that diverged logged a stand-in: say it failed instead
+            flag = runs.get(f"final_diverged_seed{column.rsplit('seed', 1)[-1]}")
+            runs[column] = runs[column].mask(flag == 1 if flag is not None else failed)
         long = runs.melt(
             id_vars=["run_id", "family", "configuration"], value_vars=per_seed, var_name="seed", value_name="value"
         )
         long["seed"] = long["seed"].str.rsplit("seed", n=1).str[-1]
-        return long.dropna(subset=["value"]).rename(columns={"value": "final_metric"})
+        return long.rename(columns={"value": "final_metric"})
     if runs.groupby("configuration")["seed"].nunique().max() > 1:
+        runs = runs.assign(final_metric=runs["final_metric"].mask(failed))
         return runs[["run_id", "family", "configuration", "seed", "final_metric"]]
     return None
 
@@ -322,8 +473,9 @@ def _seeds(runs: pd.DataFrame, metric: str) -> pd.DataFrame | None:
 def _robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
 
     section = Section("Robustness over seeds and batch sizes")
-    done = runs[runs["status"].isin(_FINISHED)]
-    seeds = _seeds(done, metric) if not done.empty else None
+    results = runs[runs["status"].isin(("completed", "diverged", "errored"))]  # stopped or interrupted: no result
+    done = results[results["status"].isin(_FINISHED)]
+    seeds = _seeds(results, metric) if not results.empty else None
     if seeds is None:
         section.missing.append(
             "one seed per configuration: run with `seeds: [0, 1, ...]` or a robustness study "
@@ -332,12 +484,15 @@ def _robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
     else:
         section.tables.append(
             (
-                "Final metric over seeds, per configuration (mean, std, 95% CI)",
+                "Final metric over seeds, per configuration (mean, std, 95% t-interval from ≥ 3 finite values; "
+                "n_nonfinite counts the failed seeds)",
                 seed_robustness(seeds, "final_metric", by=("family", "configuration")),
             )
         )
     if "budget.batch_size" in done and done["budget.batch_size"].nunique() > 1:
-        table = batch_size_robustness(done, "final_metric", batch_col="budget.batch_size", by="family")
+        failed = results["status"] != "completed"  # a failed run is counted, with no value
+        values = results.assign(final_metric=results["final_metric"].mask(failed))
+        table = batch_size_robustness(values, "final_metric", batch_col="budget.batch_size", by="family")
         section.tables.append(("Quality and steps to target against batch size", table))
     else:
         section.missing.append(
@@ -371,7 +526,7 @@ def _perturbation(runs: pd.DataFrame, mode: str, metric: str) -> Section:
         perturbed = {tuple(label.rsplit(":", 1)): value for label, value in means.items() if label != "base"}
         table = perturbation_loss(means["base"], perturbed, mode=mode)
         family = group["family"].iloc[0]
-        section.tables.append((f"{family} (source run {source[:8]}, base {metric} {means['base']:.4g})", table))
+        section.tables.append((f"{family} (source run {source[:8]}, base {metric} {means['base']:.3g})", table))
     return section
 
 
@@ -416,7 +571,12 @@ def _profiles(runs: pd.DataFrame, mode: str) -> Section:
             "several sweeps together: `autoaccel report --experiment A --experiment B`)"
         )
         return section
-    times = algoperf_times(settings, problem_col="setting", algorithm_col="family")
+    # a comparison's final runs: one study per seed, so each setting's time is the median over seeds (a failed or
+    # never-reaching seed is ∞ there), and each family's score the median final metric, a failed seed the worst
+    final = "phase" in settings and bool((settings["phase"] == "final").all())
+    failed = settings["status"].isin(("diverged", "errored"))
+    settings = settings.assign(time_to_target_s=settings["time_to_target_s"].mask(failed))
+    times = algoperf_times(settings, "setting", "family", study_col="seed" if final else None)
     profile = performance_profile(times)
     score = benchmark_score(times)
     section.tables.append(
@@ -435,9 +595,16 @@ def _profiles(runs: pd.DataFrame, mode: str) -> Section:
     ax.set_ylabel("ρ(τ): fraction of settings")
     ax.legend(fontsize=8)
     section.images.append(("performance profiles", _png(fig)))
-    done = settings[settings["status"].isin(_FINISHED)]
-    best = done.groupby(["setting", "family"])["final_metric"].agg(lambda v: objective.best(v, mode)).unstack()
-    section.tables.append(("Top-1 / top-3 finishes over settings (%)", top_k_finishes(best, (1, 3), mode)))
+    if final:
+        values = settings[settings["status"].isin(("completed", "diverged", "errored"))]
+        values = values.assign(final_metric=values["final_metric"].mask(failed, objective.worst(mode)))
+        scores = values.groupby(["setting", "family"])["final_metric"].median().unstack()
+        caption = "Top-1 / top-3 finishes over settings (%), median final metric over seeds, a failure the worst"
+    else:
+        done = settings[settings["status"].isin(_FINISHED)]
+        scores = done.groupby(["setting", "family"])["final_metric"].agg(lambda v: objective.best(v, mode)).unstack()
+        caption = "Top-1 / top-3 finishes over settings (%), best completed trial"
+    section.tables.append((caption, top_k_finishes(scores.replace([np.inf, -np.inf], np.nan), (1, 3), mode)))
     return section
 
 
@@ -448,7 +615,8 @@ def _failures(runs: pd.DataFrame) -> Section:
         "Every trial is counted: diverged (non-finite loss), errored (an exception after retries),"
         " stopped early (by ASHA, at the epochs it reached) and interrupted ones are never dropped."
     )
-    section.tables.append(("Statuses per family", failure_accounting(runs, by="family")))
+    by = ["phase", "family"] if is_comparison(runs) else "family"
+    section.tables.append(("Statuses per family", failure_accounting(runs, by=by)))
     return section
 
 
@@ -476,7 +644,7 @@ def _flat(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _html_table(df: pd.DataFrame) -> str:
-    return _flat(df).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, escape=True)
+    return _flat(df).to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="—", border=0, escape=True)
 
 
 def _render_html(title: str, sections: list[Section]) -> str:
@@ -521,7 +689,7 @@ def _plain_markdown(df: pd.DataFrame) -> str:
     def cell(value: Any) -> str:
         if _missing(value):
             return "—"
-        return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
+        return f"{value:.3g}" if isinstance(value, float) else str(value).replace("|", "\\|")
 
     header = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "---|" * len(df.columns)
@@ -549,15 +717,20 @@ def build_report(
     mode = runs["mode"].dropna().iloc[0] if runs["mode"].notna().any() else "min"
     target = runs["target"].dropna().iloc[0] if runs["target"].notna().any() else None
     parent, spec = _parent(tracking_uri, experiments[0])
+    # a comparison: tuning trials say how each knob matters, final runs how robust the chosen configurations are
+    compared = is_comparison(runs)
+    tuning = runs[runs["phase"] == "tuning"] if compared else runs
+    final = runs[runs["phase"] == "final"] if compared else runs
     builders: list[Callable[[], Section]] = [  # in the order of SECTIONS
+        lambda: _verdict(runs, history, out),
         lambda: _overview(runs, experiments, metric, mode, target),
         lambda: _techniques(runs, history, mode, metric),
-        lambda: _importance(runs, mode),
-        lambda: _sensitivity(runs, mode, metric),
-        lambda: _robustness(runs, mode, metric),
+        lambda: _importance(tuning, mode),
+        lambda: _sensitivity(tuning, mode, metric),
+        lambda: _robustness(final, mode, metric),
         lambda: _perturbation(runs, mode, metric),
-        lambda: _budget(runs, mode, metric),
-        lambda: _profiles(runs, mode),
+        lambda: _budget(tuning, mode, metric),
+        lambda: _profiles(final, mode),
         lambda: _failures(runs),
         lambda: _reproduce(experiments, tracking_uri, out, spec),
     ]
@@ -574,12 +747,15 @@ def build_report(
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri).log_artifacts(parent, str(out), artifact_path="report")
+    verdict = out / "verdict.parquet"
     return {
         "html": str(out / "index.html"),
         "markdown": str(out / "report.md"),
         "runs": len(runs),
         "parent_run_id": parent,
         "folder": str(out),
+        "verdict": sections[0].text[1:],  # one sentence per technique (empty unless a comparison)
+        **({"verdict_table": str(verdict)} if verdict.exists() else {}),
     }
 
 

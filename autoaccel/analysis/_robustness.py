@@ -47,6 +47,8 @@ __all__ = [
     "top_k_finishes",
 ]
 
+MIN_INTERVAL = 3  # finite values an interval over seeds needs
+
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
 
@@ -349,7 +351,8 @@ def seed_robustness(
     Per group: ``n`` (rows), ``n_finite`` (rows whose metric is a finite number; the statistics use these),
     ``n_nonfinite`` (missing, NaN or ±∞, e.g. diverged; counted, not hidden), ``mean``, ``std`` (sample, ddof = 1),
     a ``ci`` confidence interval of the mean from Student's t, ``mean ± t_{(1+ci)/2, n−1} · std / √n``
-    (``ci_low``/``ci_high``; NaN, i.e. null, when fewer than 2 finite values), ``min`` and ``max``.
+    (``ci_low``/``ci_high``; NaN, i.e. null, with fewer than :data:`MIN_INTERVAL` finite values), ``min`` and
+    ``max``.
     """
     keys = _group_keys(by)
     _require_rows(df, metric, *keys)
@@ -360,7 +363,8 @@ def seed_robustness(
         m = finite.size
         mean = float(finite.mean()) if m else math.nan
         std = float(finite.std(ddof=1)) if m > 1 else math.nan
-        half = _t_quantile((1 + ci) / 2, m - 1) * std / math.sqrt(m) if m > 1 else math.nan
+        # no interval from fewer than MIN_INTERVAL points: from two, a t-interval is too wide to say anything
+        half = _t_quantile((1 + ci) / 2, m - 1) * std / math.sqrt(m) if m >= MIN_INTERVAL else math.nan
         rows.append(
             {
                 **dict(zip(keys, key, strict=True)),

@@ -231,7 +231,8 @@ def _importances(
 
 
 def _default_params(df: pd.DataFrame) -> list[str]:
-    return [str(c) for c in df.columns if str(c).startswith("optimizer.") and df[c].notna().any()]
+    """The ``optimizer.*`` columns that vary among these trials: a parameter fixed in them cannot matter here."""
+    return [str(c) for c in df.columns if str(c).startswith("optimizer.") and df[c].nunique(dropna=True) > 1]
 
 
 def param_importance(
@@ -373,7 +374,7 @@ def importance_by_group(
 ) -> pd.DataFrame:
     """:func:`param_importance` per technique family, and over all trials (notes B5.5).
 
-    Per group the parameters default to the ``optimizer.*`` columns set in that group; for the overall row the
+    Per group the parameters default to the ``optimizer.*`` columns that vary in that group; for the overall row the
     union, plus ``group_col`` itself as a categorical parameter when ``include_group_param`` (how much the choice
     of family matters next to its hyperparameters). ``kwargs`` go to :func:`param_importance`.
 

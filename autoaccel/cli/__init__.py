@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from autoaccel.errors import ConfigError, DataError
 
 
 def _optimizers(args: argparse.Namespace) -> int:
@@ -89,24 +92,49 @@ def _spaces_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """The command that continues this sweep, as typed (every --set included): it must pass the resume check."""
+    words = ["autoaccel", args.command, args.spec, *(w for value in args.set for w in ("--set", value))]
+    words += ["--address", args.address] if args.address else []
+    return "interrupted; continue with: " + " ".join(shlex.quote(w) for w in [*words, "--resume"])
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from autoaccel.sweep import load_spec, run_sweep
 
     spec = load_spec(args.spec, args.set)  # every bad input fails here, before Ray starts
+    if args.command == "compare" and spec.compare is None:
+        raise ConfigError("compare", None, f"a compare section in {args.spec} (or run it with `autoaccel sweep`)")
     if args.check:
         print(f"{args.spec}: valid ({spec.num_samples} trials of {spec.workload['name']}, folder {spec.folder})")
         return 0
     try:
         result = run_sweep(spec, resume=args.resume, address=args.address)
     except KeyboardInterrupt:
-        print(f"interrupted; continue with: autoaccel sweep {args.spec} --resume", file=sys.stderr)
+        print(_resume_hint(args), file=sys.stderr)
         return 130
     if args.output_json:
         with open(args.output_json, "w") as handle:
             json.dump(result, handle, indent=2, default=str)
     if result["unfinished"]:  # Ctrl-C: Ray stops the trials and fit() returns
-        print(f"interrupted; continue with: autoaccel sweep {args.spec} --resume", file=sys.stderr)
+        print(_resume_hint(args), file=sys.stderr)
         return 130
+    if args.command == "compare":
+        return _report_and_print([spec.experiment], spec.tracking_uri, args.out or str(Path("reports") / spec.name))
+    return 0
+
+
+def _report_and_print(experiments: list[str], uri: str, out: str) -> int:
+    from autoaccel.analysis import build_report
+
+    try:
+        written = build_report(experiments, uri, out)
+    except ValueError as error:  # no such experiment, no trials: one clear line
+        print(f"autoaccel report: error: {error}", file=sys.stderr)
+        return 2
+    for line in written["verdict"]:
+        print(line)
+    print(f"report of {written['runs']} trials: {written['html']} (summary {written['markdown']})")
     return 0
 
 
@@ -135,16 +163,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from autoaccel.analysis import build_report
-
-    out = args.out or str(Path("reports") / args.experiment[0])
-    try:
-        written = build_report(args.experiment, _store(args), out)
-    except ValueError as error:  # no such experiment, no trials: one clear line
-        print(f"autoaccel report: error: {error}", file=sys.stderr)
-        return 2
-    print(f"report of {written['runs']} trials: {written['html']} (summary {written['markdown']})")
-    return 0
+    return _report_and_print(args.experiment, _store(args), args.out or str(Path("reports") / args.experiment[0]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,20 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=0)
     show.set_defaults(func=_spaces_show)
 
-    sweep = commands.add_parser("sweep", help="run a tuning sweep from a spec (trials/*.yaml)")
-    sweep.add_argument("spec", help="the sweep spec YAML")
-    sweep.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec value with a dotted key, e.g. search.num_samples=8",
-    )
-    sweep.add_argument("--resume", action="store_true", help="continue a sweep whose driver died")
-    sweep.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else local Ray)")
-    sweep.add_argument("--check", action="store_true", help="validate the spec and its space, run nothing")
-    sweep.add_argument("--output-json", help="write the sweep summary there")
-    sweep.set_defaults(func=_sweep)
+    for name, text in (
+        ("sweep", "run a tuning sweep from a spec (trials/*.yaml)"),
+        ("compare", "run a comparison spec (tuning per family, final runs), then report each technique's verdict"),
+    ):
+        sweep = commands.add_parser(name, help=text)
+        sweep.add_argument("spec", help="the sweep spec YAML")
+        sweep.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a spec value with a dotted key, e.g. search.num_samples=8",
+        )
+        sweep.add_argument("--resume", action="store_true", help="continue a sweep whose driver died")
+        sweep.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else local Ray)")
+        sweep.add_argument("--check", action="store_true", help="validate the spec and its space, run nothing")
+        sweep.add_argument("--output-json", help="write the sweep summary there")
+        if name == "compare":
+            sweep.add_argument("--out", help="the report's folder (default: reports/<name>)")
+        sweep.set_defaults(func=_sweep)
 
     export = commands.add_parser("export", help="MLflow experiment(s) → runs.parquet and history.parquet")
     export.add_argument("--experiment", action="append", required=True, help="an experiment (sweep) name; repeatable")
@@ -228,7 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from autoaccel.errors import ConfigError, DataError
 
     args = build_parser().parse_args(argv)
     try:

@@ -60,6 +60,8 @@ class Technique:
     → Optimizer`` for a wrapper. Bases read ``top_level`` keys (and their own ``section``); a wrapper reads its
     ``section``, which is its name, and sits at ``order`` in the stack (innermost first). ``check`` sees the whole
     validated config and raises :class:`ConfigError` for a rule across keys (AdaScale needs an SGD-family base).
+    ``baseline``: for a base that modifies another one (Demon SGD modifies SGD), the base a comparison measures it
+    against.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Technique:
     sgd_family: bool = False
     order: int = 0
     check: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    baseline: str | None = None
 
     @property
     def hyperparameters(self) -> tuple[tuple[str, Hyperparameter], ...]:
@@ -182,6 +185,7 @@ TECHNIQUES: dict[str, Technique] = {
             section_keys=_pick(DEMON_SGD_HYPERPARAMETERS, "beta_init", "total_steps"),
             build=_with_section(DemonSGD),
             sgd_family=True,
+            baseline="sgd",
         ),
         Technique(
             "demon_adam",
@@ -192,6 +196,7 @@ TECHNIQUES: dict[str, Technique] = {
             section="demon",
             section_keys=_pick(DEMON_ADAM_HYPERPARAMETERS, "beta_init", "total_steps", "variant"),
             build=_with_section(DemonAdam),
+            baseline="adam",
         ),
         Technique(
             "adahessian",
@@ -204,6 +209,7 @@ TECHNIQUES: dict[str, Technique] = {
                 ADAHESSIAN_HYPERPARAMETERS, "hessian_power", "update_each", "n_samples", "spatial_averaging", "seed"
             ),
             build=_adahessian,
+            baseline="adam",
         ),
         Technique(
             "lookahead",

@@ -166,11 +166,18 @@ class Trial:
     """A trial as an iterator over its epochs, so that several (seeds) can advance in lockstep.
 
     ``Trial(config, checkpoint_dir).epochs()`` yields each epoch's metrics (with ``status``) once its checkpoint is
-    written; a trial resumed from a finished checkpoint yields its last epoch again, so a caller that lost the
-    report still receives it. :meth:`summary` is the final result.
+    written (with ``autosave=False`` only when the caller calls :meth:`save`: a sweep checkpoints when it reports);
+    a trial resumed from a finished checkpoint yields its last epoch again, so a caller that lost the report still
+    receives it. :meth:`summary` is the final result.
     """
 
-    def __init__(self, config: Mapping[str, Any], checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        autosave: bool = True,
+    ) -> None:
+        self.autosave = autosave
         self.config, self.workload = validate_trial_config(config)
         self.setup = _Setup(self.config, self.workload)
         self.path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
@@ -235,11 +242,14 @@ class Trial:
         }
         metrics["metric"] = metrics[workload.metric]
         self.history.append(metrics)
-        if self.path is not None:
-            self._save()
+        if self.path is not None and self.autosave:
+            self.save()
         return {**metrics, "epochs_planned": trial.epochs, "status": self.status}
 
-    def _save(self) -> None:
+    def save(self) -> None:
+        """Checkpoint the trial as it is now (into ``checkpoint_dir``), atomically."""
+        if self.path is None:
+            raise ValueError("Trial.save() needs the trial's checkpoint_dir")
         trial = self.setup
         state = {
             "config": self.config,

@@ -4,21 +4,24 @@ searcher), so a resumed sweep would judge its running trials against rungs that 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-__all__ = ["ResumableASHA", "stopped_trials"]
+__all__ = ["PerFamily", "ResumableASHA", "stopped_trials"]
 
 
-def stopped_trials(path: str | os.PathLike[str]) -> set[str]:
-    """The trials ASHA stopped, as persisted at ``path``: the only trials that end early on purpose (any other
+def stopped_trials(*paths: str | os.PathLike[str]) -> set[str]:
+    """The trials ASHA stopped, as persisted at ``paths``: the only trials that end early on purpose (any other
     trial that ends before its budget was interrupted)."""
-    if not os.path.exists(path):
-        return set()
-    return set(json.loads(Path(path).read_text())["stopped"])
+    stopped: set[str] = set()
+    for path in paths:
+        if os.path.exists(path):
+            stopped |= set(json.loads(Path(path).read_text())["stopped"])
+    return stopped
 
 
 class ResumableASHA(ASHAScheduler):
@@ -30,6 +33,11 @@ class ResumableASHA(ASHAScheduler):
         self._path = str(path)
         self._loaded = False
         self._stopped: set[str] = set()
+
+    @property
+    def milestones(self) -> list[int]:
+        """The epochs ASHA decides at: a trial must report there (it records the first result at or past each)."""
+        return sorted(math.ceil(milestone) for milestone, _ in self._brackets[0]._rungs)
 
     def _load(self) -> None:
         self._loaded = True
@@ -64,3 +72,45 @@ class ResumableASHA(ASHAScheduler):
         state = self.__dict__.copy()
         state["_loaded"] = False  # unpickled by Tuner.restore: read the rungs from disk again
         return state
+
+
+class PerFamily(FIFOScheduler):
+    """One scheduler per technique family, each seeing only its family's trials (``trial.config["family"]``): under
+    one shared ASHA a family that learns slower in its first epochs loses every rung to another and never finishes a
+    trial. Trials start in the order they were added, as FIFO."""
+
+    def __init__(self, schedulers: dict[str, Any]) -> None:
+        super().__init__()
+        self.schedulers = schedulers
+
+    def _of(self, trial: Any) -> Any:
+        return self.schedulers[trial.config["family"]]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return all(s.set_search_properties(metric, mode, **spec) for s in self.schedulers.values())
+
+    @property
+    def metric(self) -> str | None:
+        return next(iter(self.schedulers.values())).metric
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    @property
+    def milestones(self) -> list[int]:
+        return sorted({m for s in self.schedulers.values() for m in s.milestones})
+
+    def debug_string(self) -> str:
+        return "\n".join(f"{family}: {s.debug_string()}" for family, s in self.schedulers.items())

@@ -6,6 +6,7 @@ reconnects to MLflow (finding the sweep's parent run and each trial's child run 
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import threading
@@ -16,10 +17,11 @@ from ray import tune
 
 from autoaccel import objective
 from autoaccel.optim import technique_label
-from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, Tracker, find_sweep_parent
+from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, EpochWriter, Tracker, find_sweep_parent
 
 from ._asha import stopped_trials
-from .spec import SweepSpec
+from .reruns import trial_params
+from .spec import Phase, SweepSpec
 from .trainable import plan, trial_status
 
 __all__ = ["SweepTracking"]
@@ -28,11 +30,22 @@ __all__ = ["SweepTracking"]
 class SweepTracking(tune.Callback):
     def __init__(self, spec: SweepSpec, started: float, log: Any = sys.stderr) -> None:
         self.spec, self.started, self.log = spec, started, log
+        self.phase, self.phase_trials, self.phase_done = spec.phases[0], spec.num_samples, 0
+        self.resumed = 0  # trials continued from a checkpoint (a retry, or --resume)
         self._connected = False
         self._lock = threading.Lock()  # the driver connects in a thread while Ray starts the first trials
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"spec": self.spec, "started": self.started, "log": None, "_connected": False}
+        keep = ("spec", "started", "phase", "phase_trials", "phase_done", "resumed")
+        return {**{k: self.__dict__[k] for k in keep}, "log": None, "_connected": False}
+
+    @property
+    def client(self) -> Any:
+        return self.tracker.client
+
+    @property
+    def experiment_id(self) -> str:
+        return self.tracker.experiment_id
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -49,6 +62,7 @@ class SweepTracking(tune.Callback):
         spec = self.spec
         artifacts = spec.folder / "mlartifacts" if spec.tracking_uri.startswith("sqlite:") else None
         self.tracker = Tracker(spec.tracking_uri, spec.experiment, artifact_location=artifacts)
+        self.writer = EpochWriter(self.tracker)
         client = self.tracker.client
         exp = self.tracker.experiment_id
         parent = find_sweep_parent(client, exp, spec.name)
@@ -71,6 +85,8 @@ class SweepTracking(tune.Callback):
                 "workload_mode": workload.mode,
                 "target": workload.target,
                 **({"study_of": spec.study["from"]} if spec.study else {}),
+                # a comparison: which family each technique is measured against
+                **({"baselines": json.dumps(spec.compare.baselines, sort_keys=True)} if spec.compare else {}),
             }
             self.parent = self.tracker.start_run(spec.name, spec.raw, tags)
             client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
@@ -100,6 +116,13 @@ class SweepTracking(tune.Callback):
             what = (
                 f"sweep {s.name}: {s.num_samples} trials × {len(s.seeds)} seed(s), {s.sampler} + {s.scheduler['type']}"
             )
+        if s.compare:
+            c = s.compare
+            what = (
+                f"comparison {s.name}: {len(c.families)} families × {c.trials_per_family} tuning trials "
+                f"({s.sampler} + {s.scheduler['type']} per family), then {c.final_trials} final runs "
+                f"({c.top} configuration(s) × {len(c.seeds)} seeds × {len(c.batch_sizes)} batch size(s))"
+            )
         self._say(f"{verb} {what} of {s.workload['name']}, {s.max_concurrent} at a time; folder {s.folder}")
         self._say(
             f"MLflow: {s.tracking_uri} (experiment {s.experiment}); `mlflow ui --backend-store-uri "
@@ -126,6 +149,7 @@ class SweepTracking(tune.Callback):
             }
             tags = {
                 "trial_id": trial_id,
+                **({"phase": self.phase.kind} if self.spec.compare else {}),
                 "workload": self.spec.workload["name"],
                 "family": fam,
                 "technique": technique_label(sample.optimizer),
@@ -146,23 +170,26 @@ class SweepTracking(tune.Callback):
         self._child(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        """Log every epoch the report carries that the trial's run does not hold yet (one report carries the epochs
+        since the previous one)."""
         self._connect()
         run_id = self._child(trial)
-        epoch = int(result.get("epoch", 0))
         if self.first_report is None:
             self.first_report = time.monotonic() - self.started
-            self._say(f"first epoch reported by trial {trial.trial_id}")
-        if epoch <= self.logged[trial.trial_id]:
-            return  # replayed after a resume from an older checkpoint: already recorded, same values (exact resume)
-        metrics = {k: v for k, v in result.items() if k not in _RAY_KEYS}
+            self._say(f"first report from trial {trial.trial_id}")
         node = result.get("node_id")
         tags = {"node": node} if node and self.nodes.get(trial.trial_id) != node else None
         self.nodes[trial.trial_id] = node
-        self.tracker.log_epoch(run_id, metrics, step=epoch, tags=tags)
-        self.logged[trial.trial_id] = epoch
+        for epoch_result in result.get("epochs") or [result]:
+            epoch = int(epoch_result.get("epoch", 0))
+            if epoch <= self.logged[trial.trial_id]:
+                continue  # replayed after a resume from an older checkpoint: recorded already, same values
+            metrics = {k: v for k, v in epoch_result.items() if k not in _RAY_KEYS}
+            self.writer.put(run_id, metrics, step=epoch, tags=tags)
+            self.logged[trial.trial_id], tags = epoch, None
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        stopped = trial.trial_id in stopped_trials(self.spec.folder / "asha.json")
+        stopped = trial.trial_id in stopped_trials(*self.phase.asha_paths(self.spec.folder))
         self._end(trial, trial_status(trial.last_result, stopped=stopped))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -171,50 +198,70 @@ class SweepTracking(tune.Callback):
     def _end(self, trial: Any, status: str) -> None:
         self._connect()
         run_id = self._child(trial)
+        self.writer.flush()  # its epochs first: a finished run has its whole history
         self.tracker.finish(run_id, status, {"epochs": self.logged[trial.trial_id]})
         self.finished[trial.trial_id] = status
         value = (trial.last_result or {}).get(self.spec.metric)
-        counted = status in ("completed", "stopped_early") and value is not None and math.isfinite(value)
+        # only a whole budget's value counts as the best so far: a stopped trial's is from fewer epochs
+        counted = status == "completed" and value is not None and math.isfinite(value)
         if counted and objective.is_better(value, self.best, self.spec.mode):
             self.best = value
         shown = f"{self.spec.metric}={value:.5g}" if isinstance(value, float) else ""
         best = f" (best {self.best:.5g})" if self.best is not None else ""
         epochs = (trial.last_result or {}).get("epoch", 0)
+        where = f"{self.phase.name} " if self.phase.name else ""
+        self.phase_done += 1
         self._say(
-            f"[{len(self.finished)}/{self.spec.num_samples}] {trial.trial_id} "
-            f"{self.families.get(trial.trial_id)}: {status} after {epochs} "
-            f"epoch(s) {shown}{best}"
+            f"[{where}{self.phase_done}/{self.phase_trials}] {trial.trial_id} {self.families.get(trial.trial_id)}: "
+            f"{status} after {epochs} epoch(s) {shown}{best}"
         )
 
-    # -- the end of fit() -----------------------------------------------------------------------------------------
-    def close(self, grid: Any) -> dict[str, Any]:
-        """Leave nothing RUNNING (MLflow children and parent, Optuna trials); return the sweep's summary."""
+    # -- phases and the end of the sweep --------------------------------------------------------------------------
+    def begin(self, phase: Phase, trials: int) -> None:
+        """The driver starts ``phase`` of ``trials`` trials (a comparison runs several, one after another)."""
+        self.phase, self.phase_trials, self.phase_done = phase, trials, 0
+        self.best = None
+        if phase.name:
+            self._say(f"phase {phase.name}: {trials} trial(s)")
+
+    def settle(self, grid: Any) -> int:
+        """After one fit(): leave no MLflow child and no Optuna trial of it RUNNING; the number of trials a Ctrl-C
+        left unfinished (continued by --resume): trials short of their budget that ASHA did not stop, trials that
+        never started, and samples never drawn."""
         self._connect()
-        stopped = stopped_trials(self.spec.folder / "asha.json")
-        ended, resumed = {}, 0
+        self.writer.flush()
+        stopped = stopped_trials(*self.phase.asha_paths(self.spec.folder))
+        ended, never_started = {}, 0
         for result in grid:
             metrics = result.metrics or {}
             if metrics.get("trial_id"):
                 tid = metrics["trial_id"]
                 ended[tid] = trial_status(metrics, errored=result.error is not None, stopped=tid in stopped)
+            elif result.error is None:  # pending when Ctrl-C stopped the run
+                never_started += 1
             # continued from a checkpoint (a retry, or --resume): fewer epochs trained since the restore
-            resumed += metrics.get("iterations_since_restore", 0) < metrics.get("training_iteration", 0)
-        # Ctrl-C ends fit() normally (Ray handles SIGINT): a trial short of its budget that ASHA did not stop
+            self.resumed += metrics.get("iterations_since_restore", 0) < metrics.get("training_iteration", 0)
+        # Ctrl-C ends fit() normally (Ray handles SIGINT), with fewer trials than asked when it came early
+        undrawn = max(self.phase_trials - len(grid), 0) if self.phase.samples else 0
         unfinished = {tid for tid, status in ended.items() if status == "interrupted"}
-        client = self.tracker.client
         for run in self._children():
             if run.info.status == "RUNNING":  # a trial whose end the callback never saw
-                history = client.get_metric_history(run.info.run_id, "train_loss")
+                history = self.client.get_metric_history(run.info.run_id, "train_loss")
                 epochs = max((m.step for m in history), default=0)
-                trial_id = run.data.tags.get("trial_id")
-                status = ended.get(trial_id, "interrupted")
+                status = ended.get(run.data.tags.get("trial_id"), "interrupted")
                 self.tracker.finish(run.info.run_id, status, {"epochs": epochs})
-        if not unfinished:  # a finished sweep: Optuna trials nobody will resume are not pending any more
-            _close_optuna_study(self.spec)
+        if not unfinished and self.phase.samples:  # Optuna trials nobody will resume are not pending any more
+            for study in self.phase.study_names(self.spec.name):
+                _close_optuna_study(self.spec, study)
+        return len(unfinished) + never_started + undrawn
+
+    def close(self, unfinished: int) -> dict[str, Any]:
+        """End the parent run (KILLED when a Ctrl-C left trials unfinished); print and return the summary."""
+        self._connect()
         statuses = self._statuses()
-        client.set_terminated(self.parent, "KILLED" if unfinished else "FINISHED")
+        self.client.set_terminated(self.parent, "KILLED" if unfinished else "FINISHED")
         if unfinished:
-            self._say(f"interrupted with {len(unfinished)} trial(s) unfinished; continue with --resume")
+            self._say(f"interrupted with {unfinished} trial(s) unfinished; continue with --resume")
         best = self._best()
         self._say("done: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
         for rank, row in enumerate(best, start=1):
@@ -229,8 +276,8 @@ class SweepTracking(tune.Callback):
             "statuses": statuses,
             "best": best,
             "first_report_s": self.first_report,
-            "resumed_from_checkpoint": resumed,
-            "unfinished": len(unfinished),
+            "resumed_from_checkpoint": self.resumed,
+            "unfinished": unfinished,
         }
 
     def _children(self) -> list[Any]:
@@ -246,22 +293,20 @@ class SweepTracking(tune.Callback):
         return counts
 
     def _best(self, k: int = 3) -> list[dict[str, Any]]:
+        """The ``k`` best completed trials (in a comparison: each family's best tuning trial), parameters typed."""
         rows = []
         for run in self._children():
-            value = run.data.metrics.get(self.spec.metric)
-            if run.data.tags.get("status") == "completed" and value is not None:
-                params = {
-                    k.removeprefix("optimizer."): v for k, v in run.data.params.items() if k.startswith("optimizer.")
-                }
-                rows.append(
-                    {
-                        "value": value,
-                        "family": run.data.tags.get("family"),
-                        "optimizer": params,
-                        "run_id": run.info.run_id,
-                    }
-                )
-        return objective.ranked(rows, lambda r: r["value"], self.spec.mode)[:k]
+            tags, value = run.data.tags, run.data.metrics.get(self.spec.metric)
+            if tags.get("status") == "completed" and value is not None and tags.get("phase") != "final":
+                row = {"value": value, "family": tags.get("family"), "optimizer": trial_params(run)}
+                rows.append({**row, "run_id": run.info.run_id})
+        rows = objective.ranked(rows, lambda r: r["value"], self.spec.mode)
+        if not self.spec.compare:
+            return rows[:k]
+        first: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            first.setdefault(row["family"], row)
+        return list(first.values())
 
 
 _RAY_KEYS = {
@@ -283,14 +328,13 @@ _RAY_KEYS = {
     "should_checkpoint",
     "epochs_planned",
     "node_id",
+    "epochs",
 }
 
 
-def _close_optuna_study(spec: SweepSpec) -> None:
+def _close_optuna_study(spec: SweepSpec, study_name: str) -> None:
     """Optuna trials still RUNNING after fit() belong to no live Ray trial (the driver died between asking Optuna
     and recording the trial): mark them FAIL so the study does not count them as pending forever."""
-    if spec.points:  # a robustness study samples nothing
-        return
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -298,7 +342,7 @@ def _close_optuna_study(spec: SweepSpec) -> None:
 
     storage = JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
     try:
-        study = optuna.load_study(study_name=spec.name, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

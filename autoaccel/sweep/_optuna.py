@@ -1,18 +1,21 @@
-"""Optuna inside Ray Tune: a picklable define-by-run function and a searcher that reports what really happened."""
+"""Optuna inside Ray Tune: a picklable define-by-run function, a searcher that reports what really happened, and
+one that gives each technique family of a comparison its own study and the same number of trials."""
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from ._asha import stopped_trials
 from .space import load_space
 from .trainable import trial_status
 
-__all__ = ["DefineByRun", "TruthfulOptunaSearch", "make_sampler"]
+__all__ = ["DefineByRun", "PerFamilySearch", "TruthfulOptunaSearch", "make_sampler"]
 
 
 def make_sampler(name: str, seed: int) -> Any:
@@ -27,20 +30,24 @@ def make_sampler(name: str, seed: int) -> Any:
 
 
 class DefineByRun:
-    """``space.suggest`` as OptunaSearch's space, picklable (Ray saves the searcher with the experiment)."""
+    """``space.suggest`` as OptunaSearch's space (only ``family``'s configurations when given), picklable (Ray
+    saves the searcher with the experiment)."""
 
-    def __init__(self, space_path: str) -> None:
-        self.space_path = space_path
+    def __init__(self, space_path: str, family: str | None = None) -> None:
+        self.space_path, self.family = space_path, family
         # loaded now, not at the first suggestion: Tune warns when a define-by-run call takes seconds (imports)
         self._space: Any = load_space(space_path)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"space_path": self.space_path, "_space": None}
+        return {"space_path": self.space_path, "family": self.family, "_space": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"family": None, **state})  # a searcher pickled before families had streams
 
     def __call__(self, trial: Any) -> dict[str, Any] | None:
         if self._space is None:
             self._space = load_space(self.space_path)
-        drawn = self._space.suggest(trial)
+        drawn = self._space.suggest(trial, self.family)
         fixed = {k: v for k, v in drawn.items() if k not in trial.params}  # fixed values are not Optuna params
         return fixed or None
 
@@ -69,13 +76,16 @@ class TruthfulOptunaSearch(OptunaSearch):
         self._report(trial_id, result)
 
     def _report(self, trial_id: str, result: dict | None) -> None:
-        """The metric as an intermediate value at its epoch (Tune's iteration count restarts on a restore), once."""
+        """The metric of every epoch the result carries as an intermediate value at its epoch (Tune's iteration
+        count restarts on a restore), once."""
         ot_trial = self._live(trial_id)
         if ot_trial is None or isinstance(self.metric, list) or not result:
             return
-        step = int(result.get("epoch", 0))
-        if self.metric in result and step not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
-            ot_trial.report(result[self.metric], step)
+        known = ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values
+        for epoch_result in result.get("epochs") or [result]:
+            step = int(epoch_result.get("epoch", 0))
+            if self.metric in epoch_result and step not in known:
+                ot_trial.report(epoch_result[self.metric], step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = self._live(trial_id)
@@ -91,3 +101,47 @@ class TruthfulOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return None
         return super().on_trial_complete(trial_id, result, error)
+
+
+class PerFamilySearch(Searcher):
+    """A comparison's tuning: one searcher per technique family (its own Optuna study and sampler stream), each
+    given the same number of trials. The families take turns for the trial slots, the one with the fewest trials
+    first, so that every family's budget is spent side by side in one Ray Tune run (the trial actors, reused,
+    start once)."""
+
+    def __init__(self, searchers: dict[str, TruthfulOptunaSearch], trials_per_family: int) -> None:
+        first = next(iter(searchers.values()))
+        super().__init__(metric=first.metric, mode=first.mode)
+        self.searchers, self.trials_per_family = searchers, trials_per_family
+        self.family_of: dict[str, str] = {}  # trial id → the family whose searcher suggested it
+        self.drawn = dict.fromkeys(searchers, 0)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return all(s.set_search_properties(metric, mode, config, **spec) for s in self.searchers.values())
+
+    def suggest(self, trial_id: str) -> dict | None:
+        open_families = [f for f in self.searchers if self.drawn[f] < self.trials_per_family]
+        if not open_families:
+            return Searcher.FINISHED
+        family = min(open_families, key=self.drawn.__getitem__)  # ties: the families' order
+        config = self.searchers[family].suggest(trial_id)
+        if isinstance(config, dict):
+            self.drawn[family] += 1
+            self.family_of[trial_id] = family
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.family_of:
+            self.searchers[self.family_of[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.family_of:
+            self.searchers[self.family_of[trial_id]].on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__dict__, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.__dict__.update(pickle.load(handle))

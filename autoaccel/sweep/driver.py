@@ -16,39 +16,44 @@ What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from autoaccel.errors import ConfigError
 
-from .spec import SweepSpec, load_spec
+from .reruns import Point, final_points
+from .spec import TUNE_DIR, Phase, SweepSpec, load_spec
 from .trainable import train_sampled
 
-__all__ = ["TUNE_DIR", "run_sweep"]
+__all__ = ["run_sweep"]
 
-TUNE_DIR = "tune"
+COMPARE_STATE = "compare.json"  # a comparison's finished phases and its final points
 
 
-def _scheduler(spec: SweepSpec) -> Any:
-    from ._asha import ResumableASHA
+def _scheduler(spec: SweepSpec, phase: Phase) -> Any:
+    """FIFO, or ASHA with its rungs persisted: one for the sweep, or one per family in a comparison's tuning."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from ._asha import PerFamily, ResumableASHA
 
     if spec.scheduler["type"] == "fifo":
-        from ray.tune.schedulers import FIFOScheduler
-
         return FIFOScheduler()
-    return ResumableASHA(
-        spec.folder / "asha.json",
-        time_attr="epoch",
-        max_t=spec.budget["epochs"],
-        grace_period=spec.scheduler["grace_period"],
-        reduction_factor=spec.scheduler["reduction_factor"],
-    )
+
+    def asha(path: Path) -> ResumableASHA:
+        options = {k: spec.scheduler[k] for k in ("grace_period", "reduction_factor")}
+        return ResumableASHA(path, time_attr="epoch", max_t=spec.budget["epochs"], **options)
+
+    if not phase.families:
+        return asha(phase.asha_path(spec.folder))
+    return PerFamily({f: asha(phase.asha_path(spec.folder, f)) for f in phase.families})
 
 
 def _init_ray(address: str | None) -> None:
@@ -99,6 +104,8 @@ def run_sweep(
     started = time.monotonic()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
+    # MLflow holds every result: Tune's own JSON, CSV and TensorBoard files per result only cost the driver time
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from ._mlflow_callback import SweepTracking
 
     tracking = SweepTracking(spec, started=started, log=log)
@@ -115,62 +122,128 @@ def run_sweep(
 def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: str | None) -> dict[str, Any]:
     _init_ray(address)
     import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    state = _PhaseState(spec.folder / COMPARE_STATE)
+    unfinished = 0
+    for phase in spec.phases:
+        if phase.name in state.done:
+            continue
+        points = spec.points
+        if phase.kind == "final":
+            connected.result()
+            if state.points is None:  # chosen once; a resumed sweep re-runs the same configurations
+                where = (tracking.client, tracking.experiment_id, tracking.parent)
+                state.points = final_points(*where, spec.compare, spec.metric, spec.mode)
+                state.save()
+            points = state.points
+        tracking.begin(phase, len(points) if points is not None else spec.num_samples)
+        grid = _fit(spec, phase, tracking, points, resume and phase.tune_dir(spec.folder).exists())
+        connected.result()
+        unfinished = tracking.settle(grid)
+        if unfinished:  # Ctrl-C: the sweep stops here and continues with --resume
+            break
+        if spec.compare:
+            state.done.append(phase.name)
+            state.save()
+    return tracking.close(unfinished)
+
+
+def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] | None, restore: bool) -> Any:
+    """One Ray Tune run: restored from its folder, or started (sampling with Optuna, or over given points)."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from ray import tune
 
-    from ._optuna import DefineByRun, TruthfulOptunaSearch, make_sampler
+    from ._optuna import DefineByRun, PerFamilySearch, TruthfulOptunaSearch, make_sampler
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    payload = {"workload": spec.workload, "budget": spec.budget, "seeds": list(spec.seeds), "device": spec.device}
+    scheduler = _scheduler(spec, phase) if phase.samples else None
+    payload = {
+        "workload": spec.workload,
+        "budget": spec.budget,
+        "seeds": list(spec.seeds),
+        "device": spec.device,
+        "milestones": getattr(scheduler, "milestones", []),  # where ASHA decides: the trials report there
+        "report_every_s": spec.checkpoint_every_s,
+    }
     resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
     trainable = tune.with_resources(tune.with_parameters(train_sampled, payload=payload), resources)
-    tune_path = spec.folder / TUNE_DIR
+    tune_dir = phase.tune_dir(spec.folder)
+    if restore:
+        # Unfinished trials continue from their checkpoints; errored ones get another chance from theirs too: a dead
+        # driver can leave a trial errored that was not at fault. (Optuna keeps the FAIL it was told: it cannot
+        # reopen a finished trial; MLflow records how the retry ends.)
+        tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
+        # Ray unpickles its own copy of the callback: use ours, so that one object (one lock) talks to MLflow
+        tuner._local_tuner._run_config.callbacks = [tracking]
+        return tuner.fit()
     run_config = tune.RunConfig(
-        name=TUNE_DIR,
-        storage_path=str(spec.folder),
+        name=tune_dir.name,
+        storage_path=str(tune_dir.parent),
         verbose=0,
         callbacks=[tracking],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
-    if resume:
-        # Unfinished trials continue from their checkpoints; errored ones get another chance from theirs too: a dead
-        # driver can leave a trial errored that was not at fault. (Optuna keeps the FAIL it was told: it cannot
-        # reopen a finished trial; MLflow records how the retry ends.)
-        tuner = tune.Tuner.restore(str(tune_path), trainable, resume_unfinished=True, resume_errored=True)
-        # Ray unpickles its own copy of the callback: use ours, so that one object (one lock) talks to MLflow
-        tuner._local_tuner._run_config.callbacks = [tracking]
-    elif spec.points:  # a robustness study: every point once, none stopped early
+    if not phase.samples:  # a study's or a comparison's final runs: every point once, none stopped early
         tuner = tune.Tuner(
             trainable,
-            param_space={"point": tune.grid_search([p.as_config()["point"] for p in spec.points])},
+            param_space={"point": tune.grid_search([p.as_config()["point"] for p in points or ()])},
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
             run_config=run_config,
         )
-    else:
-        searcher = TruthfulOptunaSearch(
-            space=DefineByRun(str(spec.space)),
+        return tuner.fit()
+    storage = JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
+
+    def searcher(family: str | None, index: int, study: str) -> TruthfulOptunaSearch:
+        """An Optuna study (its sampler seeded with the spec's seed + index) over the space or one family of it."""
+        found = TruthfulOptunaSearch(
+            space=DefineByRun(str(spec.space), family),
             metric=list(spec.metrics) if len(spec.metrics) > 1 else spec.metric,
             mode=list(spec.modes) if len(spec.modes) > 1 else spec.mode,
-            sampler=make_sampler(spec.sampler, spec.seed),
-            storage=JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal"))),
-            study_name=spec.name,
+            sampler=make_sampler(spec.sampler, spec.seed + index),
+            storage=storage,
+            study_name=study,
         )
-        searcher.scheduler_state = str(spec.folder / "asha.json")
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=_scheduler(spec),
-                metric=spec.metric,
-                mode=spec.mode,
-                num_samples=spec.num_samples,
-                max_concurrent_trials=spec.max_concurrent,
-                reuse_actors=True,
-            ),
-            run_config=run_config,
+        found.scheduler_state = str(phase.asha_path(spec.folder, family))
+        return found
+
+    if phase.families:
+        studies = zip(phase.families, phase.study_names(spec.name), strict=True)
+        search = PerFamilySearch(
+            {f: searcher(f, i, study) for i, (f, study) in enumerate(studies)}, spec.compare.trials_per_family
         )
-    grid = tuner.fit()
-    connected.result()
-    return tracking.close(grid)
+    else:
+        search = searcher(None, 0, spec.name)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=scheduler,
+            metric=spec.metric,
+            mode=spec.mode,
+            num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=run_config,
+    )
+    return tuner.fit()
+
+
+class _PhaseState:
+    """A comparison's progress across driver lives: the phases finished, and the final points once chosen."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        self.done: list[str] = saved.get("done", [])
+        points = saved.get("final")
+        self.points: list[Point] | None = None if points is None else [Point.from_config(p) for p in points]
+
+    def save(self) -> None:
+        points = None if self.points is None else [p.as_config()["point"] for p in self.points]
+        saved = {"done": self.done, "final": points}
+        partial = self.path.with_suffix(".part")
+        partial.write_text(json.dumps(saved, indent=1))
+        partial.replace(self.path)

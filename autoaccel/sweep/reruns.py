@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,7 +37,19 @@ from autoaccel.tracking import find_sweep_parent, flatten
 
 from .space import to_config
 
-__all__ = ["PROBABILITY_KEYS", "STUDY", "Point", "perturbation_configs", "study_points", "top_configurations"]
+if TYPE_CHECKING:
+    from .compare import Compare
+
+__all__ = [
+    "PROBABILITY_KEYS",
+    "STUDY",
+    "Point",
+    "final_points",
+    "perturbation_configs",
+    "study_points",
+    "top_configurations",
+    "trial_params",
+]
 
 # Hyperparameters in (0, 1) whose natural scale is 1 − x (an averaging horizon 1/(1 − x)); see perturbation_configs.
 PROBABILITY_KEYS = frozenset({"momentum", "beta", "beta1", "beta2", "beta_init", "alpha", "dampening"})
@@ -61,6 +73,12 @@ class Point:
     source_run: str
     perturbation: str = "base"
 
+    @classmethod
+    def from_config(cls, point: Mapping[str, Any]) -> Point:
+        """The inverse of ``as_config()["point"]``."""
+        keys = ("params", "family", "seed", "source", "perturbation")
+        return cls(*(point[k] for k in keys))
+
     def as_config(self) -> dict[str, Any]:
         return {
             "point": {
@@ -75,6 +93,39 @@ class Point:
 
 def _value(text: str) -> Any:
     return None if text in ("None", "null") else parse_value(text)
+
+
+def trial_params(run: Any) -> dict[str, Any]:
+    """A trial's configuration from its MLflow params: flat optimizer keys (``lr``, ``anderson.history``) and
+    ``budget.batch_size`` when it was sampled, typed back from MLflow's strings."""
+    params = {k.removeprefix("optimizer."): _value(v) for k, v in run.data.params.items() if k.startswith("optimizer.")}
+    if "budget.batch_size" in run.data.params:
+        params["budget.batch_size"] = _value(run.data.params["budget.batch_size"])
+    return params
+
+
+def final_points(
+    client: Any, experiment_id: str, parent_id: str, compare: Compare, metric: str, mode: str
+) -> list[Point]:
+    """A comparison's final runs: each family's ``top`` best tuning configurations × seeds × batch sizes.
+
+    Completed tuning trials rank by their final ``metric`` (the sweep's; a mean over the tuning seeds); a family
+    none of whose trials completed (all diverged or errored) re-runs its first trials, so that its failure shows in
+    the verdict instead of the family vanishing from it."""
+    runs = client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and tags.phase = 'tuning'", max_results=50000
+    )
+    points = []
+    for family in compare.families:
+        own = sorted((r for r in runs if r.data.tags.get("family") == family), key=lambda r: r.info.start_time)
+        done = [r for r in own if r.data.tags.get("status") == "completed" and metric in r.data.metrics]
+        chosen = objective.ranked(done, lambda r: r.data.metrics[metric], mode)[: compare.top] or own[: compare.top]
+        for run in chosen:
+            params = trial_params(run)
+            for batch in compare.batch_sizes:
+                for seed in compare.seeds:
+                    points.append(Point({**params, "budget.batch_size": batch}, family, seed, run.info.run_id))
+    return points
 
 
 def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -> list[tuple[str, dict, float, str]]:
@@ -104,12 +155,7 @@ def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -
         value = run.data.metrics.get("metric")
         if value is None or not math.isfinite(value):
             continue
-        params = {
-            k.removeprefix("optimizer."): _value(v) for k, v in run.data.params.items() if k.startswith("optimizer.")
-        }
-        if "budget.batch_size" in run.data.params:
-            params["budget.batch_size"] = _value(run.data.params["budget.batch_size"])
-        rows.append((run.data.tags.get("family", "all"), params, value, run.info.run_id))
+        rows.append((run.data.tags.get("family", "all"), trial_params(run), value, run.info.run_id))
     if not rows:
         raise ConfigError("study.from", experiment, "a sweep with at least one completed trial (none yet)")
     rows = objective.ranked(rows, lambda row: row[2], mode)

@@ -144,11 +144,16 @@ class SearchSpace:
     params: tuple[Param, ...]  # in draw order; conditions only look back
     families: tuple[str, ...] = ()
 
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """The define-by-run function: draw the active parameters in order; return flat names → values."""
-        drawn: dict[str, Any] = {}
+    def suggest(self, trial: optuna.Trial, family: str | None = None) -> dict[str, Any]:
+        """The define-by-run function: draw the active parameters in order; return flat names → values.
+
+        ``family``: draw only that family's configurations (``family`` is then a fixed value, not an Optuna
+        parameter): what a comparison's per-family tuning samples."""
+        if family is not None and family not in self.families:
+            raise ConfigError("family", family, "one of the space's families: " + ", ".join(self.families))
+        drawn: dict[str, Any] = {FAMILY: family} if family is not None else {}
         for param in self.params:
-            if param.holds(drawn):
+            if param.name not in drawn and param.holds(drawn):
                 drawn[param.name] = param.draw(trial)
         return drawn
 
@@ -187,8 +192,9 @@ def to_config(flat: Mapping[str, Any]) -> Sample:
     return Sample(dict(flat), optimizer, budget, flat.get(FAMILY))
 
 
-def sample(space: SearchSpace, n: int, seed: int = 0) -> list[Sample]:
-    """``n`` configurations from a seeded random sampler on an in-memory study (the same seed, the same list)."""
+def sample(space: SearchSpace, n: int, seed: int = 0, family: str | None = None) -> list[Sample]:
+    """``n`` configurations from a seeded random sampler on an in-memory study (the same seed, the same list); only
+    ``family``'s when given."""
     import optuna
 
     verbosity = optuna.logging.get_verbosity()
@@ -197,7 +203,7 @@ def sample(space: SearchSpace, n: int, seed: int = 0) -> list[Sample]:
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     finally:
         optuna.logging.set_verbosity(verbosity)
-    return [to_config(space.suggest(study.ask())) for _ in range(n)]
+    return [to_config(space.suggest(study.ask(), family)) for _ in range(n)]
 
 
 def build_sample(drawn: Sample) -> Any:
@@ -213,9 +219,10 @@ def build_sample(drawn: Sample) -> Any:
     return build_optimizer([torch.zeros(1, requires_grad=True)], copy.deepcopy(drawn.optimizer))
 
 
-def check(space: SearchSpace, n: int = 50, seed: int = 0) -> list[Sample]:
-    """Draw ``n`` samples and build each; the first impossible one raises a :class:`ConfigError` that shows it."""
-    samples = sample(space, n, seed)
+def check(space: SearchSpace, n: int = 50, seed: int = 0, family: str | None = None) -> list[Sample]:
+    """Draw ``n`` samples (of ``family`` only, when given) and build each; the first impossible one raises a
+    :class:`ConfigError` that shows it."""
+    samples = sample(space, n, seed, family)
     for i, drawn in enumerate(samples):
         try:
             build_sample(drawn)

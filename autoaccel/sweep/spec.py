@@ -10,7 +10,8 @@
     scheduler: {type: asha, grace_period: 3, reduction_factor: 3}   # or {type: fifo}
     seeds: [0]                            # each configuration trains once per seed, in lockstep; the mean is ranked
     resources: {cpu: 1, gpu: 0}           # per trial; fractional gpu packs trials onto one device
-    failure: {max_failures: 2}            # retries of a trial that raised, from its last checkpoint
+    failure: {max_failures: 2, checkpoint_every_s: 10}   # retries of a trial that raised, from its last
+                                          # checkpoint, taken at most this many seconds apart (0: every epoch)
     storage: sweeps                       # the sweep folder is <storage>/<name>; relative to the working directory
     tracking: {uri: null, experiment: null}   # default sqlite:///<storage>/<name>/mlflow.db, experiment = name
     device: auto                          # auto | cpu | cuda
@@ -40,17 +41,21 @@ from autoaccel.run.budget import check_budget
 from autoaccel.tracking import resolve_tracking_uri
 from autoaccel.workloads import Workload, get_workload
 
+from .compare import FINAL_PHASE, TUNING_PHASE, Compare, check_compare
 from .reruns import study_points
-from .space import check, load_space
+from .space import SearchSpace, check, load_space
+from .trainable import REPORT_EVERY_S
 
 if TYPE_CHECKING:
     from .reruns import Point
 
-__all__ = ["SAMPLERS", "SweepSpec", "load_spec"]
+__all__ = ["SAMPLERS", "TUNE_DIR", "Phase", "SweepSpec", "load_spec"]
 
+TUNE_DIR = "tune"  # Ray's experiment(s) in the sweep folder
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 _TOP = (
     "study",
+    "compare",
     "name",
     "workload",
     "space",
@@ -78,9 +83,48 @@ _RESOURCES = (
     Hyperparameter("cpu", float, 1.0, "CPUs per trial", 0.0, low_open=True),
     Hyperparameter("gpu", float, 0.0, "GPUs per trial (fractions share a device)", 0.0),
 )
-_FAILURE = (Hyperparameter("max_failures", int, 1, "retries of a trial that raised", 0),)
+_FAILURE = (
+    Hyperparameter("max_failures", int, 1, "retries of a trial that raised", 0),
+    Hyperparameter(
+        "checkpoint_every_s",
+        float,
+        REPORT_EVERY_S,
+        "seconds of a trial's work a crash may cost: it reports and checkpoints at least this often (0: every epoch)",
+        0.0,
+    ),
+)
 # What every trial reports besides the workload's metrics.
 TRIAL_METRICS = ("train_loss", "time_s", "step", "metric")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One Ray Tune run of a sweep: the whole of a plain sweep or a study, or one stage of a comparison (the tuning
+    of every family, each with its own Optuna study and ASHA rungs; then the final runs). Where it keeps its state in
+    the sweep folder follows from its name and families."""
+
+    name: str  # "" for a single-phase sweep; "tuning" or "final" in a comparison
+    kind: str  # sweep | study | tuning | final
+    families: tuple[str, ...] = ()  # a comparison's tuning: the families, each tuned on its own
+
+    def tune_dir(self, folder: Path) -> Path:
+        return folder / TUNE_DIR / self.name if self.name else folder / TUNE_DIR
+
+    def asha_path(self, folder: Path, family: str | None = None) -> Path:
+        return folder / (f"asha-{family}.json" if family else "asha.json")
+
+    def asha_paths(self, folder: Path) -> list[Path]:
+        """Where the scheduler(s) of this phase record the trials they stopped."""
+        return [self.asha_path(folder, f) for f in self.families] or [self.asha_path(folder)]
+
+    def study_names(self, sweep: str) -> list[str]:
+        """The Optuna study of each family (a comparison's tuning), or the sweep's one."""
+        return [f"{sweep}:{f}" for f in self.families] or [sweep]
+
+    @property
+    def samples(self) -> bool:
+        """Whether Optuna samples this phase (else it runs given points)."""
+        return self.kind in ("sweep", "tuning")
 
 
 @dataclass(frozen=True)
@@ -100,6 +144,7 @@ class SweepSpec:
     seeds: tuple[int, ...]
     resources: dict[str, float]
     max_failures: int
+    checkpoint_every_s: float
     folder: Path
     tracking_uri: str
     experiment: str
@@ -107,10 +152,18 @@ class SweepSpec:
     raw: dict[str, Any]
     points: tuple[Point, ...] | None = None  # a robustness study: these trials instead of sampling a space
     study: dict[str, Any] | None = None
+    compare: Compare | None = None  # a comparison: per-family tuning, then final runs on paired seeds
 
     @property
     def metric(self) -> str:
         return self.metrics[0]
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:
+        """The Ray Tune runs of this sweep, in order."""
+        if self.compare is not None:
+            return (Phase(TUNING_PHASE, "tuning", self.compare.families), Phase(FINAL_PHASE, "final"))
+        return (Phase("", "study" if self.points else "sweep"),)
 
     @property
     def mode(self) -> str:
@@ -172,7 +225,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         points, study = study_points(study, resolve_tracking_uri(None, folder.parent / str(source)))
         space_path = None
     else:
-        space_path, samples = _space(path, raw.get("space"))
+        space_path, space, samples = _space(path, raw.get("space"))
         for sample in samples:  # a sampled budget.<key> must be a budget key with a valid value, with the spec's
             check_budget(sample.budget, f"space ({space_path}) budget", complete=False)
             check_budget({**raw.get("budget", {}), **sample.budget}, f"space ({space_path}) budget")
@@ -195,11 +248,27 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
             raise ConfigError("scheduler.type", kind, "fifo with a budget in steps (ASHA's rungs are epochs)")
         if len(metrics) > 1:
             raise ConfigError("scheduler.type", kind, "fifo with several objectives (ASHA ranks one metric)")
+        if scheduler["grace_period"] > budget["epochs"]:
+            allowed = f"at most budget.epochs ({budget['epochs']}): ASHA's first rung must lie inside the budget"
+            raise ConfigError("scheduler.grace_period", scheduler["grace_period"], allowed)
     elif scheduler:
         raise ConfigError(f"scheduler.{next(iter(scheduler))}", next(iter(scheduler.values())), "no options for fifo")
     scheduler["type"] = kind
 
     seeds = check_int_list(raw.get("seeds", [0]), "seeds", 0)
+    compare = None
+    if "compare" in raw:
+        if study is not None:
+            raise ConfigError("compare", raw["compare"], "left out in a study (a study re-runs a finished sweep)")
+        if len(metrics) > 1:
+            raise ConfigError("search.metric", list(metrics), "one metric in a comparison (a verdict ranks one)")
+        if "num_samples" in (raw.get("search") or {}):
+            allowed = "left out in a comparison: compare.tuning.trials_per_family sets each family's tuning budget"
+            raise ConfigError("search.num_samples", search["num_samples"], allowed)
+        batch = budget["batch_size"] or workload.default_batch_size
+        compare = check_compare(raw["compare"], space, seeds, batch)
+        for family in compare.families:  # every family builds, not only those 20 random draws happened to pick
+            check(space, n=5, seed=0, family=family)
 
     resources = _section(raw, "resources", _RESOURCES)
     if resources["gpu"] > 1 and not float(resources["gpu"]).is_integer():
@@ -212,6 +281,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         raise ConfigError(
             "device", device, "auto or cpu when resources.gpu is 0 (a trial uses only the GPU it asks for)"
         )
+
+    num_samples = search["num_samples"]  # what the driver samples (a comparison: its tuning trials)
+    if points:
+        num_samples = len(points)
+    elif compare:
+        num_samples = len(compare.families) * compare.trials_per_family
 
     tracking = raw.get("tracking") or {}
     if not isinstance(tracking, Mapping) or set(tracking) - {"uri", "experiment"}:
@@ -227,7 +302,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         space=space_path,
         budget=budget,
         sampler=sampler,
-        num_samples=len(points) if points else search["num_samples"],
+        num_samples=num_samples,
         max_concurrent=search["max_concurrent"],
         seed=search["seed"],
         metrics=metrics,
@@ -236,6 +311,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         seeds=tuple(seeds),
         resources=resources,
         max_failures=failure["max_failures"],
+        checkpoint_every_s=failure["checkpoint_every_s"],
         folder=folder,
         tracking_uri=resolve_tracking_uri(uri, folder),
         experiment=experiment,
@@ -243,17 +319,19 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         raw=copy.deepcopy(raw),
         points=tuple(points) if points else None,
         study=study,
+        compare=compare,
     )
 
 
-def _space(path: Path, space_file: Any) -> tuple[Path, list[Any]]:
+def _space(path: Path, space_file: Any) -> tuple[Path, SearchSpace, list[Any]]:
     if not isinstance(space_file, str):
         raise ConfigError("space", space_file, "the path of a search-space YAML file, relative to the spec")
     space_path = (path.parent / space_file).resolve()
     if not space_path.is_file():
         raise ConfigError("space", space_file, f"an existing search-space file, relative to the spec ({space_path})")
-    samples = check(load_space(space_path), n=20, seed=0)  # errors name the space file; impossible stacks fail here
-    return space_path, samples
+    space = load_space(space_path)
+    samples = check(space, n=20, seed=0)  # errors name the space file; impossible stacks fail here
+    return space_path, space, samples
 
 
 def _objectives(search: Mapping[str, Any], workload: Workload, sampler: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

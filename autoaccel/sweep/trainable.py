@@ -1,12 +1,20 @@
-"""What runs inside a sweep's trial, on any node: one sampled configuration trained for every seed in lockstep,
-one report per epoch; and how a trial's outcome is named, which the driver, the searcher and the MLflow callback
-all read from here."""
+"""What runs inside a sweep's trial, on any node: one sampled configuration trained for every seed in lockstep; and
+how a trial's outcome is named, which the driver, the searcher and the MLflow callback all read from here.
+
+Reports, and the checkpoints that go with them, are not sent every epoch: each is a round trip through the driver
+that the trial waits for, which dwarfed the training of a short trial. A trial reports at the epochs the scheduler
+decides at (ASHA's rungs), when it ends (finished or diverged), and otherwise once ``failure.checkpoint_every_s``
+seconds (default ``REPORT_EVERY_S``) have passed; each report carries every epoch since the previous one
+(``epochs``), so the per-epoch history stays whole. A trial that crashes, or is resumed, continues from its last
+report's checkpoint and recomputes, exactly, the epochs since then: at most that many seconds of work.
+"""
 
 from __future__ import annotations
 
 import math
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,11 +24,14 @@ from autoaccel.run import Trial, resolve_device
 
 from .space import Sample, to_config
 
-__all__ = ["plan", "train_sampled", "trial_status"]
+__all__ = ["REPORT_EVERY_S", "plan", "train_sampled", "trial_status"]
+
+REPORT_EVERY_S = 10.0  # at most this long between two reports (and checkpoints) of a running trial
 
 
 def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
-    """The Ray trainable: one sampled configuration, trained for every seed in lockstep, one report per epoch."""
+    """The Ray trainable: one sampled configuration, trained for every seed in lockstep. ``payload``: the workload,
+    budget, seeds and device, ``milestones`` (the epochs the scheduler decides at) and ``report_every_s``."""
     import ray
     from ray import tune
 
@@ -43,14 +54,23 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
                     "device": _device(payload["device"]),
                 },
                 local / f"seed_{seed}",
+                autosave=False,
             )
             for seed in seeds
         ]
         metric = trials[0].workload.metric
         node = {"node_id": ray.get_runtime_context().get_node_id()}  # where it trained (a retry may move it)
+        milestones, pending, last = set(payload.get("milestones", ())), [], time.monotonic()
         for per_seed in zip(*(t.epochs() for t in trials), strict=False):
-            report = {**_merge(per_seed, seeds, metric), **node}
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(local))
+            merged = _merge(per_seed, seeds, metric)
+            pending.append(merged)
+            ends = any(t.finished for t in trials)  # lockstep seeds end together, when the first one ends
+            due = time.monotonic() - last >= payload.get("report_every_s", REPORT_EVERY_S)
+            if ends or due or merged["epoch"] in milestones:
+                for trial in trials:
+                    trial.save()
+                tune.report({**merged, **node, "epochs": pending}, checkpoint=tune.Checkpoint.from_directory(local))
+                pending, last = [], time.monotonic()
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
@@ -83,8 +103,9 @@ def _merge(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], metric: str
     merged["epoch"], merged["epochs_planned"] = per_seed[0]["epoch"], per_seed[0]["epochs_planned"]
     values = [m[metric] for m in per_seed]
     merged[f"{metric}_std"] = math.sqrt(sum((v - merged[metric]) ** 2 for v in values) / (len(values) - 1))
-    for seed, value in zip(seeds, values, strict=True):
+    for seed, value, report in zip(seeds, values, per_seed, strict=True):
         merged[f"{metric}_seed{seed}"] = value
+        merged[f"diverged_seed{seed}"] = float(report["status"] == "diverged")  # its value is then a stand-in
     merged["status"] = "diverged" if any(m["status"] == "diverged" for m in per_seed) else "completed"
     return merged
 

@@ -1,0 +1,150 @@
+"""Comparisons: every technique family tuned with the same budget, then its best configuration re-run on paired
+seeds beside its baseline's, so that the analysis can say whether the technique helps (``docs/compare.md``).
+
+A spec with a ``compare`` section (its ``space`` must have ``families``)::
+
+    compare:
+      tuning: {trials_per_family: 24}         # each family's own Optuna study and ASHA, the same number of trials
+      final: {top: 1, seeds: [1, 2, 3, 4, 5], batch_sizes: [40]}
+      baselines: {anderson_sgd: sgd}          # inferred when left out
+
+Tuning gives every family an Optuna study of its own (its own sampler stream, seeded by the spec's seed and the
+family's position) and, with ASHA, rungs of its own, so a family is never stopped for learning slower in its first
+epochs than another family; the families take turns for the trial slots, in one Ray Tune run. The final phase
+re-runs each family's ``top`` best tuning configurations on every seed and batch size, one trial each, never stopped
+early. Seed ``s`` of a technique and seed ``s`` of its baseline see the same initialisation and data order. The
+final seeds default to five seeds the tuning did not use, so no final number is the run its configuration was
+selected on.
+
+Baselines: a family's baseline is the family that trains the same base optimizer with no wrapper (Anderson over SGD
+→ SGD); a base that modifies another one (Demon SGD, Demon Adam, AdaHessian) is measured against the base it
+modifies (the registry's ``Technique.baseline``: SGD, Adam, Adam). A family that is its own reference (plain SGD)
+is a baseline, not a row of the verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autoaccel.config import Hyperparameter, check_all, check_int_list
+from autoaccel.errors import ConfigError
+
+from .space import SearchSpace, sample
+
+__all__ = ["FINAL", "FINAL_PHASE", "TUNING", "TUNING_PHASE", "Compare", "check_compare"]
+
+TUNING = (Hyperparameter("trials_per_family", int, 16, "tuning trials of each family (the equal budget)", 1),)
+FINAL = (Hyperparameter("top", int, 1, "best tuning configurations of each family re-run", 1),)
+TUNING_PHASE, FINAL_PHASE = "tuning", "final"
+_KEYS = ("tuning", "final", "baselines")
+_STACK_SAMPLES = 10  # draws per family to read which stack (base + wrappers) it trains
+
+
+@dataclass(frozen=True)
+class Compare:
+    """A validated ``compare`` section."""
+
+    families: tuple[str, ...]
+    trials_per_family: int
+    top: int
+    seeds: tuple[int, ...]  # of the final runs
+    batch_sizes: tuple[int, ...]  # of the final runs
+    baselines: dict[str, str]  # family → its baseline family (techniques only; baselines are not keys)
+    stacks: dict[str, str]  # family → the stack it trains, e.g. "anderson+sgd"
+
+    @property
+    def final_trials(self) -> int:
+        return len(self.families) * self.top * len(self.seeds) * len(self.batch_sizes)
+
+
+def _mapping(raw: Any, key: str, allowed: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, raw, allowed)
+    return raw
+
+
+def check_compare(raw: Any, space: SearchSpace, tuning_seeds: Sequence[int], batch_size: int) -> Compare:
+    """Validate a ``compare`` section against its space; infer the baselines. Raises :class:`ConfigError`."""
+    section = _mapping(raw, "compare", "a mapping with tuning, final and baselines")
+    for key in section:
+        if key not in _KEYS:
+            raise ConfigError(f"compare.{key}", section[key], "unknown key; allowed keys: " + ", ".join(_KEYS))
+    if len(space.families) < 2:
+        allowed = "a space with families (at least a technique and its baseline) to compare"
+        raise ConfigError("space", str(space.path), allowed)
+    tuning = check_all(TUNING, dict(_mapping(section.get("tuning"), "compare.tuning", "a mapping")), "compare.tuning.")
+    final_raw = dict(_mapping(section.get("final"), "compare.final", "a mapping with top, seeds, batch_sizes"))
+    lists = {k: final_raw.pop(k) for k in ("seeds", "batch_sizes") if k in final_raw}
+    final = check_all(FINAL, final_raw, "compare.final.")
+    seeds = check_int_list(lists.get("seeds", _unused_seeds(tuning_seeds)), "compare.final.seeds", 0)
+    batch_sizes = check_int_list(lists.get("batch_sizes", [batch_size]), "compare.final.batch_sizes", 1)
+    stacks = {family: _stack(space, family) for family in space.families}
+    given = _mapping(section.get("baselines"), "compare.baselines", "a mapping of family → its baseline family")
+    for family, baseline in given.items():
+        for value, where in ((family, f"compare.baselines.{family}"), (baseline, f"compare.baselines.{family}")):
+            if value not in space.families:
+                raise ConfigError(where, value, "a family of the space: " + ", ".join(space.families))
+        if family == baseline:
+            raise ConfigError(f"compare.baselines.{family}", baseline, "another family (a family is not its own)")
+    baselines = {**_inferred(stacks, space, skip=set(given)), **dict(given)}
+    return Compare(
+        families=tuple(space.families),
+        trials_per_family=tuning["trials_per_family"],
+        top=final.get("top", FINAL[0].default),
+        seeds=tuple(seeds),
+        batch_sizes=tuple(batch_sizes),
+        baselines=baselines,
+        stacks={f: "+".join(s) for f, s in stacks.items()},
+    )
+
+
+def _unused_seeds(tuning_seeds: Sequence[int], n: int = 5) -> list[int]:
+    """The first ``n`` seeds the tuning did not train on."""
+    seeds, candidate = [], 0
+    while len(seeds) < n:
+        if candidate not in tuning_seeds:
+            seeds.append(candidate)
+        candidate += 1
+    return seeds
+
+
+def _stack(space: SearchSpace, family: str) -> tuple[str, ...]:
+    """(wrappers outermost first..., base) a family trains, read from a few draws; the same in every draw."""
+    from autoaccel.optim import technique_label
+
+    seen = {technique_label(drawn.optimizer) for drawn in sample(space, _STACK_SAMPLES, seed=0, family=family)}
+    if len(seen) > 1:
+        allowed = f"one stack per family to infer its baseline (draws give {', '.join(sorted(seen))}); name it"
+        raise ConfigError(f"compare.baselines.{family}", None, allowed)
+    return tuple(next(iter(seen)).split("+"))
+
+
+def _inferred(stacks: dict[str, tuple[str, ...]], space: SearchSpace, skip: set[str]) -> dict[str, str]:
+    """family → the family that trains its reference base with no wrapper, for every family that is not one (and
+    is not in ``skip``: its baseline is given)."""
+    from autoaccel.optim import techniques
+
+    plain: dict[str, list[str]] = {}
+    for family, stack in stacks.items():
+        if len(stack) == 1:
+            plain.setdefault(stack[0], []).append(family)
+    out = {}
+    for family, stack in stacks.items():
+        base = stack[-1]
+        reference = techniques()[base].baseline or base
+        if family in skip or (len(stack) == 1 and reference == base):
+            continue  # given, or a plain base optimizer: a baseline itself
+        candidates = [f for f in plain.get(reference, []) if f != family]
+        if len(candidates) != 1:
+            found = f"families {', '.join(candidates)} all train" if candidates else "no family trains"
+            allowed = (
+                f"a baseline named in compare.baselines: {family} trains {'+'.join(stack)}, and {found} plain "
+                f"{reference!r}"
+            )
+            raise ConfigError(f"compare.baselines.{family}", None, allowed, str(space.path))
+        out[family] = candidates[0]
+    return out

@@ -1,0 +1,268 @@
+"""Comparisons: the verdict's statistics on tables with known answers, then a real comparison (Ray, Optuna journal,
+MLflow SQLite, tiny models) whose techniques have known answers: a baseline in disguise, a technique that helps on
+a deterministic problem, one that always diverges, and one ASHA would have starved under a shared study."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from autoaccel.analysis import build_report, export_experiments, tuning_curves, verdict_table
+from autoaccel.errors import ConfigError
+from autoaccel.sweep import load_spec, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _final(family: str, baseline: str | None, values: list, steps: list | None = None, **extra) -> list[dict]:
+    """Final runs of one family: one row per seed (1, 2, ...); a value of None is a diverged seed."""
+    rows = []
+    for i, value in enumerate(values, start=1):
+        rows.append(
+            {
+                "run_id": f"{family}-{i}",
+                "phase": "final",
+                "family": family,
+                "baseline": baseline,
+                "seed": str(i),
+                "status": "diverged" if value is None else "completed",
+                "final_metric": 1.0e6 if value is None else value,  # a diverged run's stand-in, as logged
+                "steps_to_target": None if steps is None else steps[i - 1],
+                "time_to_target_s": None if steps is None or steps[i - 1] is None else steps[i - 1] / 10,
+                "workload": "toy",
+                "budget.batch_size": 32,
+                "metric_name": "val_mse",
+                "mode": extra.get("mode", "min"),
+            }
+        )
+    return rows
+
+
+def _table(*families: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([row for rows in families for row in rows])
+
+
+def test_a_baseline_in_disguise_has_ratio_exactly_one_and_no_verdict() -> None:
+    same = [0.5, 0.4, 0.6, 0.55, 0.45]
+    row = verdict_table(_table(_final("base", None, same), _final("twin", "base", same))).iloc[0]
+    assert (row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"]) == (1.0, 1.0, 1.0)
+    assert row["win_rate"] == 0.0 and row["verdict"] == "no clear difference" and row["n_seeds"] == 5
+
+
+def test_better_on_every_seed_is_better_and_the_interval_is_below_one() -> None:
+    base = [1.0, 2.0, 1.5, 1.2, 0.8]
+    table = _table(_final("base", None, base), _final("fast", "base", [0.9 * v for v in base]))
+    row = verdict_table(table).iloc[0]
+    assert row["ratio"] == pytest.approx(0.9) and row["ratio_ci_high"] < 1 and row["verdict"] == "better"
+    assert row["win_rate"] == 1.0 and row["failure_rate"] == 0.0
+
+
+def test_pairing_by_seed_sees_what_the_spread_over_seeds_hides() -> None:
+    """Seeds differ 5× while the technique is 5% better on each: unpaired, the two sets overlap almost entirely (an
+    interval of the ratio of medians from independent resamples spans 1); paired by seed, it is better on every
+    seed, and a seed that is better only against another seed's baseline does not count."""
+    base = [1.0, 2.0, 3.0, 4.0, 5.0]
+    table = _table(_final("base", None, base), _final("fam", "base", [0.95 * v for v in base]))
+    row = verdict_table(table).iloc[0]
+    assert row["ratio"] == pytest.approx(0.95) and row["verdict"] == "better" and row["win_rate"] == 1.0
+    rng = np.random.default_rng(0)
+    unpaired = [
+        np.median(rng.choice([0.95 * v for v in base], 5)) / np.median(rng.choice(base, 5)) for _ in range(2000)
+    ]
+    assert np.quantile(unpaired, 0.025) < 1 < np.quantile(unpaired, 0.975)
+    shifted = [0.95 * v for v in base[1:]] + [0.95 * base[0]]  # 5% below the *next* seed's baseline
+    row = verdict_table(_table(_final("base", None, base), _final("fam", "base", shifted))).iloc[0]
+    assert row["win_rate"] == pytest.approx(0.2) and row["verdict"] != "better"
+
+
+def test_a_family_that_always_diverges_is_worse_with_failure_rate_one() -> None:
+    table = _table(_final("base", None, [0.5] * 5), _final("boom", "base", [None] * 5))
+    row = verdict_table(table).iloc[0]
+    assert math.isinf(row["ratio"]) and row["ratio_ci_low"] == math.inf and row["verdict"] == "worse"
+    assert row["failure_rate"] == 1.0 and row["win_rate"] == 0.0 and math.isinf(row["median"])
+
+
+def test_a_failed_seed_ranks_worst_never_as_a_finite_stand_in() -> None:
+    """Four better seeds and one diverged: the stand-in 1e6 would be a finite 2e6× ratio; it is ∞ instead, and
+    the failure shows in the failure rate and the median over seeds."""
+    table = _table(_final("base", None, [0.5] * 5), _final("fam", "base", [0.4, 0.4, 0.4, 0.4, None]))
+    row = verdict_table(table).iloc[0]
+    assert row["failure_rate"] == pytest.approx(0.2) and row["win_rate"] == pytest.approx(0.8)
+    assert math.isinf(row["ratio_ci_high"]) and row["verdict"] == "no clear difference"
+    baseline_failed = _table(_final("base", None, [0.5, 0.5, None, 0.5, 0.5]), _final("fam", "base", [0.4] * 5))
+    row = verdict_table(baseline_failed).iloc[0]  # the baseline's failure is the family's win (ratio 0)
+    assert row["win_rate"] == 1.0 and row["ratio_ci_high"] < 1 and row["baseline_failure_rate"] == pytest.approx(0.2)
+
+
+def test_speedup_counts_never_as_never_and_leaves_out_seeds_where_neither_reached() -> None:
+    base = _final("base", None, [0.5] * 5, steps=[100, 100, None, 100, None])
+    fam = _final("fam", "base", [0.5] * 5, steps=[50, 50, 40, None, None])
+    row = verdict_table(_table(base, fam)).iloc[0]
+    # seeds: 2×, 2×, ∞ (only the family reached it), 0 (only the baseline did); seed 5: neither, left out
+    assert row["speedup_n"] == 4 and row["speedup"] == pytest.approx(2.0)
+    assert row["reached_rate"] == pytest.approx(0.6) and row["baseline_reached_rate"] == pytest.approx(0.6)
+
+
+def test_for_a_metric_to_maximise_below_one_is_still_better() -> None:
+    table = _table(
+        _final("base", None, [0.80, 0.82, 0.81], mode="max"), _final("fam", "base", [0.90, 0.91, 0.92], mode="max")
+    )
+    row = verdict_table(table).iloc[0]
+    assert row["ratio"] < 1 and row["verdict"] == "better" and row["mode"] == "max"
+
+
+def test_too_few_seeds_give_no_verdict() -> None:
+    row = verdict_table(_table(_final("base", None, [1.0, 1.0]), _final("fam", "base", [0.5, 0.5]))).iloc[0]
+    assert row["n_seeds"] == 2 and row["ratio_ci_high"] < 1 and row["verdict"] == "no clear difference"
+
+
+def test_interrupted_runs_are_left_out_and_a_table_without_final_runs_is_an_error() -> None:
+    base, fam = _final("base", None, [1.0] * 4), _final("fam", "base", [0.5] * 4)
+    fam[3]["status"] = "interrupted"
+    assert verdict_table(_table(base, fam)).iloc[0]["n_seeds"] == 3
+    tuning = pd.DataFrame(_final("base", None, [1.0])).assign(phase="tuning")
+    with pytest.raises(ValueError, match="no final runs"):
+        verdict_table(tuning)
+
+
+def test_tuning_curves_count_failures_as_worst() -> None:
+    rows = _final("fam", "base", [0.3, None, 0.1, 0.2])
+    table = pd.DataFrame(rows).assign(phase="tuning")
+    curve = tuning_curves(table).set_index("k")
+    assert curve.loc[4, "expected"] == pytest.approx(0.1) and curve.loc[1, "expected"] == math.inf
+    assert list(curve.columns) == ["family", "expected", "ci_low", "ci_high", "n_trials"]
+
+
+# -- a real comparison -----------------------------------------------------------------------------------------
+SPACE = """
+name: known-answers
+families:
+  sgd: {params: {base: {value: sgd}, lr: {value: 0.5}}}
+  twin_sgd: {params: {base: {value: sgd}, lr: {value: 0.5}, lookahead.k: {value: 3}, lookahead.alpha: {value: 1.0}}}
+  anderson_sgd:
+    params:
+      base: {value: sgd}
+      lr: {value: 0.5}
+      anderson.history: {value: 5}
+      anderson.frequency: {value: 1}
+      anderson.averaging: {value: "off"}
+  exploding_sgd: {params: {base: {value: sgd}, lr: {value: 1000.0}}}
+  slow_sgd: {params: {base: {value: sgd}, lr: {float: [0.01, 0.05], log: true}}}
+"""
+TRIALS_PER_FAMILY = 3
+
+
+def _spec(tmp_path: Path, name: str = "known-answers", **changes) -> Path:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    baselines = {f: "sgd" for f in ("twin_sgd", "anderson_sgd", "exploding_sgd", "slow_sgd")}
+    spec = {
+        "name": name,
+        # full batch, no label noise: gradient descent on a fixed quadratic, deterministic given the seed
+        "workload": {"name": "quadratic", "dim": 16, "samples": 64, "noise": 0.0},
+        "space": "space.yaml",
+        "budget": {"epochs": 30, "batch_size": 64},
+        "compare": {
+            "tuning": {"trials_per_family": TRIALS_PER_FAMILY},
+            "final": {"seeds": [1, 2, 3]},
+            "baselines": baselines,
+        },
+        "search": {"max_concurrent": 2, "seed": 0},
+        "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 3},
+        "device": "cpu",
+        "storage": str(tmp_path / "sweeps"),
+        **changes,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path))
+    assert spec.compare.baselines["anderson_sgd"] == "sgd"
+    result = run_sweep(spec)
+    assert result["unfinished"] == 0
+    runs, history = (t.to_pandas() for t in export_experiments([spec.experiment], spec.tracking_uri))
+    tuning, final = runs[runs["phase"] == "tuning"], runs[runs["phase"] == "final"]
+    # the equal budget: every family its own trials, each with a completed one, whatever the others learn
+    assert tuning.groupby("family").size().to_dict() == dict.fromkeys(spec.compare.families, TRIALS_PER_FAMILY)
+    completed = tuning[tuning["status"] == "completed"].groupby("family").size()
+    assert set(completed.index) == set(spec.compare.families) - {"exploding_sgd"}
+    # slow_sgd is behind every sgd trial at ASHA's first rung: one shared set of rungs would have stopped it there
+    at_rung = history[(history["key"] == "metric") & (history["epoch"] == 2)].merge(tuning, on="run_id")
+    slow, fast = (at_rung.loc[at_rung["family"] == f, "value"] for f in ("slow_sgd", "sgd"))
+    assert slow.min() > fast.max()
+    assert len(final) == 5 * 3 and set(final["seed"]) == {"1", "2", "3"}
+    verdict = verdict_table(runs).set_index("family")
+    twin = verdict.loc["twin_sgd"]  # Lookahead with α = 1 is SGD: the same run, bit for bit, on every seed
+    assert (twin["ratio"], twin["ratio_ci_low"], twin["ratio_ci_high"]) == (1.0, 1.0, 1.0)
+    assert twin["verdict"] == "no clear difference"
+    anderson = verdict.loc["anderson_sgd"]  # AA on gradient descent of a quadratic: a known acceleration
+    assert anderson["verdict"] == "better" and anderson["ratio_ci_high"] < 0.1 and anderson["win_rate"] == 1.0
+    exploding = verdict.loc["exploding_sgd"]
+    assert exploding["verdict"] == "worse" and exploding["failure_rate"] == 1.0
+    assert exploding["tuning_diverged_rate"] == 1.0
+    assert verdict.loc["slow_sgd", "verdict"] == "worse" and verdict.loc["slow_sgd", "tuning_trials"] == 3
+
+    written = build_report([spec.experiment], spec.tracking_uri, tmp_path / "report")
+    page = Path(written["html"]).read_text()
+    assert page.index("<h2>Verdict</h2>") < page.index("<h2>Overview</h2>")
+    assert "anderson_sgd over sgd at quadratic / batch 64: better" in page
+    stored = pd.read_parquet(written["verdict_table"])
+    for column in ("family", "baseline", "setting", "n_seeds", "ratio", "ratio_ci_low", "ratio_ci_high", "win_rate",
+                   "speedup", "speedup_ci_low", "speedup_ci_high", "failure_rate", "verdict"):  # fmt: skip
+        assert column in stored
+    assert set(stored["verdict"]) <= {"better", "worse", "no clear difference"}
+    assert np.isfinite(stored.loc[stored["family"] == "anderson_sgd", "ratio"]).all()
+
+
+def test_comparison_specs_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"compare\.baselines\.twin_sgd.*families sgd, exploding_sgd, slow_sgd all"):
+        load_spec(_spec(tmp_path, compare={"tuning": {"trials_per_family": 2}}))
+    with pytest.raises(ConfigError, match=r"compare\.baselines\.twin_sgd = 'nope'"):
+        load_spec(_spec(tmp_path, compare={"baselines": {"twin_sgd": "nope"}}))
+    with pytest.raises(ConfigError, match=r"search\.num_samples.*trials_per_family"):
+        load_spec(_spec(tmp_path, search={"num_samples": 4}))
+    with pytest.raises(ConfigError, match=r"compare\.final\.seeds"):
+        load_spec(_spec(tmp_path, compare={"final": {"seeds": []}}))
+    assert not (tmp_path / "sweeps").exists()  # nothing written
+
+
+def test_a_comparison_interrupted_mid_tuning_resumes_to_the_same_shape(tmp_path: Path) -> None:
+    """Ctrl-C while a later family tunes: finished phases are not re-run, the interrupted one continues, and the
+    final runs follow; one child run per trial, nothing RUNNING."""
+    path = _spec(tmp_path, name="resumed")
+    command = [sys.executable, "-m", "autoaccel.cli", "compare", str(path), "--out", str(tmp_path / "report")]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True
+    )
+    lines = []
+    deadline = time.monotonic() + 240
+    for line in process.stderr:  # the third family's first trial ended: its others run or wait
+        lines.append(line)
+        if "[tuning 8/" in line or time.monotonic() > deadline:
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, "".join(lines) + rest
+    hint = next(line for line in rest.splitlines() if line.startswith("interrupted; continue with"))
+    assert hint.endswith(f"compare {path} --resume"), hint
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "twin_sgd over sgd at quadratic / batch 64: no clear difference" in resumed.stdout
+    spec = load_spec(path)
+    runs = export_experiments([spec.experiment], spec.tracking_uri)[0].to_pandas()
+    assert (runs["mlflow_status"] != "RUNNING").all() and runs["trial_id"].is_unique
+    tuning = runs[runs["phase"] == "tuning"]
+    assert tuning.groupby("family").size().to_dict() == dict.fromkeys(spec.compare.families, TRIALS_PER_FAMILY)
+    assert (runs["phase"] == "final").sum() == 5 * 3
