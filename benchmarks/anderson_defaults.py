@@ -6,7 +6,9 @@
    1e-3..1): the error ‖x − x*‖ of plain GD and of Anderson acceleration at several settings.
 2. The RSD switch of ``averaging="auto"``: the fraction of steps averaged on a noisy linear regression at batch
    sizes 1, 4 and 256 (full batch).
-3. The graduate-admissions MLP (3 × 64, batch 40; the workload ``admissions_mlp``) with SGD (momentum 0.9) and
+3. The moving average after an accepted jump, on the quadratic of 1. (history 5, every 6 steps): averaging off,
+   ``auto`` with the window restarted after each jump (the default, ``restart_average``) and without, ``on``.
+4. The graduate-admissions MLP (3 × 64, batch 40; the workload ``admissions_mlp``) with SGD (momentum 0.9) and
    Adam, plain and under Anderson acceleration with history 5 at several extrapolation frequencies and coefficient
    caps: validation MSE per seed (nan = diverged). Quality only, no timing.
 """
@@ -42,6 +44,12 @@ VARIANTS = [  # (label, anderson section or None for the plain base)
     ("every 6 steps, cap 10, averaging on", {"averaging": "on"}),
     ("every 6 steps, cap 10, reset inner state", {"averaging": "off", "reset_inner_state": True}),
 ]
+AVERAGING = [  # (label, anderson options), history 5 every 6 steps on the quadratic
+    ("averaging off", {"averaging": "off"}),
+    ("averaging auto, window restarted after a jump (default)", {"averaging": "auto"}),
+    ("averaging auto, window kept across a jump", {"averaging": "auto", "restart_average": False}),
+    ("averaging on, window restarted after a jump", {"averaging": "on"}),
+]
 
 
 def main() -> None:
@@ -54,6 +62,11 @@ def main() -> None:
     print("| quadratic, 300 steps | error ‖x − x*‖ |\n|---|---:|")
     for label, options in QUADRATIC:
         x, _ = gradient_descent(a, b, 300, **({"averaging": "off", **options} if options else {}))
+        print(f"| {label} | {(x - x_star).norm().item():.3g} |")
+    print()
+    print("| quadratic, 300 steps, history 5 every 6 steps | error ‖x − x*‖ |\n|---|---:|")
+    for label, options in AVERAGING:
+        x, _ = gradient_descent(a, b, 300, history=5, **options)
         print(f"| {label} | {(x - x_star).norm().item():.3g} |")
     print()
     print("| noisy linear regression, SGD lr 0.05, 400 steps | fraction of steps averaged (auto, τ = 0.1) |")

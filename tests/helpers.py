@@ -146,3 +146,23 @@ def averaging_fraction_on_noisy_regression(
         ((x[idx] @ w - y[idx]) ** 2).mean().backward()
         opt.step()
     return opt.statistics()["aa_averaging_fraction"]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses this machine listens on at TCP ``port`` (Linux, from /proc/net/tcp and tcp6)."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            next(handle)
+            for line in handle:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                    continue
+                raw = bytes.fromhex(address)
+                # /proc writes each 32-bit word in host (little-endian) order
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(str(ipaddress.ip_address(raw)))  # 4 bytes: IPv4, 16: IPv6
+    return found

@@ -240,3 +240,28 @@ def test_reset_inner_state_clears_the_base_momentum_after_an_accepted_jump(reset
     assert all(("momentum_buffer" in base.state[p]) != reset for p in model.parameters())
     train(model, opt, 1, start=frequency)  # SGD re-creates the buffer from the next gradient
     assert all("momentum_buffer" in base.state[p] for p in model.parameters())
+
+
+def test_the_moving_average_restarts_after_an_accepted_jump():
+    """A jump is not noise: kept in the window it raises the RSD, and `auto` averaging pulls the parameters back
+    toward the iterates before it. Restarted, `auto` on a deterministic quadratic stays close to averaging off."""
+    a, b, x_star = ill_conditioned_quadratic()
+    errors = {
+        label: (gradient_descent(a, b, 300, history=5, **options)[0] - x_star).norm().item()
+        for label, options in {
+            "off": {"averaging": "off"},
+            "restarted": {"averaging": "auto"},
+            "kept": {"averaging": "auto", "restart_average": False},
+        }.items()
+    }
+    assert errors["restarted"] < 0.75 * errors["kept"] and errors["restarted"] < 1.2 * errors["off"]
+
+
+def test_a_checkpoint_from_before_the_restart_keeps_its_behaviour():
+    model = tiny_mlp()
+    opt = AndersonAcceleration(torch.optim.SGD(model.parameters(), lr=0.1), history=2)
+    state = opt.state_dict()
+    del state["anderson"]["hyper"]["restart_average"]  # as saved before the option existed
+    fresh = AndersonAcceleration(torch.optim.SGD(tiny_mlp().parameters(), lr=0.1), history=2)
+    fresh.load_state_dict(state)
+    assert fresh.hyper["restart_average"] is False

@@ -90,7 +90,9 @@ def test_resume_is_bit_exact(name: str, tmp_path: Path) -> None:
     assert {k: v for k, v in again.items() if k not in ("time_s", "time_to_target")} == {
         k: v for k, v in result.items() if k not in ("time_s", "time_to_target")
     }
-    assert [r["epoch"] for r in reports] == [1, 2, 3, 4, 5, 6] and result["status"] == "completed"
+    # AdaScale's budget is scale-invariant: it trains until τ = S × the budget, more epochs when the gain is < S
+    epochs = len(reports) if name.startswith("adascale") else 6
+    assert [r["epoch"] for r in reports] == list(range(1, epochs + 1)) and result["status"] == "completed"
 
 
 def test_reports_every_epoch_with_design_metrics(tmp_path: Path) -> None:
@@ -111,10 +113,12 @@ def test_reports_every_epoch_with_design_metrics(tmp_path: Path) -> None:
 
 
 def test_steps_budget_and_adascale_accumulation() -> None:
+    result = run_trial(_config({"base": "sgd", "lr": 0.1}, epochs=None, steps=10))
+    assert result["step"] == 10 and result["epoch"] == 2  # the last epoch partial
     config = _config(STACKS["adascale_demon_sgd"], epochs=None, steps=10)
-    result = run_trial(config)
-    assert result["step"] == 10 and result["epoch"] == 2
-    assert 1.0 <= result["adascale_gain"] <= 2.0 and result["adascale_scale_invariant_steps"] >= 10
+    result = run_trial(config)  # S = 2: until τ = 20 scale-1 steps, 10 to 20 real ones
+    assert 1.0 <= result["adascale_gain"] <= 2.0 and 20 <= result["adascale_scale_invariant_steps"] < 22
+    assert 10 <= result["step"] <= 20
 
 
 def test_huge_learning_rate_is_a_diverged_result_not_a_crash() -> None:
@@ -220,9 +224,11 @@ def test_adascale_skips_a_last_batch_smaller_than_its_micro_batches() -> None:
         workload={**QUAD, "samples": 10},
         batch_size=4,
     )
-    result = run_trial(config)
-    assert result["status"] == "completed" and result["step"] == 4
-
+    reports: list[dict[str, Any]] = []
+    result = run_trial(config, report=lambda m, _: reports.append(m))
+    assert result["status"] == "completed" and all(math.isfinite(r["train_loss"]) for r in reports)
+    steps = [b["step"] - a["step"] for a, b in zip([{"step": 0}, *reports], reports, strict=False)]
+    assert set(steps[:-1]) == {2}  # 2 full batches per epoch; the last (partial) epoch ends when τ reaches 4 × 6
 
 def test_replayed_last_epoch_carries_the_planned_epochs(tmp_path: Path) -> None:
     from autoaccel.run import Trial
@@ -231,3 +237,63 @@ def test_replayed_last_epoch_carries_the_planned_epochs(tmp_path: Path) -> None:
     run_trial(config, checkpoint_dir=tmp_path)
     (replayed,) = list(Trial(config, tmp_path).epochs())  # what a retry after the final report sees
     assert replayed["epoch"] == replayed["epochs_planned"] == 2 and replayed["status"] == "completed"
+
+
+class _NormedLinear(torch.nn.Linear):
+    """A linear model behind a BatchNorm layer, whose running statistics are buffers the forward pass updates."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, 1, bias=False)
+        self.norm = torch.nn.BatchNorm1d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.norm(x))
+
+
+@register_workload
+class _BatchNormQuadratic(NoisyQuadratic):
+    name = "batchnorm_quadratic"
+
+    def model(self) -> torch.nn.Module:
+        return _NormedLinear(self.config["dim"])
+
+
+def test_the_safeguard_evaluations_leave_batchnorm_statistics_alone() -> None:
+    """Anderson's safeguard evaluates the loss twice per extrapolation: measurements, not training steps, so the
+    running statistics see exactly one forward pass per optimizer step."""
+    from autoaccel.run import Trial
+
+    config = {
+        "workload": {"name": "batchnorm_quadratic", "dim": 8, "samples": 64},
+        "optimizer": {"base": "sgd", "lr": 0.05, "anderson": {"history": 2, "safeguard": True, "averaging": "off"}},
+        "budget": {"epochs": 3, "batch_size": 16},
+        "device": "cpu",
+    }
+    trial = Trial(config)
+    history = list(trial.epochs())
+    assert history[-1]["aa_extrapolations"] >= 3  # the safeguard ran
+    assert int(trial.setup.model.norm.num_batches_tracked) == trial.step == 12
+
+
+def test_under_adascale_the_budget_and_the_schedules_are_scale_invariant() -> None:
+    """AdaScale's τ (Σ gains) is the clock: the run lasts until τ = S × the budget's steps (Johnson et al.,
+    Algorithm 1), and Demon's β and the cosine learning rate reach their ends exactly then, not at a real-step count
+    that leaves β at 0.85 because τ grew by less than S per step."""
+    from autoaccel.run import Trial
+
+    optimizer = {
+        "base": "demon_sgd",
+        "lr": 0.05,
+        "demon": {"beta_init": 0.9},
+        "adascale": {"num_gradients_to_accumulate": 4},
+    }
+    config = _config(optimizer, epochs=4, schedule="cosine", warmup_steps=0)
+    trial = Trial(config)
+    history = list(trial.epochs())
+    scale_steps = trial.setup.optimizer.scale_invariant_steps
+    budget = trial.setup.total_steps  # 4 epochs of 6 steps at batch 16
+    assert budget * 4 <= scale_steps < budget * 4 + 4  # τ reached S × budget, within one step's gain
+    assert trial.step > budget  # the gain stayed below S: more real steps than the budget's
+    assert history[-1]["demon_beta"] == 0.0 and history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert history[-1]["budget_epochs"] >= history[-1]["epochs_planned"] == 4
+    assert history[0]["demon_beta"] > 0.85

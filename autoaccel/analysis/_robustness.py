@@ -323,7 +323,9 @@ def expected_best_of_k(
         low, high = [], []
         for kk in ks:
             estimates = sign * _expected_best_sorted(resampled, weights[int(kk)])
-            lo, hi = np.quantile(estimates, alpha, method="lower"), np.quantile(estimates, 1 - alpha, method="higher")
+            with np.errstate(invalid="ignore"):  # ∞ − ∞ inside numpy's quantile of all-∞ resamples: still ∞
+                lo = np.quantile(estimates, alpha, method="lower")
+                hi = np.quantile(estimates, 1 - alpha, method="higher")
             low.append(float(min(lo, hi)))  # for max, the sign flip swaps the ends
             high.append(float(max(lo, hi)))
         out["ci_low"], out["ci_high"] = low, high

@@ -286,12 +286,12 @@ def param_importance(
     else:
         records, mode, n_failed = _records_from_study(data)
         names = list(params) if params is not None else sorted({p for r in records for p in r[0]})
-    if not names:
-        raise ValueError("no hyperparameters to assess: pass params (no optimizer.* column is set)")
-    _make_evaluator(evaluator, seed, evaluator_options or {})  # fail early on a bad name or option
-    options = dict(evaluator_options or {})
     if len(records) < 2:
         raise ValueError(f"importance needs at least 2 trials with a usable metric, got {len(records)}")
+    if not names:
+        raise ValueError("no hyperparameters to assess: pass params (no optimizer.* column varies)")
+    _make_evaluator(evaluator, seed, evaluator_options or {})  # fail early on a bad name or option
+    options = dict(evaluator_options or {})
 
     set_in = {p: sum(p in r[0] for r in records) for p in names}
     notes = {p: "" for p in names}

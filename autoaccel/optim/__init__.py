@@ -4,10 +4,11 @@ Bases: :class:`DemonSGD`, :class:`DemonAdam`, :class:`AdaHessian` (and torch's S
 registry). Wrappers over any optimizer: :class:`Lookahead`, :class:`AndersonAcceleration`, :class:`AdaScale`.
 :func:`build_optimizer` builds a stack from a nested config; :func:`techniques` lists what exists and
 :func:`register_technique` adds one. A training loop asks a stack what it needs through :func:`needs_closure`,
-:func:`micro_batches`, :func:`needs_create_graph` and :func:`set_horizon`, never through its classes.
+:func:`micro_batches`, :func:`needs_create_graph`, :func:`set_horizon` and :func:`budget_progress`, never through
+its classes.
 """
 
-from ._protocol import micro_batches, needs_closure, needs_create_graph, set_horizon
+from ._protocol import budget_progress, micro_batches, needs_closure, needs_create_graph, set_horizon
 from ._registry import (
     TECHNIQUES,
     Technique,
@@ -34,6 +35,7 @@ __all__ = [
     "Lookahead",
     "OptimizerWrapper",
     "Technique",
+    "budget_progress",
     "build_optimizer",
     "demon_momentum",
     "iter_stack",

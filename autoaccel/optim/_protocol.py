@@ -10,6 +10,9 @@ An optimizer may declare any of these; torch's own declare none, and the default
   step (AdaHessian's Hessian-vector product, on its refresh steps).
 - ``set_horizon(total_steps)``: the run's length in optimizer steps, known once the loop knows its budget (Demon's
   T, when the config left it out).
+- ``budget_progress`` (default: none, the loop counts its steps): the budget's steps spent so far, when the
+  optimizer keeps its own clock. AdaScale does: its scale-invariant steps τ ÷ S, so that the run ends, and the
+  learning-rate schedule advances, in scale-invariant iterations, as the paper prescribes.
 
 :class:`~autoaccel.optim.OptimizerWrapper` forwards each to the optimizer it wraps; a wrapper adds its own.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["micro_batches", "needs_closure", "needs_create_graph", "set_horizon"]
+__all__ = ["budget_progress", "micro_batches", "needs_closure", "needs_create_graph", "set_horizon"]
 
 
 def needs_closure(optimizer: Any) -> bool:
@@ -31,6 +34,10 @@ def micro_batches(optimizer: Any) -> int:
 
 def needs_create_graph(optimizer: Any) -> bool:
     return bool(getattr(optimizer, "needs_create_graph", False))
+
+
+def budget_progress(optimizer: Any) -> float | None:
+    return getattr(optimizer, "budget_progress", None)
 
 
 def set_horizon(optimizer: Any, total_steps: int) -> None:

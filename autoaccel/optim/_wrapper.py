@@ -85,6 +85,10 @@ class OptimizerWrapper(Optimizer):
     def set_horizon(self, total_steps: int) -> None:
         _protocol.set_horizon(self.optimizer, total_steps)
 
+    @property
+    def budget_progress(self) -> float | None:
+        return _protocol.budget_progress(self.optimizer)
+
     # -- checkpointing ------------------------------------------------------------------------------------------
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]

@@ -214,8 +214,15 @@ class AdaScale(OptimizerWrapper):
         return self.num_gradients_to_accumulate
 
     def set_horizon(self, total_steps: int) -> None:
-        """``total_steps`` real steps are ``total_steps × S`` scale-invariant ones: what the inner schedules count."""
+        """A budget of ``total_steps`` steps at this batch is ``total_steps × S`` scale-invariant (scale-1) steps:
+        what the inner schedules count, and what τ must reach."""
         super().set_horizon(math.ceil(total_steps * self.scale))
+
+    @property
+    def budget_progress(self) -> float:
+        """τ ÷ S: the budget spent, in steps at this batch. A training loop that stops when it reaches its step
+        budget trains until τ = S × budget, the scale-invariant budget (Johnson et al., Algorithm 1)."""
+        return self.scale_invariant_steps / self.scale
 
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

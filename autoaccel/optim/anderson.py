@@ -83,6 +83,9 @@ ANDERSON_HYPERPARAMETERS = (
     Hyperparameter(
         "reset_inner_state", bool, False, "after an accepted jump, clear the base optimizer's momentum/moments"
     ),
+    Hyperparameter(
+        "restart_average", bool, True, "after an accepted jump, restart the moving average's window at the new point"
+    ),
 )
 
 # Columns per chunk of the Gram computation: the chunk's (m + 1) rows of temporaries stay in cache.
@@ -118,6 +121,7 @@ class AndersonAcceleration(OptimizerWrapper):
         rsd_criterion: str = "norm_ratio",
         max_coefficient: float = 10.0,
         reset_inner_state: bool = False,
+        restart_average: bool = True,
     ):
         super().__init__(optimizer)
         hyper = check_all(
@@ -136,6 +140,7 @@ class AndersonAcceleration(OptimizerWrapper):
                 "max_coefficient": max_coefficient,
                 "safeguard": safeguard,
                 "reset_inner_state": reset_inner_state,
+                "restart_average": restart_average,
             },
         )
         if hyper["frequency"] is None:
@@ -286,6 +291,11 @@ class AndersonAcceleration(OptimizerWrapper):
                     self._restore_plain(group, book)
                 return
         self.counters["accepted"] += len(proposals)
+        if self.hyper["restart_average"]:
+            # The jump is not noise: left in the window it raises the RSD, and "auto" averaging would pull the
+            # parameters back toward the iterates before it (docs/optimizers.md measures both).
+            for _, book, _ in proposals:
+                book["window_count"] = 0
         if self.hyper["reset_inner_state"]:
             # The base optimizer's momentum and moments describe the trajectory the jump left; carried on, a
             # heavy-ball velocity keeps pushing along it for ~1/(1 − β) steps. Its optimizer re-creates them lazily.
@@ -383,7 +393,7 @@ class AndersonAcceleration(OptimizerWrapper):
                 f"({extra['hyper']['history']}/{extra['hyper']['averaging_window']}) differ from this optimizer's "
                 f"({self.hyper['history']}/{self.hyper['averaging_window']}); build it with the same values"
             )
-        self.hyper = dict(extra["hyper"])
+        self.hyper = {"restart_average": False, **extra["hyper"]}  # saved before the restart existed: it did not
         self.steps = int(extra["steps"])
         self.counters = {k: int(v) for k, v in extra["counters"].items()}
         self._groups = [{"open": 0, **{k: int(v) for k, v in book.items()}} for book in extra["groups"]]

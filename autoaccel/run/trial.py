@@ -31,6 +31,7 @@ import torch
 from autoaccel import objective
 from autoaccel.errors import ConfigError
 from autoaccel.optim import (
+    budget_progress,
     build_optimizer,
     micro_batches,
     needs_closure,
@@ -100,13 +101,32 @@ class _Setup:
         self.micro_batches = micro_batches(self.optimizer)
         self.closure = needs_closure(self.optimizer)
         warmup, cosine = budget["warmup_steps"], budget["schedule"] == "cosine"
+        # the schedule follows the budget spent: the step count, or the optimizer's own clock (AdaScale's τ / S)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, self.total_steps, warmup, cosine)
+            self.optimizer, lambda step: lr_factor(self.spent(step), self.total_steps, warmup, cosine)
         )
         self.generator = torch.Generator().manual_seed(config["seed"])
 
     def create_graph(self) -> bool:
         return needs_create_graph(self.optimizer)
+
+    def spent(self, steps: int) -> float:
+        """Optimizer steps of the budget spent after ``steps`` steps: ``steps``, unless the optimizer keeps its own
+        clock (AdaScale's scale-invariant steps ÷ S: the run then lasts until τ reaches S × the budget)."""
+        clock = budget_progress(self.optimizer)
+        return float(steps) if clock is None else clock
+
+    def budget_epochs(self, epoch: int, steps: int) -> float:
+        """The budget spent, in epochs (what a scheduler's rungs count): ``epoch``, or the optimizer's clock."""
+        if budget_progress(self.optimizer) is None:
+            return float(epoch)
+        return self.spent(steps) / self.steps_per_epoch
+
+    def planned_epochs(self) -> float:
+        """The budget in epochs: the epochs a plain run trains; on an optimizer's clock, the budget ÷ steps/epoch."""
+        if budget_progress(self.optimizer) is None:
+            return float(self.epochs)
+        return self.total_steps / self.steps_per_epoch
 
     def step(self, batch: Any) -> torch.Tensor:
         """One optimizer step on ``batch``; the mean training loss (detached)."""
@@ -115,12 +135,18 @@ class _Setup:
 
             def closure() -> torch.Tensor:
                 backward = torch.is_grad_enabled()  # the safeguard re-evaluates under no_grad: loss only
+                # a loss-only evaluation measures, it does not train: BatchNorm's running statistics (any buffer
+                # the forward pass updates) are put back as they were
+                buffers = [] if backward else [(b, b.clone()) for b in model.buffers()]
                 with torch.enable_grad():  # a PINN's loss differentiates its inputs even then
                     if backward:
                         opt.zero_grad()
                     loss = workload.loss(model, batch)
                     if backward:
                         loss.backward(create_graph=self.create_graph())
+                with torch.no_grad():
+                    for buffer, saved in buffers:
+                        buffer.copy_(saved)
                 return loss.detach()
 
             loss = opt.step(closure)
@@ -203,11 +229,15 @@ class Trial:
 
     @property
     def finished(self) -> bool:
-        return self.epoch >= self.setup.epochs or self.status != "completed"
+        if self.status != "completed":
+            return True
+        if budget_progress(self.setup.optimizer) is None:
+            return self.epoch >= self.setup.epochs
+        return self.setup.spent(self.step) >= self.setup.total_steps
 
     def epochs(self) -> Iterator[dict[str, Any]]:
         if self.finished and self.history:
-            yield {**self.history[-1], "epochs_planned": self.setup.epochs, "status": self.status}
+            yield {**self.history[-1], "epochs_planned": self.setup.planned_epochs(), "status": self.status}
         while not self.finished:
             yield self._train_epoch()
 
@@ -217,7 +247,7 @@ class Trial:
         trial.model.train()
         total, count = torch.zeros((), device=trial.device), 0
         for batch in workload.batches(trial.batch_size, trial.generator):
-            if self.step >= trial.total_steps:
+            if trial.spent(self.step) >= trial.total_steps:
                 break
             if trial.micro_batches > workload.batch_size_of(batch):
                 continue  # a last batch too small to give each of AdaScale's S micro-batches an example
@@ -234,6 +264,7 @@ class Trial:
         self.elapsed += time.perf_counter() - started
         metrics = {
             "epoch": self.epoch,
+            "budget_epochs": trial.budget_epochs(self.epoch, self.step),
             "step": self.step,
             "time_s": self.elapsed,
             "train_loss": train_loss,
@@ -244,7 +275,7 @@ class Trial:
         self.history.append(metrics)
         if self.path is not None and self.autosave:
             self.save()
-        return {**metrics, "epochs_planned": trial.epochs, "status": self.status}
+        return {**metrics, "epochs_planned": trial.planned_epochs(), "status": self.status}
 
     def save(self) -> None:
         """Checkpoint the trial as it is now (into ``checkpoint_dir``), atomically."""

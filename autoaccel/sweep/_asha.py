@@ -4,7 +4,6 @@ searcher), so a resumed sweep would judge its running trials against rungs that 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,10 @@ class ResumableASHA(ASHAScheduler):
         self._stopped: set[str] = set()
 
     @property
-    def milestones(self) -> list[int]:
-        """The epochs ASHA decides at: a trial must report there (it records the first result at or past each)."""
-        return sorted(math.ceil(milestone) for milestone, _ in self._brackets[0]._rungs)
+    def milestones(self) -> list[float]:
+        """The budget (in epochs) ASHA decides at: a trial reports at the first epoch at or past each, as ASHA
+        records the first result there."""
+        return sorted(milestone for milestone, _ in self._brackets[0]._rungs)
 
     def _load(self) -> None:
         self._loaded = True
@@ -109,7 +109,7 @@ class PerFamily(FIFOScheduler):
         self._of(trial).on_trial_remove(tune_controller, trial)
 
     @property
-    def milestones(self) -> list[int]:
+    def milestones(self) -> list[float]:
         return sorted({m for s in self.schedulers.values() for m in s.milestones})
 
     def debug_string(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 import threading
 import time
@@ -128,6 +129,10 @@ class SweepTracking(tune.Callback):
             f"MLflow: {s.tracking_uri} (experiment {s.experiment}); `mlflow ui --backend-store-uri "
             f"{s.tracking_uri}` shows it"
         )
+        if not s.study:
+            journal = shlex.quote(str(s.folder / "optuna.journal"))
+            extra = "pip install 'autoaccel[dashboard]'"
+            self._say(f"live Optuna view: `optuna-dashboard {journal}` (serves on 127.0.0.1; {extra})")
 
     def _say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.log, flush=True)

@@ -49,7 +49,8 @@ def _scheduler(spec: SweepSpec, phase: Phase) -> Any:
 
     def asha(path: Path) -> ResumableASHA:
         options = {k: spec.scheduler[k] for k in ("grace_period", "reduction_factor")}
-        return ResumableASHA(path, time_attr="epoch", max_t=spec.budget["epochs"], **options)
+        # the budget spent in epochs: the epoch, or an optimizer's own clock (AdaScale's scale-invariant steps)
+        return ResumableASHA(path, time_attr="budget_epochs", max_t=spec.budget["epochs"], **options)
 
     if not phase.families:
         return asha(phase.asha_path(spec.folder))

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +60,41 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
         ]
         metric = trials[0].workload.metric
         node = {"node_id": ray.get_runtime_context().get_node_id()}  # where it trained (a retry may move it)
-        milestones, pending, last = set(payload.get("milestones", ())), [], time.monotonic()
-        for per_seed in zip(*(t.epochs() for t in trials), strict=False):
+        milestones, pending, last = sorted(payload.get("milestones", ())), [], time.monotonic()
+        for per_seed in _lockstep(trials):
             merged = _merge(per_seed, seeds, metric)
             pending.append(merged)
-            ends = any(t.finished for t in trials)  # lockstep seeds end together, when the first one ends
+            ends = all(t.finished for t in trials) or merged["status"] == "diverged"
             due = time.monotonic() - last >= payload.get("report_every_s", REPORT_EVERY_S)
-            if ends or due or merged["epoch"] in milestones:
+            rung = bool(milestones) and merged["budget_epochs"] >= milestones[0]  # ASHA decides at the first after
+            milestones = [m for m in milestones if m > merged["budget_epochs"]]
+            if ends or due or rung:
                 for trial in trials:
                     trial.save()
                 tune.report({**merged, **node, "epochs": pending}, checkpoint=tune.Checkpoint.from_directory(local))
                 pending, last = [], time.monotonic()
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def _lockstep(trials: Sequence[Trial]) -> Iterator[list[dict[str, Any]]]:
+    """Each round, every seed's latest epoch: the seeds still training advance one epoch, a finished seed stays at
+    its last (on an optimizer's own clock, AdaScale's, seeds need different numbers of epochs). Ends when all have
+    finished, or one diverged (the configuration did)."""
+    streams = [t.epochs() for t in trials]
+    latest: list[dict[str, Any] | None] = [None] * len(trials)
+    while True:
+        advanced = False
+        for i, (trial, stream) in enumerate(zip(trials, streams, strict=True)):
+            if latest[i] is None or not trial.finished:
+                report = next(stream, None)
+                if report is not None:
+                    latest[i], advanced = report, True
+        if not advanced or any(r is None for r in latest):
+            return
+        yield list(latest)
+        if all(t.finished for t in trials) or any(r["status"] == "diverged" for r in latest):
+            return
 
 
 def _device(device: str) -> str:
@@ -100,7 +122,8 @@ def _merge(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], metric: str
     for key, value in per_seed[0].items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             merged[key] = sum(m[key] for m in per_seed) / len(per_seed)
-    merged["epoch"], merged["epochs_planned"] = per_seed[0]["epoch"], per_seed[0]["epochs_planned"]
+    merged["epoch"] = max(m["epoch"] for m in per_seed)  # seeds on an optimizer's clock end at different epochs
+    merged["epochs_planned"] = per_seed[0]["epochs_planned"]
     values = [m[metric] for m in per_seed]
     merged[f"{metric}_std"] = math.sqrt(sum((v - merged[metric]) ** 2 for v in values) / (len(values) - 1))
     for seed, value, report in zip(seeds, values, per_seed, strict=True):
@@ -117,6 +140,7 @@ def trial_status(result: dict[str, Any] | None, errored: bool = False, stopped: 
         return "errored"
     if result and result.get("status") == "diverged":
         return "diverged"
-    if result and result.get("epoch", 0) >= result.get("epochs_planned", math.inf):
+    spent = (result or {}).get("budget_epochs", (result or {}).get("epoch", 0))  # checkpoints from before it
+    if result and spent >= result.get("epochs_planned", math.inf) - 1e-9:
         return "completed"
     return "stopped_early" if stopped else "interrupted"
