@@ -4,9 +4,10 @@
     .venv/bin/python benchmarks/sweep_overhead.py --short [--trials 40] [--json]
 
 ``--short``: the orchestration overhead per trial for a sweep of short trials (the quickstart's shape: the
-admissions MLP, 60 epochs at batch 40, one seed, 2 trials at a time, FIFO), for autoaccel, for a bare Ray Tune
-function trainable running the same trials with reused actors (the floor), and for plain Optuna in one process, in
-the same run: (time from the first trial's start to the last trial's end × 2 slots − Σ trials' own time) ÷ trials.
+admissions MLP, 60 epochs at batch 40, one seed, 2 trials at a time, FIFO), for autoaccel (and for autoaccel
+reporting and checkpointing every epoch, ``failure.checkpoint_every_s: 0``), for a bare Ray Tune function trainable
+running the same trials with reused actors (the floor), and for plain Optuna in one process, in the same run:
+(time from the first trial's start to the last trial's end × 2 slots − Σ trials' own time) ÷ trials.
 
 1. Orchestration efficiency = (Σ trial compute / concurrency) / wall, for ``--trials`` trials of about
    ``--trial-seconds`` each (fixed work per epoch, 2 at a time): ``autoaccel.sweep`` (Ray Tune + Optuna + MLflow;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -236,11 +238,13 @@ def _overhead(spans: list[tuple[float, float]], own: list[float], slots: int = 2
     return {"wall_s": wall, "own_s": sum(own), "overhead_per_trial_s": (wall * slots - sum(own)) / len(spans)}
 
 
-def short_autoaccel(trials: int) -> dict[str, float]:
+def short_autoaccel(trials: int, checkpoint_every_s: float | None = None) -> dict[str, float]:
+    """``checkpoint_every_s=0``: a report and a checkpoint every epoch (the policy before reports were batched)."""
     from mlflow.tracking import MlflowClient
 
     from autoaccel.sweep import run_sweep
 
+    failure = {} if checkpoint_every_s is None else {"failure": {"checkpoint_every_s": checkpoint_every_s}}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "space.yaml").write_text(SHORT_SPACE)
         spec = {
@@ -252,6 +256,7 @@ def short_autoaccel(trials: int) -> dict[str, float]:
             "scheduler": {"type": "fifo"},
             "device": "cpu",
             "storage": str(Path(tmp) / "sweeps"),
+            **failure,
         }
         (Path(tmp) / "spec.yaml").write_text(yaml.safe_dump(spec))
         result = run_sweep(Path(tmp) / "spec.yaml", log=open(os.devnull, "w"))  # noqa: SIM115
@@ -277,6 +282,7 @@ def short_ray_floor(trials: int) -> dict[str, float]:
         for metrics in trial.epochs():
             tune.report({"metric": metrics["metric"], "time_s": metrics["time_s"], "start": start, "end": time.time()})
 
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # without Tune's result files it warns per trial
     rng = random.Random(0)
     space = {"lr": tune.sample_from(lambda _: 10 ** rng.uniform(-3, -0.5)), "momentum": tune.uniform(0.0, 0.95)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,8 +323,15 @@ def short(trials: int) -> dict[str, Any]:
     """Per-trial overhead of autoaccel, Ray Tune's floor and plain Optuna on the same short trials, in one run."""
     import ray
 
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # as a sweep sets it: the floor under the same conditions
     rows: dict[str, Any] = {"trials": trials}
-    for name, measure in (("optuna", short_optuna), ("autoaccel", short_autoaccel), ("ray_floor", short_ray_floor)):
+    measures = (
+        ("optuna", short_optuna),
+        ("autoaccel", short_autoaccel),
+        ("autoaccel_every_epoch", lambda n: short_autoaccel(n, checkpoint_every_s=0)),
+        ("ray_floor", short_ray_floor),
+    )
+    for name, measure in measures:
         rows.update({f"{name}_{key}": value for key, value in measure(trials).items()})
     ray.shutdown()
     rows["autoaccel_over_floor"] = rows["autoaccel_overhead_per_trial_s"] / rows["ray_floor_overhead_per_trial_s"]

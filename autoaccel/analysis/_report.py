@@ -159,7 +159,8 @@ _COLOURS = {"better": "#2a9d4b", "worse": "#c0392b", "no clear difference": "#7f
 
 
 def is_comparison(runs: pd.DataFrame) -> bool:
-    return "phase" in runs and bool((runs["phase"] == "final").any())
+    """Trials of a comparison (tuning or final), not of a plain sweep."""
+    return "phase" in runs and bool(runs["phase"].notna().any())
 
 
 def _verdict(runs: pd.DataFrame, history: pd.DataFrame, out: Path) -> Section:
@@ -170,6 +171,9 @@ def _verdict(runs: pd.DataFrame, history: pd.DataFrame, out: Path) -> Section:
             "each family's best configuration on paired seeds beside its baseline's, which a verdict rests on "
             "(docs/compare.md)"
         )
+        return section
+    if not (runs["phase"] == "final").any():
+        section.missing.append("the comparison's final runs have not run yet: continue it with --resume")
         return section
     table, curves = verdict_table(runs), tuning_curves(runs)
     table.to_parquet(out / "verdict.parquet", index=False)
@@ -234,7 +238,7 @@ def _curves_against(table: pd.DataFrame, final: pd.DataFrame, history: pd.DataFr
     mode = table["mode"].iloc[0]
     for ax, row in zip(axes.flat, table.itertuples(), strict=False):
         in_setting = final[final["setting"] == row.setting]
-        for family, colour in ((row.baseline, "#555555"), (row.family, _COLOURS.get(row.verdict, "#4c72b0"))):
+        for family, colour in ((row.baseline, "#7f7f7f"), (row.family, "#1f5fbf")):
             matrix = _seed_matrix(in_setting[in_setting["family"] == family], history, mode)
             if matrix.empty:
                 continue
@@ -242,7 +246,7 @@ def _curves_against(table: pd.DataFrame, final: pd.DataFrame, history: pd.DataFr
             q1, q3 = matrix.quantile(0.25, axis=1), matrix.quantile(0.75, axis=1)
             ax.plot(median.index, median, color=colour, label=f"{family} (median, {matrix.shape[1]} seeds)")
             ax.fill_between(median.index, q1, q3, color=colour, alpha=0.2)
-        ax.set_title(f"{row.family} vs {row.baseline}: {row.setting}", fontsize=8)
+        ax.set_title(f"{row.family} vs {row.baseline}: {row.verdict}\n{row.setting}", fontsize=8)
         ax.set_xlabel("epoch")
         ax.set_ylabel(row.metric)
         values = history.loc[history["key"] == "metric", "value"]
@@ -285,6 +289,8 @@ def _overview(runs: pd.DataFrame, experiments: Sequence[str], metric: str, mode:
     )
     section.tables.append(("Trials by status", failure_accounting(runs, by=None)))
     done = runs[runs["status"].isin(_FINISHED)]
+    if is_comparison(runs):  # the final runs re-run these configurations: the best are among the tuning trials
+        done = done[done["phase"] == "tuning"]
     if done.empty:
         section.missing.append("no completed trial yet: best configurations appear once one finishes its budget")
         return section
@@ -533,6 +539,18 @@ def _perturbation(runs: pd.DataFrame, mode: str, metric: str) -> Section:
 def _budget(runs: pd.DataFrame, mode: str, metric: str) -> Section:
 
     section = Section("Tuning budget")
+    if is_comparison(runs):
+        curves = tuning_curves(runs)
+        ends = curves.groupby("family").agg(
+            trials=("n_trials", "first"), best_of_1=("expected", "first"), best_of_all=("expected", "last")
+        )
+        section.text.append(
+            "Expected best final metric among k of a family's tuning trials (the verdict's budget curves): with one "
+            "trial a user can expect best_of_1, with all of them best_of_all; a trial ASHA stopped counts with its "
+            "value where it stopped, a diverged one as the worst."
+        )
+        section.tables.append(("Tuning budget per family (tuning.parquet has every k)", ends.reset_index()))
+        return section
     finished = runs[runs["status"].isin(("completed", "diverged"))]
     if finished.empty or finished["family"].value_counts().max() < 2:
         section.missing.append("needs ≥ 2 completed (or diverged) trials of a family")

@@ -231,8 +231,13 @@ def _importances(
 
 
 def _default_params(df: pd.DataFrame) -> list[str]:
-    """The ``optimizer.*`` columns that vary among these trials: a parameter fixed in them cannot matter here."""
-    return [str(c) for c in df.columns if str(c).startswith("optimizer.") and df[c].nunique(dropna=True) > 1]
+    """The ``optimizer.*`` columns that vary among these trials (a parameter fixed in them cannot matter here), less
+    ``optimizer.base``, which the technique family already names."""
+    return [
+        str(c)
+        for c in df.columns
+        if str(c).startswith("optimizer.") and c != "optimizer.base" and df[c].nunique(dropna=True) > 1
+    ]
 
 
 def param_importance(
