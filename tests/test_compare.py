@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -266,3 +267,62 @@ def test_a_comparison_interrupted_mid_tuning_resumes_to_the_same_shape(tmp_path:
     tuning = runs[runs["phase"] == "tuning"]
     assert tuning.groupby("family").size().to_dict() == dict.fromkeys(spec.compare.families, TRIALS_PER_FAMILY)
     assert (runs["phase"] == "final").sum() == 5 * 3
+
+
+def _comparison_store(uri: str, name: str, finals: dict[tuple[str, int], list]) -> None:
+    """An experiment laid out as a comparison writes it: a parent with its baselines, tuning and final child runs.
+    ``finals``: (family, batch size) → final metric per seed (None: diverged)."""
+    import json as json_module
+
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.create_experiment(name)
+    tags = {"autoaccel.role": "sweep", "autoaccel.sweep": name, "metric": "val_mse", "mode": "min"}
+    tags |= {"workload_metric": "val_mse", "workload_mode": "min", "target": "0.5", "workload": "toy"}
+    parent = client.create_run(experiment, tags={**tags, "baselines": json_module.dumps({"fam": "base"})})
+    for (family, batch), values in finals.items():
+        for phase, seeds in (("tuning", [0]), ("final", range(1, len(values) + 1))):
+            for seed in seeds:
+                value = values[seed - 1] if phase == "final" else values[0]
+                status = "completed" if value is not None else "diverged"
+                run = client.create_run(
+                    experiment,
+                    tags={"mlflow.parentRunId": parent.info.run_id, "family": family, "phase": phase,
+                          "seed": str(seed), "status": status, "workload": "toy"},
+                ).info.run_id  # fmt: skip
+                curve = [2.0, 1.0, 1.0e6 if value is None else value]
+                metrics = [Metric(k, v, 0, e) for e, v in enumerate(curve, 1) for k in ("metric", "val_mse")]
+                metrics += [Metric("time_s", 0.1 * e, 0, e) for e in range(1, 4)]
+                metrics += [Metric("step", 10.0 * e, 0, e) for e in range(1, 4)]
+                params = [Param("optimizer.base", family), Param("budget.batch_size", str(batch))]
+                client.log_batch(run, metrics=metrics, params=params)
+                client.set_terminated(run, "FINISHED")
+    client.set_terminated(parent.info.run_id, "FINISHED")
+
+
+def test_several_settings_add_profiles_and_top_k_from_the_final_runs(tmp_path: Path) -> None:
+    """Two batch sizes: a verdict row per setting, and profiles and top-k finishes over the settings computed from
+    the final runs, a diverged seed counting as a failure (the family that diverges at batch 16 loses there)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _comparison_store(
+        uri,
+        "two-settings",
+        {
+            ("base", 16): [0.4, 0.45, 0.42],
+            ("fam", 16): [0.3, None, None],
+            ("base", 64): [0.6, 0.62, 0.61],
+            ("fam", 64): [0.3, 0.32, 0.31],
+        },
+    )
+    written = build_report(["two-settings"], uri, tmp_path / "report", log_artifacts=False)
+    verdict = pd.read_parquet(written["verdict_table"]).set_index("setting")
+    assert verdict.loc["toy / batch 64", "verdict"] == "better"
+    assert verdict.loc["toy / batch 16", "failure_rate"] == pytest.approx(2 / 3)
+    assert verdict.loc["toy / batch 16", "verdict"] != "better"
+    markdown = Path(written["markdown"]).read_text()
+    profiles = markdown.split("## Performance profiles and top-k finishes")[1].split("## ")[0]
+    assert "AlgoPerf score" in profiles and "Not shown" not in profiles
+    top = re.search(r"\| fam \| ([\d.]+) \| ([\d.]+) \| 2 \|", profiles)  # algorithm, top_1, top_3, n_settings
+    assert top and float(top.group(1)) == 50.0  # first at batch 64 only: its median at batch 16 is a failure

@@ -242,8 +242,9 @@ def _curves_against(table: pd.DataFrame, final: pd.DataFrame, history: pd.DataFr
             matrix = _seed_matrix(in_setting[in_setting["family"] == family], history, mode)
             if matrix.empty:
                 continue
-            median = matrix.median(axis=1)
-            q1, q3 = matrix.quantile(0.25, axis=1), matrix.quantile(0.75, axis=1)
+            with np.errstate(invalid="ignore"):  # a failed seed is ∞ from its failure on: the band may reach it
+                median = matrix.median(axis=1)
+                q1, q3 = matrix.quantile(0.25, axis=1), matrix.quantile(0.75, axis=1)
             ax.plot(median.index, median, color=colour, label=f"{family} (median, {matrix.shape[1]} seeds)")
             ax.fill_between(median.index, q1, q3, color=colour, alpha=0.2)
         ax.set_title(f"{row.family} vs {row.baseline}: {row.verdict}\n{row.setting}", fontsize=8)
