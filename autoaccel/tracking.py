@@ -131,23 +131,29 @@ class Tracker:
     def log_epochs(
         self, run_id: str, epochs: Sequence[tuple[Mapping[str, Any], int, Mapping[str, Any] | None]]
     ) -> None:
-        """Several epochs' ``(metrics, step, tags)`` of one run in as few ``log_batch`` calls as MLflow allows."""
+        """Several epochs' ``(metrics, step, tags)`` of one run in as few ``log_batch`` calls as MLflow allows (1,000
+        values each), whole epochs per call, ``train_loss`` last in each: a resumed sweep reads the epochs logged off
+        ``train_loss``, so it never counts an epoch whose other values a crash kept from being written."""
         from mlflow.entities import Metric, RunTag
 
         stamp = int(time.time() * 1000)
-        batch = [
-            Metric(key, float(value), stamp, step)
-            for metrics, step, _ in epochs
-            for key, value in metrics.items()
-            if key not in _NOT_METRICS and _is_number(value) and math.isfinite(float(value))
-        ]
-        tags = {k: str(v) for _, _, epoch_tags in epochs for k, v in (epoch_tags or {}).items()}  # the last wins
-        for start in range(0, max(len(batch), 1), _MAX_METRICS):
-            chunk = batch[start : start + _MAX_METRICS]
-            if chunk or (tags and start == 0):
-                self.client.log_batch(
-                    run_id, metrics=chunk, tags=[RunTag(k, v) for k, v in tags.items()] * (start == 0)
-                )
+        batches: list[list[Metric]] = [[]]
+        for metrics, step, _ in epochs:
+            values = [
+                Metric(key, float(value), stamp, step)
+                for key, value in sorted(metrics.items(), key=lambda item: item[0] == "train_loss")
+                if key not in _NOT_METRICS and _is_number(value) and math.isfinite(float(value))
+            ]
+            if len(batches[-1]) + len(values) > _MAX_METRICS:
+                batches.append([])
+            while len(values) > _MAX_METRICS:  # one epoch of more values than a call takes: its own calls
+                batches[-1], values = values[:_MAX_METRICS], values[_MAX_METRICS:]
+                batches.append([])
+            batches[-1].extend(values)
+        tags = [RunTag(k, str(v)) for _, _, epoch_tags in epochs for k, v in (epoch_tags or {}).items()]
+        for i, batch in enumerate(batches):
+            if batch or (tags and i == 0):
+                self.client.log_batch(run_id, metrics=batch, tags=tags if i == 0 else [])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag

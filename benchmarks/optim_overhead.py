@@ -1,6 +1,7 @@
 """Per-step overhead of each technique relative to its base optimizer, and of the peer implementations.
 
     .venv/bin/python benchmarks/optim_overhead.py [--model mlp|resnet|all] [--rounds R] [--steps N] [--device D]
+                                                  [--only NAME ...]
 
 For every (model, technique) it times, in the same process and interleaved round by round with its baseline, the
 full training iteration (zero_grad + forward + backward + step) and the optimizer step alone, and reports the
@@ -196,13 +197,25 @@ def time_case(
     return full / steps, step_only / steps
 
 
-def run(model_name: str, rounds: int, steps: int, batch_size: int, device: torch.device, quick: bool) -> list[dict]:
+def run(
+    model_name: str,
+    rounds: int,
+    steps: int,
+    batch_size: int,
+    device: torch.device,
+    quick: bool,
+    only: list[str] | tuple[str, ...] = (),
+) -> list[dict]:
     rows = []
     for label, (make_model, make_batch) in models(model_name, quick).items():
         model = make_model().to(device)
         params = sum(p.numel() for p in model.parameters())
         batches = [tuple(t.to(device) for t in make_batch(batch_size)) for _ in range(4)]
         all_cases = cases(total_steps=rounds * (steps + 5) * 4)
+        if only:  # the cases named, and the baselines they are divided by
+            chosen = [c for c in all_cases if any(word in c.name for word in only)]
+            baselines = {c.baseline for c in chosen}
+            all_cases = [c for c in all_cases if c in chosen or (c.name in baselines and not c.peer)]
         per_round: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for _ in range(rounds):
             for case in all_cases:
@@ -263,6 +276,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny models, few steps: a smoke run")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--only", action="append", default=[], help="time only cases whose name contains this")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.steps, args.batch_size = 1, 6, 4
@@ -273,7 +287,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
     )
     print(f"# {' '.join(sys.argv)}")
-    rows = run(args.model, args.rounds, args.steps, args.batch_size, device, args.quick)
+    rows = run(args.model, args.rounds, args.steps, args.batch_size, device, args.quick, args.only)
     print(markdown(rows))
     if args.json:
         with open(args.json, "w") as f:

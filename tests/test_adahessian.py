@@ -84,7 +84,16 @@ def test_matches_torch_optimizer_with_hessian_power_one():
     a = _MLPConv()
     b = _MLPConv()
     b.load_state_dict(a.state_dict())
-    ours = AdaHessian(a.parameters(), lr=0.05, weight_decay=1e-3, seed=123)
+
+    class SameProbes(AdaHessian):
+        """The reference's probe draw (torch.randint(0, 2), one per entry) from our own generator, seeded as the
+        reference's global one: the same probes, so the update rules are compared, not our faster draw."""
+
+        def _rademacher(self, p, out=None):
+            generator = self._generator(p.device)
+            return torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype).mul_(2).sub_(1)
+
+    ours = SameProbes(a.parameters(), lr=0.05, weight_decay=1e-3, seed=123)
     ref = torch_optimizer.Adahessian(b.parameters(), lr=0.05, weight_decay=1e-3, hessian_power=1.0)
     torch.manual_seed(123)  # the reference draws its probes from the global generator, in the same order
     for step in range(8):
@@ -156,3 +165,17 @@ def test_needs_create_graph_ignores_frozen_parameters():
     opt = AdaHessian(model.parameters(), update_each=2)
     train(model, opt, 1, create_graph=True)
     assert opt.needs_create_graph is False
+
+
+def test_probes_are_balanced_independent_signs_from_the_optimizers_own_generator():
+    """Eight entries per random byte: every entry ±1, half of each, no correlation between neighbours (bits of one
+    byte) or between two draws, and the same stream for the same seed."""
+    p = torch.nn.Parameter(torch.zeros(1000, 1001))  # not a multiple of 8 entries
+    draws = [AdaHessian([p], seed=5)._rademacher(p).clone() for _ in range(2)]
+    assert torch.equal(draws[0], draws[1])
+    opt = AdaHessian([p], seed=5)
+    first, second = opt._rademacher(p).clone(), opt._rademacher(p).clone()
+    assert first.shape == p.shape and set(first.unique().tolist()) == {-1.0, 1.0}
+    flat = first.view(-1)
+    assert abs(flat.mean().item()) < 0.005  # 1e6 entries: 5 standard errors
+    assert abs((flat[:-1] * flat[1:]).mean().item()) < 0.005 and abs((first * second).mean().item()) < 0.005

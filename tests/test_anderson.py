@@ -257,6 +257,25 @@ def test_the_moving_average_restarts_after_an_accepted_jump():
     assert errors["restarted"] < 0.75 * errors["kept"] and errors["restarted"] < 1.2 * errors["off"]
 
 
+def test_after_a_jump_the_average_is_of_post_jump_iterates_only():
+    """The rows averaged after an accepted jump are the iterates since the jump, the newest included."""
+    w = torch.zeros(3, requires_grad=True)
+    opt = AndersonAcceleration(torch.optim.SGD([w], lr=0.1), history=2, averaging="on", averaging_window=4)
+    for step in range(8):
+        w.grad = torch.full((3,), float(step + 1))
+        jumps = opt.counters["accepted"]
+        opt.step()
+        if opt.counters["accepted"] > jumps:
+            jumped = w.detach().clone()
+            w.grad = torch.ones(3)
+            opt.step()  # one step after the jump: the window holds this step's iterate, in its first row, alone
+            book = opt._groups[0]
+            assert book["window_count"] == 1 and book["window_slot"] == 1
+            assert torch.equal(opt.state[w]["window"][0], jumped - 0.1)
+            return
+    raise AssertionError("no extrapolation was accepted")
+
+
 def test_a_checkpoint_from_before_the_restart_keeps_its_behaviour():
     model = tiny_mlp()
     opt = AndersonAcceleration(torch.optim.SGD(model.parameters(), lr=0.1), history=2)

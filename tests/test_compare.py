@@ -141,7 +141,7 @@ def test_tuning_curves_count_failures_as_worst() -> None:
     table = pd.DataFrame(rows).assign(phase="tuning")
     curve = tuning_curves(table).set_index("k")
     assert curve.loc[4, "expected"] == pytest.approx(0.1) and curve.loc[1, "expected"] == math.inf
-    assert list(curve.columns) == ["family", "expected", "ci_low", "ci_high", "n_trials"]
+    assert list(curve.columns) == ["experiment", "family", "expected", "ci_low", "ci_high", "n_trials"]
 
 
 # -- a real comparison -----------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ families:
       anderson.frequency: {value: 1}
       anderson.averaging: {value: "off"}
   exploding_sgd: {params: {base: {value: sgd}, lr: {value: 1000.0}}}
-  slow_sgd: {params: {base: {value: sgd}, lr: {float: [0.01, 0.05], log: true}}}
+  slow_sgd: {params: {base: {value: sgd}, lr: {float: [0.01, 0.05], log: true}, budget.warmup_steps: {value: 3}}}
 """
 TRIALS_PER_FAMILY = 3
 
@@ -204,6 +204,10 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     slow, fast = (at_rung.loc[at_rung["family"] == f, "value"] for f in ("slow_sgd", "sgd"))
     assert slow.min() > fast.max()
     assert len(final) == 5 * 3 and set(final["seed"]) == {"1", "2", "3"}
+    # a family's own budget keys go with its configuration into the final runs
+    assert set(final.groupby("family")["budget.warmup_steps"].first().items()) == {
+        ("sgd", 0), ("twin_sgd", 0), ("anderson_sgd", 0), ("exploding_sgd", 0), ("slow_sgd", 3)
+    }
     verdict = verdict_table(runs).set_index("family")
     twin = verdict.loc["twin_sgd"]  # Lookahead with α = 1 is SGD: the same run, bit for bit, on every seed
     assert (twin["ratio"], twin["ratio_ci_low"], twin["ratio_ci_high"]) == (1.0, 1.0, 1.0)
@@ -326,3 +330,21 @@ def test_several_settings_add_profiles_and_top_k_from_the_final_runs(tmp_path: P
     assert "AlgoPerf score" in profiles and "Not shown" not in profiles
     top = re.search(r"\| fam \| ([\d.]+) \| ([\d.]+) \| 2 \|", profiles)  # algorithm, top_1, top_3, n_settings
     assert top and float(top.group(1)) == 50.0  # first at batch 64 only: its median at batch 16 is a failure
+
+
+def test_comparisons_reported_together_keep_their_own_pairs_direction_and_configurations() -> None:
+    """Two comparisons in one table (`autoaccel report --experiment A --experiment B`): one minimises an error, the
+    other maximises an accuracy on the same workload and batch size, and each family's final runs name the tuning
+    run they re-run. Each comparison is judged on its own: its direction, its seeds, its configurations."""
+    error = _table(_final("base", None, [0.5, 0.6, 0.55]), _final("fam", "base", [0.4, 0.5, 0.45])).assign(
+        experiment="errors"
+    )
+    accuracy = _table(
+        _final("base", None, [0.80, 0.82, 0.81], mode="max"), _final("fam", "base", [0.90, 0.91, 0.92], mode="max")
+    ).assign(experiment="accuracies")
+    both = pd.concat([error, accuracy], ignore_index=True)
+    both["study.source_run"] = both["experiment"] + "-" + both["family"]  # one tuning run per family and experiment
+    table = verdict_table(both).set_index("experiment")
+    assert len(table) == 2 and set(table["verdict"]) == {"better"} and (table["win_rate"] == 1.0).all()
+    assert table.loc["accuracies", "mode"] == "max" and table.loc["errors", "mode"] == "min"
+    assert (table["n_seeds"] == 3).all()  # seed 1 of one comparison is not paired with seed 1 of the other

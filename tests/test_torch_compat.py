@@ -172,3 +172,32 @@ def test_deepcopy_and_pickle_after_a_scheduler_is_attached(name):
     if isinstance(opt_copy, AdaScale):
         assert opt_copy.gain() > 1.0  # its hooks were registered on the copied parameters
     assert pickle.loads(pickle.dumps(opt)).state_dict()["param_groups"][0]["lr"] == opt.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda m: DemonSGD(m.parameters(), lr=0.1, beta_init=0.9, total_steps=10),
+        lambda m: DemonAdam(m.parameters(), lr=0.01, total_steps=10),
+        lambda m: AdaHessian(m.parameters(), lr=0.05, seed=1),
+    ],
+    ids=["demon_sgd", "demon_adam", "adahessian"],
+)
+def test_a_copied_or_unpickled_base_continues_exactly_as_the_original(build):
+    """torch's Optimizer.__getstate__ keeps only defaults, state and param groups: a copy lost Demon's schedule and
+    AdaHessian's step count and probe generator, and crashed at its next step."""
+    import pickle
+
+    graph = isinstance(build(tiny_mlp()), AdaHessian)
+    model = tiny_mlp()
+    opt = build(model)
+    train(model, opt, 3, create_graph=graph)
+    for copied in (copy.deepcopy((model, opt)), pickle.loads(pickle.dumps((model, opt)))):
+        model_copy, opt_copy = copied
+        train(model_copy, opt_copy, 2, start=3, create_graph=graph)
+        reference_model, reference_opt = copy.deepcopy((model, opt))
+        train(reference_model, reference_opt, 2, start=3, create_graph=graph)
+        for a, b in zip(model_copy.parameters(), reference_model.parameters(), strict=True):
+            assert torch.equal(a, b)
+    train(model, opt, 2, start=3, create_graph=graph)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model_copy.parameters(), strict=True))

@@ -92,6 +92,7 @@ def test_resume_is_bit_exact(name: str, tmp_path: Path) -> None:
     }
     # AdaScale's budget is scale-invariant: it trains until τ = S × the budget, more epochs when the gain is < S
     epochs = len(reports) if name.startswith("adascale") else 6
+    assert epochs >= 6 and reports[-1]["budget_epochs"] >= reports[-1]["epochs_planned"] == 6
     assert [r["epoch"] for r in reports] == list(range(1, epochs + 1)) and result["status"] == "completed"
 
 
@@ -297,3 +298,9 @@ def test_under_adascale_the_budget_and_the_schedules_are_scale_invariant() -> No
     assert history[-1]["demon_beta"] == 0.0 and history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert history[-1]["budget_epochs"] >= history[-1]["epochs_planned"] == 4
     assert history[0]["demon_beta"] > 0.85
+
+
+def test_a_batch_smaller_than_adascales_micro_batches_is_refused_not_trained_forever() -> None:
+    config = _config({"base": "sgd", "lr": 0.05, "adascale": {"num_gradients_to_accumulate": 4}}, batch_size=2)
+    with pytest.raises(ConfigError, match=r"budget\.batch_size = 2: at least the optimizer's 4 micro-batches"):
+        run_trial(config)

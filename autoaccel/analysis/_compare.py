@@ -3,7 +3,8 @@
 Input: the export's ``runs`` table of a comparison (``autoaccel sweep`` with a ``compare`` section): tuning trials
 (``phase = tuning``) and final runs (``phase = final``: each family's best tuning configuration re-run on paired
 seeds and every batch size, never stopped early). The method, its sources and the verdict rule are in
-``docs/compare.md``; in short, per (family, baseline, setting = workload × batch size), over the seeds both ran:
+``docs/compare.md``; in short, per (comparison, family, baseline, setting = workload × batch size), over the seeds
+both ran with a meaningful ratio (comparisons reported together each keep their own pairs, tuning and direction):
 
 - ``ratio``: the median over seeds of the paired ratio family ÷ baseline of the final metric, turned so that < 1
   is better whatever the direction (``min``: family/baseline; ``max``: baseline/family); a failed seed (diverged or
@@ -24,7 +25,6 @@ Interrupted runs (a sweep cut short by Ctrl-C) are not yet results and are left 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,29 +47,33 @@ def _setting(runs: pd.DataFrame) -> pd.Series:
     return runs["workload"].astype(str) + batch.map(lambda b: "" if pd.isna(b) else f" / batch {int(b)}")
 
 
+def _with_experiment(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison reported together keeps its own pairs, tuning and direction: rows carry their experiment."""
+    return runs if "experiment" in runs else runs.assign(experiment="")
+
+
 def final_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The final runs a verdict rests on, with their ``setting``: per family those of its best tuning configuration
-    (with ``final.top > 1`` the others are details, not the verdict), and only runs that are results (completed,
-    diverged or errored; an interrupted one is not yet)."""
+    """The final runs a verdict rests on, with their ``setting``: per comparison (experiment) and family those of its
+    best tuning configuration (with ``final.top > 1`` the others are details, not the verdict), and only runs that
+    are results (completed, diverged or errored; an interrupted one is not yet)."""
     _require_rows(runs, "phase", "baseline", "family", "seed", "status", "final_metric", "workload", "mode")
-    final = runs[runs["phase"] == "final"]
+    runs = _with_experiment(runs)
+    final = runs[(runs["phase"] == "final") & runs["status"].isin(_RESULT)]
     if final.empty:
         raise ValueError("no final runs: a comparison's verdict needs its final phase (compare in the spec)")
-    final = final[final["status"].isin(_RESULT)].assign(setting=_setting(final[final["status"].isin(_RESULT)]))
+    final = final.assign(setting=_setting(final))
     tuning = runs[runs["phase"] == "tuning"]
-    return _chosen(final, tuning, objective.check_mode(final["mode"].dropna().iloc[0]))
+    return pd.concat([_chosen(rows, tuning) for _, rows in final.groupby(["experiment", "family"], sort=False)])
 
 
-def _chosen(final: pd.DataFrame, tuning: pd.DataFrame, mode: str) -> pd.DataFrame:
-    if "study.source_run" not in final or final["study.source_run"].nunique() == final["family"].nunique():
+def _chosen(final: pd.DataFrame, tuning: pd.DataFrame) -> pd.DataFrame:
+    """One family's final runs in one comparison, restricted to those of its best tuning configuration."""
+    if "study.source_run" not in final or final["study.source_run"].nunique() <= 1:
         return final
+    mode = objective.check_mode(final["mode"].iloc[0])
     scores = tuning.set_index("run_id")["final_metric"]
-    keep = []
-    for _, group in final.groupby("family"):
-        sources = group["study.source_run"].dropna().unique()
-        best = min(sources, key=lambda run_id: _tuning_loss(scores, run_id, mode))
-        keep.append(group[group["study.source_run"] == best])
-    return pd.concat(keep)
+    best = min(final["study.source_run"].dropna().unique(), key=lambda run_id: _tuning_loss(scores, run_id, mode))
+    return final[final["study.source_run"] == best]
 
 
 def _tuning_loss(scores: pd.Series, run_id: str, mode: str) -> float:
@@ -146,23 +150,23 @@ def verdict_rule(ratio_low: float, ratio_high: float, n_seeds: int) -> str:
 
 
 def verdict_table(runs: pd.DataFrame, *, n_bootstrap: int = 2000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """One row per (family, baseline, setting) of a comparison's final runs: the columns of the module docstring,
-    plus ``workload``, ``batch_size``, ``metric``, ``mode``, the two medians, the reach rates, and the family's
-    tuning (``tuning_trials``, ``tuning_completed``, ``tuning_diverged_rate``)."""
+    """One row per (experiment, family, baseline, setting) of the comparisons' final runs: the columns of the module
+    docstring, plus ``experiment``, ``workload``, ``batch_size``, ``metric``, ``mode``, the two medians, the reach
+    rates, and the family's tuning (``tuning_trials``, ``tuning_completed``, ``tuning_diverged_rate``)."""
     final = final_runs(runs)
-    tuning = runs[runs["phase"] == "tuning"]
-    mode = objective.check_mode(final["mode"].dropna().iloc[0])
+    runs = _with_experiment(runs)
+    tuning = runs[(runs["phase"] == "tuning") & (runs["status"] != "interrupted")]  # an orphan of a killed driver
     rng = np.random.default_rng(seed)
     rows = []
-    pairs = final.dropna(subset=["baseline"])[["family", "baseline"]].drop_duplicates()
-    for setting, in_setting in final.groupby("setting", sort=True):
+    for (experiment, setting), in_setting in final.groupby(["experiment", "setting"], sort=True):
+        mode = objective.check_mode(in_setting["mode"].iloc[0])
+        pairs = in_setting.dropna(subset=["baseline"])[["family", "baseline"]].drop_duplicates()
         for family, baseline in pairs.itertuples(index=False):
             own, base = in_setting[in_setting["family"] == family], in_setting[in_setting["family"] == baseline]
-            if own.empty:
-                continue
             f, b = _per_seed(own), _per_seed(base)
-            seeds = sorted(set(f) & set(b), key=lambda s: (len(s), s))
-            ratios = np.array([_ratio(f[s], b[s], mode) for s in seeds], dtype=float)
+            paired = sorted(set(f) & set(b), key=lambda s: (len(s), s))
+            ratios = np.array([_ratio(f[s], b[s], mode) for s in paired], dtype=float)
+            seeds = [s for s, r in zip(paired, ratios, strict=True) if not np.isnan(r)]  # a ratio must mean something
             ratio, low, high = _median_interval(ratios[~np.isnan(ratios)], n_bootstrap, ci, rng)
             speeds = np.array([_speed(f[s][2], b[s][2]) for s in seeds], dtype=float)
             speeds = speeds[~np.isnan(speeds)]
@@ -170,9 +174,10 @@ def verdict_table(runs: pd.DataFrame, *, n_bootstrap: int = 2000, ci: float = 0.
             times = times[~np.isnan(times)]
             speed, speed_low, speed_high = _median_interval(speeds, n_bootstrap, ci, rng)
             wall, wall_low, wall_high = _median_interval(times, n_bootstrap, ci, rng)
-            own_tuning = tuning[tuning["family"] == family]
+            own_tuning = tuning[(tuning["experiment"] == experiment) & (tuning["family"] == family)]
             rows.append(
                 {
+                    "experiment": experiment,
                     "family": family,
                     "baseline": baseline,
                     "setting": setting,
@@ -204,6 +209,9 @@ def verdict_table(runs: pd.DataFrame, *, n_bootstrap: int = 2000, ci: float = 0.
                     if len(own_tuning)
                     else math.nan,
                     "verdict": verdict_rule(low, high, len(seeds)),
+                    # AdaScale trains to its scale-invariant budget: up to S× the examples of a baseline at its batch
+                    "scale_invariant": "technique" in own
+                    and own["technique"].astype(str).str.contains("adascale").any(),
                 }
             )
     return pd.DataFrame(rows)
@@ -227,25 +235,28 @@ def tuning_curves(runs: pd.DataFrame, *, n_bootstrap: int = 200, seed: int = 0) 
     how much tuning the technique needs. A trial counts with its metric at the epochs it reached (a trial ASHA
     stopped early: its value there), a diverged or errored one as a failure (the worst value)."""
     _require_rows(runs, "phase", "family", "status", "final_metric", "mode")
-    tuning = runs[runs["phase"] == "tuning"]
+    runs = _with_experiment(runs)
+    tuning = runs[(runs["phase"] == "tuning") & (runs["status"] != "interrupted")]  # an orphan of a killed driver
     frames = []
-    for family, rows in tuning.groupby("family", sort=True):
+    for (experiment, family), rows in tuning.groupby(["experiment", "family"], sort=True):
         values = rows["final_metric"].where(~rows["status"].isin(FAILED)).astype(float).to_numpy()
         curve = expected_best_of_k(values, mode=rows["mode"].iloc[0], bootstrap=n_bootstrap, seed=seed)
-        frames.append(curve.reset_index().assign(family=family, n_trials=len(rows)))
+        frames.append(curve.reset_index().assign(experiment=experiment, family=family, n_trials=len(rows)))
     if not frames:
         raise ValueError("no tuning trials: a comparison's tuning curves need its tuning phases")
-    return pd.concat(frames, ignore_index=True)[["family", "k", "expected", "ci_low", "ci_high", "n_trials"]]
+    columns = ["experiment", "family", "k", "expected", "ci_low", "ci_high", "n_trials"]
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
-def sentence(row: pd.Series | dict[str, Any], names: Sequence[str] = ()) -> str:
+def sentence(row: pd.Series | dict[str, Any], with_experiment: bool = False) -> str:
     """One row of the verdict in words, e.g. "anderson_sgd over sgd at admissions_mlp / batch 40: better; final
     val_mse 0.93× sgd's [0.88, 0.99], 5/5 seeds better, reached the target 1.4× sooner (median over 5 seeds), 0 of 24
     tuning trials diverged"."""
     n = int(row["n_seeds"])
     wins = round(row["win_rate"] * n) if n else 0
+    where = f"{row['setting']} [{row['experiment']}]" if with_experiment else row["setting"]
     text = (
-        f"{row['family']} over {row['baseline']} at {row['setting']}: {row['verdict']}; final {row['metric']} "
+        f"{row['family']} over {row['baseline']} at {where}: {row['verdict']}; final {row['metric']} "
         f"{_num(row['ratio'])}× {row['baseline']}'s [{_num(row['ratio_ci_low'])}, {_num(row['ratio_ci_high'])}], "
         f"{wins}/{n} seeds better"
     )
@@ -261,7 +272,10 @@ def sentence(row: pd.Series | dict[str, Any], names: Sequence[str] = ()) -> str:
     if row["failure_rate"] > 0:
         text += f", {_num(100 * row['failure_rate'])}% of its final runs failed"
     diverged = round(row["tuning_diverged_rate"] * row["tuning_trials"]) if row["tuning_trials"] else 0
-    return text + f", {diverged} of {int(row['tuning_trials'])} tuning trials diverged"
+    text += f", {diverged} of {int(row['tuning_trials'])} tuning trials diverged"
+    if row.get("scale_invariant"):
+        text += f" (AdaScale trained to its scale-invariant budget: up to S× the examples {row['baseline']} saw)"
+    return text
 
 
 def _num(value: float) -> str:

@@ -140,6 +140,7 @@ def _best_first(df: pd.DataFrame, mode: str) -> pd.DataFrame:
 
 # -- sections -------------------------------------------------------------------------------------------------------
 _VERDICT_COLUMNS = {
+    "experiment": "comparison",
     "family": "technique",
     "baseline": "baseline",
     "setting": "setting",
@@ -188,7 +189,8 @@ def _verdict(runs: pd.DataFrame, history: pd.DataFrame, out: Path) -> Section:
         f"{table['metric'].iloc[0]} is better; intervals are 95% bootstrap intervals over paired seeds; the rule "
         "and the method are in docs/compare.md."
     )
-    section.text.extend(sentence(row) for _, row in table.iterrows())
+    several = table["experiment"].nunique() > 1
+    section.text.extend(sentence(row, several) for _, row in table.iterrows())
     shown = table[list(_VERDICT_COLUMNS)].rename(columns=_VERDICT_COLUMNS)
     section.tables.append(("Verdict per technique and setting (verdict.parquet has every column)", shown))
     section.images.append(("forest plot of the ratios", _forest(table)))
@@ -210,11 +212,17 @@ def _forest(table: pd.DataFrame) -> bytes:
         ax.plot(middle, y, "o", color=colour)
     ax.axvline(1.0, color="black", lw=0.8, ls="--")
     ax.set_yticks(range(len(table)))
-    ax.set_yticklabels([f"{r.family} vs {r.baseline} ({r.setting})" for r in table.iloc[::-1].itertuples()], fontsize=8)
+    ax.set_yticklabels([_where(r, table) for r in table.iloc[::-1].itertuples()], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlim(low, high)
     ax.set_xlabel("final metric ÷ baseline's, paired by seed (< 1: better); clipped at the plot's edges")
     return _png(fig)
+
+
+def _where(row: Any, table: pd.DataFrame) -> str:
+    """A verdict row's name: technique, baseline and setting, and its comparison when several are reported."""
+    several = table["experiment"].nunique() > 1
+    return f"{row.family} vs {row.baseline} ({row.setting})" + (f" [{row.experiment}]" if several else "")
 
 
 def _seed_matrix(rows: pd.DataFrame, history: pd.DataFrame, mode: str) -> pd.DataFrame:
@@ -237,7 +245,7 @@ def _curves_against(table: pd.DataFrame, final: pd.DataFrame, history: pd.DataFr
     fig, axes = plt.subplots(rows_n, columns, figsize=(4.3 * columns, 3.1 * rows_n), squeeze=False)
     mode = table["mode"].iloc[0]
     for ax, row in zip(axes.flat, table.itertuples(), strict=False):
-        in_setting = final[final["setting"] == row.setting]
+        in_setting = final[(final["setting"] == row.setting) & (final["experiment"] == row.experiment)]
         for family, colour in ((row.baseline, "#7f7f7f"), (row.family, "#1f5fbf")):
             matrix = _seed_matrix(in_setting[in_setting["family"] == family], history, mode)
             if matrix.empty:
@@ -247,7 +255,7 @@ def _curves_against(table: pd.DataFrame, final: pd.DataFrame, history: pd.DataFr
                 q1, q3 = matrix.quantile(0.25, axis=1), matrix.quantile(0.75, axis=1)
             ax.plot(median.index, median, color=colour, label=f"{family} (median, {matrix.shape[1]} seeds)")
             ax.fill_between(median.index, q1, q3, color=colour, alpha=0.2)
-        ax.set_title(f"{row.family} vs {row.baseline}: {row.verdict}\n{row.setting}", fontsize=8)
+        ax.set_title(f"{_where(row, table)}\n{row.verdict}", fontsize=8)
         ax.set_xlabel("epoch")
         ax.set_ylabel(row.metric)
         values = history.loc[history["key"] == "metric", "value"]
@@ -263,9 +271,11 @@ def _curves_against(table: pd.DataFrame, final: pd.DataFrame, history: pd.DataFr
 def _budget_plot(curves: pd.DataFrame, mode: str) -> bytes:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for family, curve in curves.groupby("family"):
+    several = curves["experiment"].nunique() > 1
+    for (experiment, family), curve in curves.groupby(["experiment", "family"]):
         shown = curve.replace([np.inf, -np.inf], np.nan)
-        line = ax.plot(shown["k"], shown["expected"], label=f"{family} ({int(curve['n_trials'].iloc[0])} trials)")
+        name = f"{family} [{experiment}]" if several else family
+        line = ax.plot(shown["k"], shown["expected"], label=f"{name} ({int(curve['n_trials'].iloc[0])} trials)")
         ax.fill_between(shown["k"], shown["ci_low"], shown["ci_high"], color=line[0].get_color(), alpha=0.15)
     ax.set_xlabel("k (tuning trials)")
     ax.set_ylabel("expected best of k (95% bootstrap band)")
@@ -542,7 +552,7 @@ def _budget(runs: pd.DataFrame, mode: str, metric: str) -> Section:
     section = Section("Tuning budget")
     if is_comparison(runs):
         curves = tuning_curves(runs)
-        ends = curves.groupby("family").agg(
+        ends = curves.groupby(["experiment", "family"]).agg(
             trials=("n_trials", "first"), best_of_1=("expected", "first"), best_of_all=("expected", "last")
         )
         section.text.append(

@@ -15,6 +15,19 @@ class NamespacedStateOptimizer(Optimizer):
     """``state_dict()`` = torch's (per-parameter state keyed by position, param groups) + ``{state_key: extra}``."""
 
     state_key = "extra"
+    # Not copied or pickled: hooks and a scheduler's instance-level ``step`` (bound to the original object), and each
+    # subclass's scratch buffers.
+    _transient: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything a copy needs: torch's own ``__getstate__`` keeps only defaults, state and param groups, so a
+        copy of a Demon or AdaHessian optimizer lost its schedule, step count and probe generators."""
+        skip = {
+            "step",
+            *self._transient,
+            *(k for k in self.__dict__ if k.startswith("_optimizer_") and k.endswith("hooks")),
+        }
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     @staticmethod
     def _closure_loss(closure: Callable[[], Any] | None) -> Any:

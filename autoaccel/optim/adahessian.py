@@ -60,6 +60,7 @@ class AdaHessian(NamespacedStateOptimizer):
     """``AdaHessian(model.parameters(), lr=0.15)``; call ``loss.backward(create_graph=True)`` before ``step()``."""
 
     state_key = "adahessian"
+    _transient = ("_scratch_buffers", "_sign_tables")
 
     def __init__(
         self,
@@ -107,9 +108,37 @@ class AdaHessian(NamespacedStateOptimizer):
             self._generators[key] = gen
         return self._generators[key]
 
-    def _rademacher(self, p: torch.Tensor) -> torch.Tensor:
-        z = torch.randint(0, 2, p.shape, generator=self._generator(p.device), device=p.device, dtype=p.dtype)
-        return z.mul_(2).sub_(1)
+    def _scratch(self, p: torch.Tensor) -> torch.Tensor:
+        """A flat buffer of a whole number of probe bytes (≥ ``p.numel()`` entries) kept between steps (not state:
+        never saved): ``p``'s probe, then its estimate z ⊙ Hz, then its update's denominator. Fresh buffers each
+        step cost more in page faults than the arithmetic (docs/performance.md)."""
+        buffers: dict[torch.Tensor, torch.Tensor] = self.__dict__.setdefault("_scratch_buffers", {})
+        found = buffers.get(p)
+        if found is None or found.dtype != p.dtype or found.device != p.device:
+            buffers[p] = found = torch.empty((p.numel() + 7) // 8 * 8, dtype=p.dtype, device=p.device)
+        return found
+
+    def _rademacher(self, p: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """A Rademacher probe (±1 entries) in ``p``'s shape, written into ``out`` (a flat buffer as
+        :meth:`_scratch` makes; by default ``p``'s own), eight entries per random byte: the bits of 64-bit random
+        words pick rows of a 256 × 8 table of signs. One random number per 64 entries, where
+        ``torch.randint(0, 2)`` drew one per entry and dominated the step (docs/performance.md)."""
+        n, rows = p.numel(), (p.numel() + 7) // 8
+        words = torch.randint(
+            -(2**63), 2**63 - 1, ((n + 63) // 64,), generator=self._generator(p.device), device=p.device
+        )
+        flat = self._scratch(p) if out is None else out
+        torch.index_select(self._signs(p), 0, words.view(torch.uint8)[:rows].to(torch.int32), out=flat.view(rows, 8))
+        return flat[:n].view(p.shape)
+
+    def _signs(self, p: torch.Tensor) -> torch.Tensor:
+        """The 256 × 8 table: row b holds 2·bit_i(b) − 1 for its bits i = 0…7."""
+        tables: dict[tuple, torch.Tensor] = self.__dict__.setdefault("_sign_tables", {})
+        key = (p.device, p.dtype)
+        if key not in tables:
+            bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+            tables[key] = (bits * 2 - 1).to(device=p.device, dtype=p.dtype)
+        return tables[key]
 
     def _refresh_due(self, params: list[torch.Tensor]) -> bool:
         """A scheduled refresh, or a parameter that has no Hessian estimate yet."""
@@ -137,7 +166,10 @@ class AdaHessian(NamespacedStateOptimizer):
         outputs = [grads[i] for i in with_graph]
         with torch.enable_grad():
             for sample in range(self.n_samples):
-                probes = [self._rademacher(p) for p in inputs]
+                # the first probe is drawn into the scratch buffer that then holds the estimate; later ones apart
+                probes = [
+                    self._rademacher(p, None if sample == 0 else torch.empty_like(self._scratch(p))) for p in inputs
+                ]
                 hvps = torch.autograd.grad(
                     outputs, inputs, grad_outputs=probes, retain_graph=sample < self.n_samples - 1, allow_unused=True
                 )
@@ -155,10 +187,11 @@ class AdaHessian(NamespacedStateOptimizer):
 
     @staticmethod
     def _spatial_average(d: torch.Tensor) -> torch.Tensor:
+        """|D| averaged over a kernel's spatial dims (tensors of ≥ 3 dims), in place: ``d`` is a scratch buffer."""
         if d.dim() < 3:
             return d
         dims = tuple(range(2, d.dim()))
-        return d.abs().mean(dim=dims, keepdim=True).expand_as(d)
+        return d.abs_().mean(dim=dims, keepdim=True).expand_as(d)
 
     # -- the update ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -203,7 +236,10 @@ class AdaHessian(NamespacedStateOptimizer):
         if refreshed_v:
             torch._foreach_mul_(refreshed_v, beta2)
             torch._foreach_addcmul_(refreshed_v, refreshed_d, refreshed_d, 1.0 - beta2)
-        denom = torch._foreach_sqrt(exp_hess)
+        # the denominator in the scratch buffers: the estimates in them are folded into exp_hess by now
+        denom = [self._scratch(p)[: p.numel()].view(p.shape) for p in params]
+        torch._foreach_copy_(denom, exp_hess)
+        torch._foreach_sqrt_(denom)
         if k != 1.0:
             torch._foreach_pow_(denom, k)
         torch._foreach_div_(denom, bias2)

@@ -295,7 +295,7 @@ class AndersonAcceleration(OptimizerWrapper):
             # The jump is not noise: left in the window it raises the RSD, and "auto" averaging would pull the
             # parameters back toward the iterates before it (docs/optimizers.md measures both).
             for _, book, _ in proposals:
-                book["window_count"] = 0
+                book["window_count"] = book["window_slot"] = 0  # rows [:count] are then the post-jump iterates
         if self.hyper["reset_inner_state"]:
             # The base optimizer's momentum and moments describe the trajectory the jump left; carried on, a
             # heavy-ball velocity keeps pushing along it for ~1/(1 − β) steps. Its optimizer re-creates them lazily.

@@ -99,6 +99,9 @@ class _Setup:
         self.optimizer = build_optimizer(self.model.parameters(), config["optimizer"])
         set_horizon(self.optimizer, self.total_steps)
         self.micro_batches = micro_batches(self.optimizer)
+        if self.micro_batches > self.batch_size:  # every batch would be skipped: the run would never end
+            allowed = f"at least the optimizer's {self.micro_batches} micro-batches per step (AdaScale's accumulation)"
+            raise ConfigError("budget.batch_size", self.batch_size, allowed)
         self.closure = needs_closure(self.optimizer)
         warmup, cosine = budget["warmup_steps"], budget["schedule"] == "cosine"
         # the schedule follows the budget spent: the step count, or the optimizer's own clock (AdaScale's τ / S)
@@ -253,6 +256,8 @@ class Trial:
                 continue  # a last batch too small to give each of AdaScale's S micro-batches an example
             total += trial.step(batch)
             count, self.step = count + 1, self.step + 1
+        if count == 0 and not self.finished:
+            raise RuntimeError(f"epoch {self.epoch + 1} trained no step: every batch is smaller than the micro-batches")
         train_loss = (total / max(count, 1)).item()
         trial.model.eval()
         evaluated = workload.evaluate(trial.model) if math.isfinite(train_loss) else {}

@@ -170,6 +170,17 @@ class SweepTracking(tune.Callback):
         return self.runs[trial_id]
 
     # -- Tune callback hooks --------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write every queued epoch now (before the driver exits, or Ray snapshots the experiment)."""
+        if self._connected:
+            self.writer.flush()
+
+    def get_state(self) -> dict | None:
+        """Ray asks while it saves its experiment snapshot, before the snapshot reaches the sweep folder: every epoch
+        the snapshot's checkpoints cover is in MLflow first, so a resume from it leaves no gap in a history."""
+        self.flush()
+        return None
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._connect()
         self._child(trial)
@@ -255,10 +266,11 @@ class SweepTracking(tune.Callback):
                 epochs = max((m.step for m in history), default=0)
                 status = ended.get(run.data.tags.get("trial_id"), "interrupted")
                 self.tracker.finish(run.info.run_id, status, {"epochs": epochs})
-        if not unfinished and self.phase.samples:  # Optuna trials nobody will resume are not pending any more
+        left = len(unfinished) + never_started + undrawn
+        if not left and self.phase.samples:  # Optuna trials nobody will resume are not pending any more
             for study in self.phase.study_names(self.spec.name):
                 _close_optuna_study(self.spec, study)
-        return len(unfinished) + never_started + undrawn
+        return left
 
     def close(self, unfinished: int) -> dict[str, Any]:
         """End the parent run (KILLED when a Ctrl-C left trials unfinished); print and return the summary."""

@@ -2,7 +2,8 @@
 
 Layout of the sweep folder ``<storage>/<name>/``: ``spec.yaml`` (the validated spec, to refuse a changed one on
 ``--resume``), ``optuna.journal`` (the study; written only by the driver), ``asha.json`` (the scheduler's rungs),
-``tune/`` (Ray's experiment: trial checkpoints, one per epoch), and by default ``mlflow.db`` + ``mlartifacts/``.
+``tune/`` (Ray's experiment: each trial's latest checkpoint, taken when it reports; a comparison's two phases in
+``tune/tuning`` and ``tune/final``, its progress in ``compare.json``), and by default ``mlflow.db`` + ``mlartifacts/``.
 
 What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 / Optuna 5.0 / MLflow 3.17):
 
@@ -16,6 +17,7 @@ What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -118,6 +120,8 @@ def run_sweep(
         return _run(spec, tracking, connected, resume, address)
     finally:
         pool.shutdown()
+        with contextlib.suppress(RuntimeError):  # a failed write was raised already, or the sweep's own error is
+            tracking.flush()  # what the writer thread still holds, whatever ended the sweep
 
 
 def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: str | None) -> dict[str, Any]:
@@ -135,7 +139,7 @@ def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: 
             connected.result()
             if state.points is None:  # chosen once; a resumed sweep re-runs the same configurations
                 where = (tracking.client, tracking.experiment_id, tracking.parent)
-                state.points = final_points(*where, spec.compare, spec.metric, spec.mode)
+                state.points = final_points(*where, spec.compare, spec.metric, spec.mode, spec.budget)
                 state.save()
             points = state.points
         tracking.begin(phase, len(points) if points is not None else spec.num_samples)

@@ -95,17 +95,28 @@ def _value(text: str) -> Any:
     return None if text in ("None", "null") else parse_value(text)
 
 
-def trial_params(run: Any) -> dict[str, Any]:
-    """A trial's configuration from its MLflow params: flat optimizer keys (``lr``, ``anderson.history``) and
-    ``budget.batch_size`` when it was sampled, typed back from MLflow's strings."""
+def trial_params(run: Any, budget: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A trial's configuration from its MLflow params, typed back from MLflow's strings: flat optimizer keys
+    (``lr``, ``anderson.history``) and ``budget.batch_size``; with the spec's ``budget``, every ``budget.<key>``
+    the trial ran with another value (what its space sampled: a schedule, warm-up steps)."""
     params = {k.removeprefix("optimizer."): _value(v) for k, v in run.data.params.items() if k.startswith("optimizer.")}
-    if "budget.batch_size" in run.data.params:
-        params["budget.batch_size"] = _value(run.data.params["budget.batch_size"])
+    for key, text in run.data.params.items():
+        name = key.removeprefix("budget.")
+        if key.startswith("budget.") and (
+            name == "batch_size" or (budget is not None and _value(text) != budget.get(name))
+        ):
+            params[key] = _value(text)
     return params
 
 
 def final_points(
-    client: Any, experiment_id: str, parent_id: str, compare: Compare, metric: str, mode: str
+    client: Any,
+    experiment_id: str,
+    parent_id: str,
+    compare: Compare,
+    metric: str,
+    mode: str,
+    budget: Mapping[str, Any],
 ) -> list[Point]:
     """A comparison's final runs: each family's ``top`` best tuning configurations × seeds × batch sizes.
 
@@ -121,7 +132,7 @@ def final_points(
         done = [r for r in own if r.data.tags.get("status") == "completed" and metric in r.data.metrics]
         chosen = objective.ranked(done, lambda r: r.data.metrics[metric], mode)[: compare.top] or own[: compare.top]
         for run in chosen:
-            params = trial_params(run)
+            params = trial_params(run, budget)
             for batch in compare.batch_sizes:
                 for seed in compare.seeds:
                     points.append(Point({**params, "budget.batch_size": batch}, family, seed, run.info.run_id))
