@@ -88,8 +88,9 @@ ANDERSON_HYPERPARAMETERS = (
     ),
 )
 
-# Columns per chunk of the Gram computation: the chunk's (m + 1) rows of temporaries stay in cache.
-_CHUNK = 1 << 16
+# Columns per chunk of the Gram matrix and the window statistics: few enough chunks that the Python loop costs
+# little, small enough that a chunk's (m + 1) or w rows stay in cache (scratch blocks of this width are reused).
+_CHUNK = 1 << 18
 # Relative cutoff of the truncated-SVD solve: directions of ΔF below 1e-6 of the largest carry no signal.
 _RCOND = 1e-12
 
@@ -103,7 +104,7 @@ class AndersonAcceleration(OptimizerWrapper):
     """
 
     state_key = "anderson"
-    _transient = ("_mean_buffers",)
+    _transient = ("_scratch_blocks",)
 
     def __init__(
         self,
@@ -165,7 +166,7 @@ class AndersonAcceleration(OptimizerWrapper):
         self._groups.append({"pairs": 0, "slot": 0, "window_count": 0, "window_slot": 0, "open": 0})
 
     def _reset_transient(self) -> None:
-        self._mean_buffers: dict[torch.Tensor, torch.Tensor] = {}  # scratch for the window means, not state
+        self._scratch_blocks: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}  # one chunk's rows
 
     def _buffer(self, p: torch.Tensor, name: str) -> torch.Tensor:
         """The history (x_hist, g_hist) or averaging-window buffer of ``p``, allocated at first use as torch's
@@ -222,49 +223,53 @@ class AndersonAcceleration(OptimizerWrapper):
         book["window_count"] = count = min(book["window_count"] + 1, self.hyper["averaging_window"])
         if count < 2:
             return
-        means, rsd = self._window_statistics(params, count)
         apply = True
         if self.hyper["averaging"] == "auto":
+            rsd = self._rsd(params, count)
             apply = math.isnan(rsd) or rsd > self.hyper["rsd_threshold"]
             self.counters["averaging_decisions"] += 1
-        if apply:
-            torch._foreach_copy_(params, means)
+        if apply:  # the mean, straight into the parameters
+            for p in params:
+                torch.sum(self.state[p]["window"][:count], dim=0, out=p.data).div_(count)
             self.counters["averaged"] += 1
 
-    def _window_statistics(self, params: list[torch.Tensor], count: int) -> tuple[list[torch.Tensor], float]:
-        """The window's elementwise mean μ and, for ``auto``, the RSD ‖σ‖/‖μ‖ (or AADL's max σ / max μ), σ the
-        elementwise unbiased standard deviation.
+    def _rsd(self, params: list[torch.Tensor], count: int) -> float:
+        """The window's relative standard deviation: ‖σ‖/‖μ‖ (or AADL's max σ / max μ), σ and μ the elementwise
+        unbiased standard deviation and mean over the window's rows.
 
-        Computed in cache-sized column chunks into a persistent buffer: parameter-sized temporaries would be fresh
-        allocations (page faults) every step, which cost more than the arithmetic.
+        In column chunks through a scratch block: the chunk's mean in its first row, its deviations below; nothing
+        parameter-sized is written (a fresh parameter-sized temporary each step costs more in page faults than the
+        arithmetic), and the chunks are large enough that the loop costs little, small enough to stay in cache.
         """
-        auto, max_ratio = self.hyper["averaging"] == "auto", self.hyper["rsd_criterion"] == "max_ratio"
-        means, spread, top_variance = [], [], []
+        max_ratio = self.hyper["rsd_criterion"] == "max_ratio"
+        mean_sq, top_mean, spread_sq, top_variance = [], [], [], []
         for p in params:
             window = self.state[p]["window"][:count].reshape(count, -1)
-            if p not in self._mean_buffers:
-                self._mean_buffers[p] = torch.empty_like(p, memory_format=torch.contiguous_format)
-            mean = self._mean_buffers[p]
-            flat = mean.view(-1)
             for start in range(0, window.shape[1], _CHUNK):
-                block, out = window[:, start : start + _CHUNK], flat[start : start + _CHUNK]
-                torch.sum(block, dim=0, out=out)
-                out.div_(count)
-                if auto:
-                    deviations = block - out
-                    if max_ratio:
-                        top_variance.append(deviations.square().sum(dim=0).max())
-                    else:
-                        spread.append(torch.linalg.vector_norm(deviations))
-            means.append(mean)
-        if not auto:
-            return means, math.nan
+                block = window[:, start : start + _CHUNK]
+                scratch = self._block(p, count + 1, block.shape[1])
+                mean, deviations = scratch[0], scratch[1:]
+                torch.sum(block, dim=0, out=mean)
+                mean.div_(count)
+                torch.sub(block, mean, out=deviations)
+                if max_ratio:
+                    top_mean.append(mean.max())
+                    top_variance.append(deviations.square_().sum(dim=0).max())
+                else:
+                    mean_sq.append(torch.linalg.vector_norm(mean).double().square())
+                    spread_sq.append(torch.linalg.vector_norm(deviations).double().square())
         if max_ratio:
             top_std = (torch.stack(top_variance).max() / (count - 1)).sqrt()
-            return means, (top_std / torch.stack([m.max() for m in means]).max()).item()
-        size = torch.stack(torch._foreach_norm(means)).double().square().sum().sqrt()
-        spread_norm = (torch.stack(spread).double().square().sum() / (count - 1)).sqrt()
-        return means, (spread_norm / size).item()
+            return (top_std / torch.stack(top_mean).max()).item()
+        return ((torch.stack(spread_sq).sum() / (count - 1)).sqrt() / torch.stack(mean_sq).sum().sqrt()).item()
+
+    def _block(self, p: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
+        """A (rows, columns) scratch block for one chunk's deviations or residuals, in ``p``'s dtype and device."""
+        key = (p.device, p.dtype)
+        size = (max(self.hyper["averaging_window"], self.hyper["history"]) + 2) * _CHUNK
+        if key not in self._scratch_blocks:
+            self._scratch_blocks[key] = torch.empty(size, dtype=p.dtype, device=p.device)
+        return self._scratch_blocks[key][: rows * columns].view(rows, columns)
 
     def _extrapolate(self, closure: Callable[[], Any] | None) -> None:
         proposals = []
@@ -320,7 +325,9 @@ class AndersonAcceleration(OptimizerWrapper):
             # In cache-sized column chunks: g_i − x_i is exact in floating point while the two are within a factor
             # 2 (Sterbenz), so the differences keep the parameters' dtype; only the small products go to float64.
             for start in range(0, g_hist.shape[1], _CHUNK):
-                residuals = g_hist[:, start : start + _CHUNK] - x_hist[:, start : start + _CHUNK]
+                stop = start + _CHUNK
+                residuals = self._block(p, count, g_hist[:, start:stop].shape[1])
+                torch.sub(g_hist[:, start:stop], x_hist[:, start:stop], out=residuals)
                 if residuals.dtype in (torch.float16, torch.bfloat16):
                     residuals = residuals.float()
                 newest_residual = residuals[newest].clone()
