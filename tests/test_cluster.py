@@ -306,11 +306,10 @@ def test_tracking_serve_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     home = tmp_path.resolve()
-    assert tracking_serve_command() == [
+    argv, env = tracking_serve_command()
+    assert argv == [
         "mlflow",
         "server",
-        "--backend-store-uri",
-        f"sqlite:///{home}/autoaccel-mlflow/mlflow.db",
         "--artifacts-destination",
         f"{home}/autoaccel-mlflow/artifacts",
         "--host",
@@ -318,19 +317,13 @@ def test_tracking_serve_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "--port",
         "5000",
     ]
-    custom = tracking_serve_command("postgresql://u:p@db/mlflow", "0.0.0.0", 6000, "s3://bucket/mlflow")
-    assert custom[2:] == [
-        "--backend-store-uri",
-        "postgresql://u:p@db/mlflow",
-        "--artifacts-destination",
-        "s3://bucket/mlflow",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "6000",
-    ]
+    assert env == {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{home}/autoaccel-mlflow/mlflow.db"}
+    argv, env = tracking_serve_command("postgresql://u:p@db/mlflow", "0.0.0.0", 6000, "s3://bucket/mlflow")
+    assert argv[2:] == ["--artifacts-destination", "s3://bucket/mlflow", "--host", "0.0.0.0", "--port", "6000"]
+    # the store, with its password, travels in the environment: never on a command line that `ps` shows
+    assert env == {"MLFLOW_BACKEND_STORE_URI": "postgresql://u:p@db/mlflow"} and "u:p" not in " ".join(argv)
     # a relative SQLite path is made absolute: the server's working directory must not matter
-    assert tracking_serve_command("sqlite:///db/m.db")[3] == f"sqlite:///{home}/db/m.db"
+    assert tracking_serve_command("sqlite:///db/m.db")[1]["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{home}/db/m.db"
 
 
 # -- the commands: parsing, validate first, then run -------------------------------------------------------------
@@ -349,8 +342,9 @@ class Recorder:
         self.calls: list[list[str]] = []
         self.code = code
 
-    def __call__(self, argv: Any) -> int:
+    def __call__(self, argv: Any, env: Any = None) -> int:
         self.calls.append(list(argv))
+        self.env = env
         return self.code
 
 
@@ -430,7 +424,7 @@ def test_tracking_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     monkeypatch.setenv("HOME", str(tmp_path))
     runner = Recorder()
     assert _parse(["tracking", "serve"]).func(_parse(["tracking", "serve"]), runner) == 0
-    assert runner.calls == [tracking_serve_command()]
+    assert runner.calls == [tracking_serve_command()[0]] and runner.env == tracking_serve_command()[1]
     assert (tmp_path / "autoaccel-mlflow").is_dir()
     assert "warning" not in capsys.readouterr().err
 
@@ -438,6 +432,10 @@ def test_tracking_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     assert args.func(args, runner) == 0
     assert runner.calls[-1][-4:] == ["--host", "0.0.0.0", "--port", "6000"]
     assert "unauthenticated" in capsys.readouterr().err.splitlines()[0]
+    args = _parse(["tracking", "serve", "--backend-store-uri", "postgresql://bob:s3cr3t@db/mlflow"])
+    assert args.func(args, runner) == 0
+    printed = capsys.readouterr().err
+    assert "postgresql://bob:***@db/mlflow" in printed and "s3cr3t" not in printed + " ".join(runner.calls[-1])
 
     with pytest.raises(ConfigError, match="--port"):
         args = _parse(["tracking", "serve", "--port", "0"])

@@ -206,7 +206,11 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     assert len(final) == 5 * 3 and set(final["seed"]) == {"1", "2", "3"}
     # a family's own budget keys go with its configuration into the final runs
     assert set(final.groupby("family")["budget.warmup_steps"].first().items()) == {
-        ("sgd", 0), ("twin_sgd", 0), ("anderson_sgd", 0), ("exploding_sgd", 0), ("slow_sgd", 3)
+        ("sgd", 0),
+        ("twin_sgd", 0),
+        ("anderson_sgd", 0),
+        ("exploding_sgd", 0),
+        ("slow_sgd", 3),
     }
     verdict = verdict_table(runs).set_index("family")
     twin = verdict.loc["twin_sgd"]  # Lookahead with α = 1 is SGD: the same run, bit for bit, on every seed

@@ -6,6 +6,7 @@ Run alone with ``pytest -m cluster``; they also run in ``make test`` (about a mi
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -149,26 +150,15 @@ def _free_port() -> int:
 
 
 def test_tracking_through_a_real_mlflow_server(cluster: Any, tmp_path: Path) -> None:
+    from autoaccel.cluster.launch import tracking_serve_command
     from autoaccel.sweep import run_sweep
 
     port = _free_port()
+    # the command `autoaccel tracking serve` runs: the store reaches mlflow through the environment only
+    argv, env = tracking_serve_command(f"sqlite:///{tmp_path / 'server.db'}", "127.0.0.1", port, str(tmp_path / "a"))
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-        ],
+        [sys.executable, "-m", *argv, "--workers", "1"],
+        env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -182,14 +172,29 @@ def test_tracking_through_a_real_mlflow_server(cluster: Any, tmp_path: Path) -> 
                     break
             except OSError:
                 time.sleep(0.3)
-        spec = _spec(
-            tmp_path, "served", uri=uri, search={"sampler": "random", "num_samples": 2, "max_concurrent": 2, "seed": 0}
-        )
-        result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
+        # credentials in the URI (as behind an authenticating proxy; this server ignores them): never shown
+        secret_uri = f"http://sweeper:s3cr3t-pw@127.0.0.1:{port}"
+        search = {"sampler": "random", "num_samples": 2, "max_concurrent": 2, "seed": 0}
+        spec = _spec(tmp_path, "served", uri=secret_uri, search=search)
+        log = io.StringIO()
+        result = run_sweep(spec, log=log)
         children = _children(uri, "served")
         assert len(children) == 2 and {c.data.tags["status"] for c in children} == {"completed"}
         assert all(_history(uri, c.info.run_id) == [1, 2, 3, 4] for c in children)
-        assert result["tracking_uri"] == uri and not (Path(result["folder"]) / "mlflow.db").exists()
+        assert result["tracking_uri"] == secret_uri and not (Path(result["folder"]) / "mlflow.db").exists()
+        assert (tmp_path / "server.db").is_file()  # the server took its store from MLFLOW_BACKEND_STORE_URI
+        # the password is in no printed line, no param of the parent run, no attached spec, no report
+        from mlflow.tracking import MlflowClient
+
+        from autoaccel.analysis import build_report
+
+        client = MlflowClient(uri)
+        parent = client.get_run(result["parent_run_id"])
+        written = build_report(["served"], secret_uri, tmp_path / "report")
+        spec_copy = Path(client.download_artifacts(parent.info.run_id, "spec.yaml", str(tmp_path)))
+        shown = [log.getvalue(), *parent.data.params.values(), spec_copy.read_text()]
+        shown += [Path(written["html"]).read_text(), Path(written["markdown"]).read_text()]
+        assert "sweeper:***@" in log.getvalue() and all("s3cr3t" not in text for text in shown)
     finally:
         server.terminate()
         server.wait(timeout=30)

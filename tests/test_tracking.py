@@ -29,7 +29,12 @@ def test_whole_epochs_per_call_and_a_failure_is_raised_at_flush(tmp_path: Path) 
     run_id = tracker.start_run("r", {}, {})
     calls: list[list] = []
     log_batch = tracker.client.log_batch
-    tracker.client.log_batch = lambda run, metrics=(), **kw: (calls.append(list(metrics)), log_batch(run, metrics, **kw))
+
+    def recording_log_batch(run, metrics=(), **kw):
+        calls.append(list(metrics))
+        return log_batch(run, metrics, **kw)
+
+    tracker.client.log_batch = recording_log_batch
     wide = {f"m{i:03d}": float(i) for i in range(300)} | {"train_loss": 0.5}
     tracker.log_epochs(run_id, [(wide, epoch, None) for epoch in range(1, 5)])  # 4 × 301 values
     assert [len(c) for c in calls] == [903, 301]  # three whole epochs, then the fourth: none split
@@ -38,3 +43,21 @@ def test_whole_epochs_per_call_and_a_failure_is_raised_at_flush(tmp_path: Path) 
     writer.put("no-such-run", {"train_loss": 1.0}, 1)
     with pytest.raises(RuntimeError, match="writing epochs to MLflow"):
         writer.flush()
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql://bob:s3cr3t@db.host:5432/mlflow", "postgresql://bob:***@db.host:5432/mlflow"),
+        ("http://alice:pw@mlflow:5000", "http://alice:***@mlflow:5000"),
+        ("mysql+pymysql://u:p@h/db?charset=utf8&password=x", "mysql+pymysql://u:***@h/db?charset=utf8&password=***"),
+        ("http://host/?token=abc&x=1", "http://host/?token=***&x=1"),
+        ("sqlite:////tmp/x/mlflow.db", "sqlite:////tmp/x/mlflow.db"),
+        ("sqlite:///rel.db?timeout=20", "sqlite:///rel.db?timeout=20"),
+        ("https://user@host", "https://user@host"),
+    ],
+)
+def test_redact_uri_masks_passwords_and_tokens_and_leaves_the_rest(uri: str, shown: str) -> None:
+    from autoaccel.tracking import redact_uri
+
+    assert redact_uri(uri) == shown

@@ -231,6 +231,7 @@ def test_adascale_skips_a_last_batch_smaller_than_its_micro_batches() -> None:
     steps = [b["step"] - a["step"] for a, b in zip([{"step": 0}, *reports], reports, strict=False)]
     assert set(steps[:-1]) == {2}  # 2 full batches per epoch; the last (partial) epoch ends when τ reaches 4 × 6
 
+
 def test_replayed_last_epoch_carries_the_planned_epochs(tmp_path: Path) -> None:
     from autoaccel.run import Trial
 

@@ -52,7 +52,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE
+from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, redact_uri
 
 __all__ = ["export", "export_experiments", "write_parquet"]
 
@@ -105,7 +105,7 @@ def export_experiments(
         raise ValueError("no experiment to export: name at least one")
     path = _sqlite_path(tracking_uri)
     if method == "sql" and path is None:
-        raise ValueError(f"method 'sql' needs a sqlite:/// tracking URI, not {tracking_uri!r}")
+        raise ValueError(f"method 'sql' needs a sqlite:/// tracking URI, not {redact_uri(tracking_uri)!r}")
     raw = None
     if path is not None and method != "api":
         raw = _read_sqlite(path, names, tracking_uri)
@@ -233,7 +233,8 @@ def _experiment_ids(names: list[str], existing: dict[str, Any], uri: str) -> lis
     missing = [name for name in names if name not in existing]
     if missing:
         known = ", ".join(sorted(existing)) or "none"
-        raise ValueError(f"no MLflow experiment named {', '.join(map(repr, missing))} in {uri}; existing: {known}")
+        shown = redact_uri(uri)
+        raise ValueError(f"no MLflow experiment named {', '.join(map(repr, missing))} in {shown}; existing: {known}")
     return [existing[name] for name in names]
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from autoaccel import objective
-from autoaccel.tracking import find_sweep_parent
+from autoaccel.tracking import find_sweep_parent, redact_uri
 
 from ._compare import final_runs, sentence, tuning_curves, verdict_table
 from ._export import export_experiments, write_parquet
@@ -655,7 +655,8 @@ def _reproduce(experiments: Sequence[str], uri: str, out: Path, spec: str | None
     if spec:
         commands.append(f"autoaccel sweep {shlex.quote(spec)}")
     args = " ".join(f"--experiment {shlex.quote(e)}" for e in experiments)
-    commands.append(f"autoaccel report {args} --tracking-uri {shlex.quote(uri)} --out {shlex.quote(str(out))}")
+    shown = shlex.quote(redact_uri(uri))  # a password in the URI stays out of the report
+    commands.append(f"autoaccel report {args} --tracking-uri {shown} --out {shlex.quote(str(out))}")
     section.text.extend(commands)
     return section
 

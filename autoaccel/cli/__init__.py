@@ -114,8 +114,10 @@ def _sweep(args: argparse.Namespace) -> int:
         print(_resume_hint(args), file=sys.stderr)
         return 130
     if args.output_json:
+        from autoaccel.tracking import redact_uri
+
         with open(args.output_json, "w") as handle:
-            json.dump(result, handle, indent=2, default=str)
+            json.dump({**result, "tracking_uri": redact_uri(result["tracking_uri"])}, handle, indent=2, default=str)
     if result["unfinished"]:  # Ctrl-C: Ray stops the trials and fit() returns
         print(_resume_hint(args), file=sys.stderr)
         return 130

@@ -27,6 +27,7 @@ from autoaccel.cluster.launch import (
 )
 from autoaccel.cluster.validate import DEFAULT_CLUSTER, mount_problems, validate_cluster
 from autoaccel.errors import ConfigError
+from autoaccel.tracking import redact_uri
 
 __all__ = ["add_cluster_parser", "add_tracking_parser", "cluster_command", "tracking_command"]
 
@@ -89,7 +90,7 @@ def tracking_command(args: argparse.Namespace, runner: Runner | None = None) -> 
     """``autoaccel tracking serve``: an MLflow tracking server, in the foreground (run it in tmux on the head)."""
     if not 0 < args.port < 65536:
         raise ConfigError("--port", args.port, "a TCP port in 1..65535")
-    argv = tracking_serve_command(args.backend_store_uri, args.host, args.port, args.artifacts_destination)
+    argv, env = tracking_serve_command(args.backend_store_uri, args.host, args.port, args.artifacts_destination)
     if args.backend_store_uri is None or args.artifacts_destination is None:
         DEFAULT_TRACKING_DIR.expanduser().mkdir(parents=True, exist_ok=True)
     if not _is_loopback(args.host):
@@ -98,8 +99,9 @@ def tracking_command(args: argparse.Namespace, runner: Runner | None = None) -> 
             "and change every run; prefer the default 127.0.0.1 and an SSH tunnel",
             file=sys.stderr,
         )
-    print(f"MLflow tracking server: http://{args.host}:{args.port} (store {argv[3]})", file=sys.stderr)
-    return (runner or run_command)(argv)
+    store = redact_uri(env["MLFLOW_BACKEND_STORE_URI"])
+    print(f"MLflow tracking server: http://{args.host}:{args.port} (store {store})", file=sys.stderr)
+    return (runner or run_command)(argv, env)
 
 
 def add_cluster_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import yaml
 from autoaccel.config import apply_overrides
 from autoaccel.errors import ConfigError
 from autoaccel.run import run_trial, validate_trial_config
+from autoaccel.tracking import redact_uri
 
 __all__ = ["train_command", "trial_config_from_args"]
 
@@ -87,5 +88,5 @@ def train_command(args: argparse.Namespace) -> int:
     if args.output_json:
         Path(args.output_json).write_text(json.dumps({"config": config, "result": summary}, indent=2) + "\n")
     if run_id:
-        print(f"MLflow run {run_id} in {args.tracking_uri}")
+        print(f"MLflow run {run_id} in {redact_uri(args.tracking_uri)}")
     return 0

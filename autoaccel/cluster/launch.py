@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from autoaccel.tracking import resolve_tracking_uri
@@ -38,7 +38,7 @@ DEFAULT_TRACKING_DIR = Path("~/autoaccel-mlflow")
 # A job uploads the working directory minus .gitignore'd paths (.venv, sweeps/); .git is not ignored by git itself.
 JOB_EXCLUDES = (".git",)
 
-Runner = Callable[[Sequence[str]], int]
+Runner = Callable[..., int]  # (argv) or (argv, env), as run_command
 
 
 def up_command(cluster_yaml: str | os.PathLike[str]) -> list[str]:
@@ -100,23 +100,15 @@ def tracking_serve_command(
     host: str = "127.0.0.1",
     port: int = MLFLOW_PORT,
     artifacts_destination: str | None = None,
-) -> list[str]:
-    """``mlflow server`` for the sweep driver: by default a SQLite store and proxied artifacts under
-    ``~/autoaccel-mlflow`` (absolute paths: the server's working directory must not matter), bound to loopback."""
+) -> tuple[list[str], dict[str, str]]:
+    """``mlflow server`` for the sweep driver, as (command line, environment): by default a SQLite store and
+    proxied artifacts under ``~/autoaccel-mlflow`` (absolute paths: the server's working directory must not matter),
+    bound to loopback. The store's URI travels in ``MLFLOW_BACKEND_STORE_URI``, never on the command line, where
+    any user of the machine could read its password (``ps``)."""
     backend = resolve_tracking_uri(backend_store_uri, Path.cwd()) if backend_store_uri else default_backend_store_uri()
     artifacts = artifacts_destination or str((DEFAULT_TRACKING_DIR.expanduser() / "artifacts").resolve())
-    return [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        backend,
-        "--artifacts-destination",
-        artifacts,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
+    argv = ["mlflow", "server", "--artifacts-destination", artifacts, "--host", host, "--port", str(port)]
+    return argv, {"MLFLOW_BACKEND_STORE_URI": backend}
 
 
 def _executable(name: str) -> str:
@@ -125,10 +117,12 @@ def _executable(name: str) -> str:
     return str(beside) if beside.is_file() else (shutil.which(name) or name)
 
 
-def run_command(argv: Sequence[str]) -> int:
-    """Run a built command in the foreground; its exit code (130 on Ctrl-C)."""
+def run_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run a built command in the foreground, with ``env`` added to the environment (not printed: it may hold a
+    password); its exit code (130 on Ctrl-C)."""
     print("+ " + " ".join(argv), file=sys.stderr)
     try:
-        return subprocess.run([_executable(argv[0]), *argv[1:]], check=False).returncode
+        environment = {**os.environ, **(env or {})}
+        return subprocess.run([_executable(argv[0]), *argv[1:]], check=False, env=environment).returncode
     except KeyboardInterrupt:
         return 130

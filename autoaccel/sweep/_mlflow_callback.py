@@ -6,19 +6,23 @@ reconnects to MLflow (finding the sweep's parent run and each trial's child run 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shlex
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import yaml
 from ray import tune
 
 from autoaccel import objective
 from autoaccel.optim import technique_label
-from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, EpochWriter, Tracker, find_sweep_parent
+from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, EpochWriter, Tracker, find_sweep_parent, redact_uri
 
 from ._asha import stopped_trials
 from .reruns import trial_params
@@ -89,8 +93,15 @@ class SweepTracking(tune.Callback):
                 # a comparison: which family each technique is measured against
                 **({"baselines": json.dumps(spec.compare.baselines, sort_keys=True)} if spec.compare else {}),
             }
-            self.parent = self.tracker.start_run(spec.name, spec.raw, tags)
-            client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
+            shown = _redacted(spec.raw)  # the spec as logged and attached: no password from a tracking URI
+            self.parent = self.tracker.start_run(spec.name, shown, tags)
+            if shown == spec.raw:  # the file itself, comments and all
+                client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
+            else:
+                with tempfile.TemporaryDirectory() as folder:
+                    attached = Path(folder) / "spec.yaml"
+                    attached.write_text(yaml.safe_dump(shown, sort_keys=False))
+                    client.log_artifact(self.parent, str(attached))
         self.families: dict[str, str] = {}  # for the progress lines, without asking MLflow
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}
@@ -125,10 +136,8 @@ class SweepTracking(tune.Callback):
                 f"({c.top} configuration(s) × {len(c.seeds)} seeds × {len(c.batch_sizes)} batch size(s))"
             )
         self._say(f"{verb} {what} of {s.workload['name']}, {s.max_concurrent} at a time; folder {s.folder}")
-        self._say(
-            f"MLflow: {s.tracking_uri} (experiment {s.experiment}); `mlflow ui --backend-store-uri "
-            f"{s.tracking_uri}` shows it"
-        )
+        uri = redact_uri(s.tracking_uri)
+        self._say(f"MLflow: {uri} (experiment {s.experiment}); `mlflow ui --backend-store-uri {uri}` shows it")
         if not s.study:
             journal = shlex.quote(str(s.folder / "optuna.journal"))
             extra = "pip install 'autoaccel[dashboard]'"
@@ -283,7 +292,8 @@ class SweepTracking(tune.Callback):
         self._say("done: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
         for rank, row in enumerate(best, start=1):
             self._say(f"  #{rank} {self.spec.metric}={row['value']:.5g}  {row['family']}  {row['optimizer']}")
-        self._say(f"results: {self.spec.folder} ; MLflow {self.spec.tracking_uri} experiment {self.spec.experiment}")
+        uri = redact_uri(self.spec.tracking_uri)
+        self._say(f"results: {self.spec.folder} ; MLflow {uri} experiment {self.spec.experiment}")
         return {
             "name": self.spec.name,
             "folder": str(self.spec.folder),
@@ -347,6 +357,15 @@ _RAY_KEYS = {
     "node_id",
     "epochs",
 }
+
+
+def _redacted(raw: dict[str, Any]) -> dict[str, Any]:
+    """A spec with the tracking URIs it names (its own, a study's source) fit to log."""
+    shown = copy.deepcopy(raw)
+    for section, key in (("tracking", "uri"), ("study", "tracking_uri")):
+        if isinstance(shown.get(section), dict) and isinstance(shown[section].get(key), str):
+            shown[section][key] = redact_uri(shown[section][key])
+    return shown
 
 
 def _close_optuna_study(spec: SweepSpec, study_name: str) -> None:

@@ -33,7 +33,7 @@ from autoaccel import objective
 from autoaccel.config import Hyperparameter, check_all, check_int_list, parse_value
 from autoaccel.errors import ConfigError
 from autoaccel.optim import validate_config
-from autoaccel.tracking import find_sweep_parent, flatten
+from autoaccel.tracking import find_sweep_parent, flatten, redact_uri
 
 from .space import to_config
 
@@ -149,7 +149,7 @@ def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise ConfigError("study.from", experiment, f"the name of a sweep experiment in {tracking_uri}")
+        raise ConfigError("study.from", experiment, f"the name of a sweep experiment in {redact_uri(tracking_uri)}")
     parent = find_sweep_parent(client, found.experiment_id)
     if parent is None:
         raise ConfigError("study.from", experiment, "an experiment written by `autoaccel sweep` (no sweep run in it)")
