@@ -1,5 +1,6 @@
 """Anderson acceleration: the extrapolation formula, the acceleration it buys, the RSD switch and safeguards."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -284,3 +285,67 @@ def test_a_checkpoint_from_before_the_restart_keeps_its_behaviour():
     fresh = AndersonAcceleration(torch.optim.SGD(tiny_mlp().parameters(), lr=0.1), history=2)
     fresh.load_state_dict(state)
     assert fresh.hyper["restart_average"] is False
+
+
+class _TwoPassRSD(AndersonAcceleration):
+    """The RSD always from the window's deviations (the reference for the kept-row-norm shortcut)."""
+
+    def _rsd_from_sums(self, *args):
+        return None
+
+
+def _noisy_auto_run(optimizer_class, threshold, dtype, steps=120):
+    model = tiny_mlp(0).to(dtype)
+    opt = optimizer_class(torch.optim.SGD(model.parameters(), lr=0.05), history=3, rsd_threshold=threshold)
+    two_pass = opt._rsd
+    calls = []
+    opt._rsd = lambda *args: calls.append(1) or two_pass(*args)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(2, 4, generator=g, dtype=dtype)).pow(2).sum().backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()], opt.counters, len(calls)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "dtype"), [(0.003, torch.float32), (0.01, torch.float32), (0.003, torch.float64)]
+)
+def test_the_rsd_from_kept_row_norms_takes_every_decision_the_deviations_take(threshold, dtype):
+    """(c − 1)‖σ‖² = Σ_r ‖x_r‖² − c‖μ‖² with the rows' norms kept from when they were written: on a run where some
+    steps average and some do not, every decision and every parameter equals the two-pass computation's, and the
+    shortcut, not the fallback, decided most steps whenever τ is resolvable in the dtype."""
+    fast, counters, fallbacks = _noisy_auto_run(AndersonAcceleration, threshold, dtype)
+    reference, reference_counters, _ = _noisy_auto_run(_TwoPassRSD, threshold, dtype)
+    assert 0 < counters["averaged"] < counters["averaging_decisions"]  # both decisions happen
+    assert counters == reference_counters
+    assert all(torch.equal(a, b) for a, b in zip(fast, reference, strict=True))
+    assert fallbacks < counters["averaging_decisions"] // 2
+
+
+def test_kept_row_norms_resume_exactly_and_are_recomputed_for_an_older_checkpoint():
+    def steps(opt, model, g, n):
+        for _ in range(n):
+            opt.zero_grad()
+            model(torch.randn(2, 4, generator=g)).pow(2).sum().backward()
+            opt.step()
+
+    def build():
+        model = tiny_mlp(0)
+        return model, AndersonAcceleration(torch.optim.SGD(model.parameters(), lr=0.05), history=3, rsd_threshold=0.01)
+
+    model, opt = build()
+    g = torch.Generator().manual_seed(1)
+    steps(opt, model, g, 37)
+    saved, model_state, rng = copy.deepcopy((opt.state_dict(), model.state_dict(), g.get_state()))
+    steps(opt, model, g, 40)
+    for drop in (False, True):
+        resumed_model, resumed = build()
+        resumed_model.load_state_dict(model_state)
+        state = {**saved, "anderson": dict(saved["anderson"])}
+        if drop:  # as saved before the norms were kept
+            del state["anderson"]["window_squares"]
+        resumed.load_state_dict(state)
+        steps(resumed, resumed_model, g.set_state(rng), 40)
+        assert resumed.counters == opt.counters
+        assert all(torch.equal(a, b) for a, b in zip(resumed_model.parameters(), model.parameters(), strict=True))

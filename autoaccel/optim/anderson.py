@@ -33,6 +33,10 @@ mean μ; with ``"auto"`` only while the relative standard deviation across the w
     RSD = ‖σ‖₂ / ‖μ‖₂                       ("norm_ratio", default: scale-robust; σ, μ elementwise over the window)
     RSD = max_e σ_e / max_e μ_e             ("max_ratio": AADL's form; never fires when all μ_e < 0)
 
+"norm_ratio" is evaluated as (w − 1)‖σ‖² = Σ_r ‖x_r‖² − w‖μ‖², with each row's ‖x_r‖² kept from when it was
+written, so a step reads the window once (for μ); where rounding of that difference could put the RSD on the
+wrong side of τ, it is computed from the deviations instead. Either way the decision is the same.
+
 The averaged point is what the iteration produced, so it is what the stored pair records as g_i. Base-optimizer
 state (momentum, Adam moments) is kept across extrapolations, as in AADL. BatchNorm buffers are not extrapolated.
 """
@@ -104,7 +108,7 @@ class AndersonAcceleration(OptimizerWrapper):
     """
 
     state_key = "anderson"
-    _transient = ("_scratch_blocks",)
+    _transient = ("_scratch_blocks", "_sums")
 
     def __init__(
         self,
@@ -157,6 +161,7 @@ class AndersonAcceleration(OptimizerWrapper):
         self.steps = 0
         self.counters = {"extrapolations": 0, "accepted": 0, "regularized": 0, "averaging_decisions": 0, "averaged": 0}
         self._groups: list[dict[str, int]] = []
+        self._window_squares: list[torch.Tensor | None] = []  # per group: ‖x_r‖² of each window row
         self._reset_transient()
         for group in self.param_groups:
             self._init_group(group)
@@ -164,9 +169,11 @@ class AndersonAcceleration(OptimizerWrapper):
     def _init_group(self, group: dict[str, Any]) -> None:
         # "open": a pair's input was stored in this block; a group added mid-block waits for the next block start.
         self._groups.append({"pairs": 0, "slot": 0, "window_count": 0, "window_slot": 0, "open": 0})
+        self._window_squares.append(torch.zeros(self.hyper["averaging_window"], dtype=torch.float64))
 
     def _reset_transient(self) -> None:
         self._scratch_blocks: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}  # one chunk's rows
+        self._sums: dict[torch.Tensor, torch.Tensor] = {}  # per parameter: its window's sum (averaging = auto)
 
     def _buffer(self, p: torch.Tensor, name: str) -> torch.Tensor:
         """The history (x_hist, g_hist) or averaging-window buffer of ``p``, allocated at first use as torch's
@@ -190,6 +197,7 @@ class AndersonAcceleration(OptimizerWrapper):
         block_start = since >= 0 and since % h["store_every"] == 0
         block_end = since >= 0 and (since + 1) % h["store_every"] == 0
         groups = [(g, book) for g, book in zip(self.param_groups, self._groups, strict=True) if g["params"]]
+        indices = {id(book): i for i, book in enumerate(self._groups)}
         if block_start:
             with torch.no_grad():
                 for group, book in groups:
@@ -200,7 +208,7 @@ class AndersonAcceleration(OptimizerWrapper):
         with torch.no_grad():
             if h["averaging"] != "off":
                 for group, book in groups:
-                    self._moving_average(group, book)
+                    self._moving_average(indices[id(book)], group, book)
             if block_end:
                 for group, book in groups:
                     if not book["open"]:
@@ -215,23 +223,72 @@ class AndersonAcceleration(OptimizerWrapper):
         self.steps += 1
         return loss
 
-    def _moving_average(self, group: dict[str, Any], book: dict[str, int]) -> None:
+    def _moving_average(self, index: int, group: dict[str, Any], book: dict[str, int]) -> None:
         params = group["params"]
         slot = book["window_slot"]
         torch._foreach_copy_([self._buffer(p, "window")[slot] for p in params], params)
+        auto = self.hyper["averaging"] == "auto"
+        if auto:  # each row's ‖x_r‖², kept beside the row: the RSD then needs no second pass over the window
+            self._row_squares(index, params)[slot] = torch.stack([_squared_norm(p) for p in params]).sum()
         book["window_slot"] = (slot + 1) % self.hyper["averaging_window"]
         book["window_count"] = count = min(book["window_count"] + 1, self.hyper["averaging_window"])
         if count < 2:
             return
-        apply = True
-        if self.hyper["averaging"] == "auto":
-            rsd = self._rsd(params, count)
-            apply = math.isnan(rsd) or rsd > self.hyper["rsd_threshold"]
-            self.counters["averaging_decisions"] += 1
-        if apply:  # the mean, straight into the parameters
+        if not auto:
             for p in params:
                 torch.sum(self.state[p]["window"][:count], dim=0, out=p.data).div_(count)
             self.counters["averaged"] += 1
+            return
+        sums = [self._window_sum(p) for p in params]
+        for p, total in zip(params, sums, strict=True):
+            torch.sum(self.state[p]["window"][:count], dim=0, out=total)
+        rsd = None
+        if self.hyper["rsd_criterion"] == "norm_ratio":
+            rsd = self._rsd_from_sums(params, sums, self._row_squares(index, params)[:count].sum(), count)
+        if rsd is None:
+            rsd = self._rsd(params, count)
+        self.counters["averaging_decisions"] += 1
+        if math.isnan(rsd) or rsd > self.hyper["rsd_threshold"]:  # the mean, straight into the parameters
+            for p, total in zip(params, sums, strict=True):
+                torch.div(total, count, out=p.data)
+            self.counters["averaged"] += 1
+
+    def _row_squares(self, index: int, params: list[torch.Tensor]) -> torch.Tensor:
+        """‖x_r‖² of the group's window rows, over all its parameters (float64, one per row, on the parameters'
+        device); recomputed from the rows for a checkpoint saved before they were kept."""
+        squares = self._window_squares[index]
+        if squares is None:
+            rows = [self._buffer(p, "window").reshape(self.hyper["averaging_window"], -1) for p in params]
+            squares = torch.stack([torch.stack([_squared_norm(row) for row in window]) for window in rows]).sum(0)
+        if squares.device != params[0].device:
+            squares = squares.to(params[0].device)
+        self._window_squares[index] = squares
+        return squares
+
+    def _window_sum(self, p: torch.Tensor) -> torch.Tensor:
+        """A reused buffer for Σ_r x_r of ``p``'s window (not state: it is rewritten before every use)."""
+        total = self._sums.get(p)
+        if total is None or total.dtype != p.dtype or total.device != p.device:
+            self._sums[p] = total = torch.empty_like(p, memory_format=torch.contiguous_format)
+        return total
+
+    def _rsd_from_sums(
+        self, params: list[torch.Tensor], sums: list[torch.Tensor], rows_sq: torch.Tensor, count: int
+    ) -> float | None:
+        """‖σ‖/‖μ‖ from the window sums and the rows' kept ‖x_r‖²: (c − 1)‖σ‖² = Σ_r ‖x_r‖² − c‖μ‖², one pass
+        over the sums instead of two over the window. None when that difference of near-equal terms cannot tell
+        the RSD from τ (then the caller computes it from the deviations themselves)."""
+        mean_sq = torch.stack([_squared_norm(total) for total in sums]).sum() / count**2
+        mean_sq, rows_sq = torch.stack([mean_sq, rows_sq]).tolist()  # one host sync
+        spread_sq = (rows_sq - count * mean_sq) / (count - 1)
+        if not (math.isfinite(spread_sq) and math.isfinite(mean_sq)) or mean_sq == 0:
+            return None
+        # Rounding of the kept squares is within a few ulps per 4096-element row sum (see _squared_norm); the
+        # band is far wider, and only inside it is the exact RSD needed.
+        eps = max(torch.finfo(p.dtype).eps for p in params)
+        band = 64 * eps * rows_sq / ((count - 1) * mean_sq)
+        rsd_sq, tau_sq = max(spread_sq, 0.0) / mean_sq, self.hyper["rsd_threshold"] ** 2
+        return None if abs(rsd_sq - tau_sq) <= band else math.sqrt(rsd_sq)
 
     def _rsd(self, params: list[torch.Tensor], count: int) -> float:
         """The window's relative standard deviation: ‖σ‖/‖μ‖ (or AADL's max σ / max μ), σ and μ the elementwise
@@ -272,40 +329,43 @@ class AndersonAcceleration(OptimizerWrapper):
         return self._scratch_blocks[key][: rows * columns].view(rows, columns)
 
     def _extrapolate(self, closure: Callable[[], Any] | None) -> None:
-        proposals = []
+        weighted = []
         for group, book in zip(self.param_groups, self._groups, strict=True):
             if book["pairs"] < 2:
                 continue
             alpha = self._mixing_weights(group, book)
             self.counters["extrapolations"] += 1
-            if alpha is None:
-                continue
-            point = self._mix(group, book, alpha)
-            if point is not None:
-                proposals.append((group, book, point))
+            if alpha is not None:
+                weighted.append((group, book, alpha))
+        if not weighted:
+            return
+        if self.hyper["safeguard"]:
+            plain_loss = _loss(closure)  # the parameters are still the plain iterate
+        proposals = []
+        for group, book, alpha in weighted:
+            if self._mix(group, book, alpha):
+                proposals.append((group, book))
+            else:
+                self._restore_plain(group, book)
         if not proposals:
             return
         if self.hyper["safeguard"]:
-            plain_loss = _loss(closure)
-        for group, _, point in proposals:
-            torch._foreach_copy_(group["params"], point)
-        if self.hyper["safeguard"]:
             new_loss = _loss(closure)
             if not (math.isfinite(new_loss) and new_loss < plain_loss):
-                for group, book, _ in proposals:
+                for group, book in proposals:
                     self._restore_plain(group, book)
                 return
         self.counters["accepted"] += len(proposals)
         if self.hyper["restart_average"]:
             # The jump is not noise: left in the window it raises the RSD, and "auto" averaging would pull the
             # parameters back toward the iterates before it (docs/optimizers.md measures both).
-            for _, book, _ in proposals:
+            for _, book in proposals:
                 book["window_count"] = book["window_slot"] = 0  # rows [:count] are then the post-jump iterates
         if self.hyper["reset_inner_state"]:
             # The base optimizer's momentum and moments describe the trajectory the jump left; carried on, a
             # heavy-ball velocity keeps pushing along it for ~1/(1 − β) steps. Its optimizer re-creates them lazily.
             base = list(iter_stack(self))[-1]
-            for group, _, _ in proposals:
+            for group, _ in proposals:
                 for p in group["params"]:
                     base.state.pop(p, None)
 
@@ -326,18 +386,19 @@ class AndersonAcceleration(OptimizerWrapper):
             # 2 (Sterbenz), so the differences keep the parameters' dtype; only the small products go to float64.
             for start in range(0, g_hist.shape[1], _CHUNK):
                 stop = start + _CHUNK
-                residuals = self._block(p, count, g_hist[:, start:stop].shape[1])
-                torch.sub(g_hist[:, start:stop], x_hist[:, start:stop], out=residuals)
-                if residuals.dtype in (torch.float16, torch.bfloat16):
-                    residuals = residuals.float()
-                newest_residual = residuals[newest].clone()
-                residuals -= newest_residual  # row `newest` becomes 0: the rest are f_i − f_newest
-                parts.append((residuals @ residuals.T, residuals @ newest_residual))
+                # rows 0..count − 1: the residuals, then f_i − f_newest; row count: f_newest (no allocation)
+                block = self._block(p, count + 1, g_hist[:, start:stop].shape[1])
+                torch.sub(g_hist[:, start:stop], x_hist[:, start:stop], out=block[:count])
+                block[count].copy_(block[newest])
+                if block.dtype in (torch.float16, torch.bfloat16):
+                    block = block.float()
+                block[:count] -= block[count]  # row `newest` becomes 0
+                parts.append(_gram(block))  # [:count, :count] = ΔFᵀΔF, [:count, count] = ΔFᵀ f_newest
         if not parts:
             return None  # an empty param group
-        gram = torch.stack([g.double() for g, _ in parts]).sum(dim=0).cpu()[older][:, older]
-        rhs = torch.stack([r.double() for _, r in parts]).sum(dim=0).cpu()[older]
-        rcond = max(_RCOND, 10 * torch.finfo(parts[0][0].dtype).eps)
+        products = torch.stack([part.double() for part in parts]).sum(dim=0).cpu()
+        gram, rhs = products[older][:, older], products[older, count]
+        rcond = max(_RCOND, 10 * torch.finfo(parts[0].dtype).eps)
         if not (torch.isfinite(gram).all() and torch.isfinite(rhs).all()):
             return None
         scale = gram.trace().item()
@@ -361,21 +422,24 @@ class AndersonAcceleration(OptimizerWrapper):
                 return alpha
         return None
 
-    def _mix(self, group: dict[str, Any], book: dict[str, int], alpha: torch.Tensor) -> list[torch.Tensor] | None:
-        """Σ α_i ((1 − β) x_i + β g_i), in the parameters' dtype: with |α_i| ≤ max_coefficient the rounding stays
-        within a few ulps of the largest iterate."""
+    def _mix(self, group: dict[str, Any], book: dict[str, int], alpha: torch.Tensor) -> bool:
+        """Set the parameters to Σ α_i ((1 − β) x_i + β g_i), in their dtype (with |α_i| ≤ max_coefficient the
+        rounding stays within a few ulps of the largest iterate); False if the point is not finite. The plain
+        iterate they held is g_newest, kept in the history for :meth:`_restore_plain`."""
         count, beta = book["pairs"], self.hyper["relaxation"]
-        point = []
-        for p in group["params"]:
-            state = self.state[p]
-            weights = alpha.to(device=p.device, dtype=p.dtype)
-            mixed = torch.tensordot(weights, state["g_hist"][:count], dims=1)
-            if beta != 1.0:
-                inputs = torch.tensordot(weights, state["x_hist"][:count], dims=1)
-                mixed.mul_(beta).add_(inputs, alpha=1 - beta)
-            point.append(mixed)
-        finite = torch.stack([torch.isfinite(x).all() for x in point]).all()
-        return point if finite.item() else None
+        params = group["params"]
+        weights = alpha.tolist()
+        # row by row over all parameters at once, into the parameters: a tensordot over the slot axis reads the
+        # history more slowly, and a fresh parameter-sized result costs page faults
+        _weighted_sum(params, weights, [self.state[p]["g_hist"] for p in params], count)
+        if beta != 1.0:
+            torch._foreach_mul_(params, beta)
+            for i in range(count):
+                rows = [self.state[p]["x_hist"][i] for p in params]
+                torch._foreach_add_(params, rows, alpha=(1 - beta) * weights[i])
+        # min and max propagate NaN and ±inf and cannot overflow; isfinite(p).all() is twenty times slower on CPU
+        extremes = [torch.stack(torch.aminmax(p)) for p in params if p.numel()]
+        return not extremes or bool(torch.isfinite(torch.stack(extremes)).all())
 
     # -- checkpointing and reports ------------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
@@ -384,6 +448,7 @@ class AndersonAcceleration(OptimizerWrapper):
             "steps": self.steps,
             "counters": dict(self.counters),
             "groups": [dict(book) for book in self._groups],
+            "window_squares": [None if t is None else t.detach().cpu().clone() for t in self._window_squares],
         }
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
@@ -404,6 +469,9 @@ class AndersonAcceleration(OptimizerWrapper):
         self.steps = int(extra["steps"])
         self.counters = {k: int(v) for k, v in extra["counters"].items()}
         self._groups = [{"open": 0, **{k: int(v) for k, v in book.items()}} for book in extra["groups"]]
+        # kept since the RSD is computed from them; a checkpoint from before recomputes them from the rows
+        saved = extra.get("window_squares") or [None] * len(self._groups)
+        self._window_squares = [None if t is None else t.clone() for t in saved]
 
     def statistics(self) -> dict[str, float]:
         c = self.counters
@@ -423,6 +491,44 @@ class AndersonAcceleration(OptimizerWrapper):
 def _ladder(regularization: float) -> list[float]:
     """λ itself, then 1e-12, 1e-10, ..., 1e2 (relative to ‖ΔF‖²) above it: at 1e2 α is within 1% of the plain step."""
     return [regularization] + [10.0**e for e in range(-12, 3, 2) if 10.0**e > regularization]
+
+
+def _gram(block: torch.Tensor, piece: int = 1 << 14) -> torch.Tensor:
+    """block @ blockᵀ for a short, wide block, as a batch of products over column pieces: one matrix product with
+    a tiny output and a huge inner dimension runs on one thread several times slower (measured), and the partial
+    sums round less."""
+    rows, width = block.shape
+    whole = width - width % piece
+    gram = torch.zeros(rows, rows, dtype=block.dtype, device=block.device)
+    if whole:
+        pieces = block[:, :whole].view(rows, whole // piece, piece).transpose(0, 1)
+        gram += torch.bmm(pieces, pieces.transpose(1, 2)).sum(dim=0)
+    if whole < width:
+        rest = block[:, whole:]
+        gram += rest @ rest.T
+    return gram
+
+
+def _weighted_sum(out: list[torch.Tensor], weights: list[float], histories: list[torch.Tensor], count: int) -> None:
+    """out[k] = Σ_i w_i · histories[k][i] over the rows 0..count − 1."""
+    torch._foreach_copy_(out, [h[0] for h in histories])
+    torch._foreach_mul_(out, weights[0])
+    for i in range(1, count):
+        torch._foreach_add_(out, [h[i] for h in histories], alpha=weights[i])
+
+
+def _squared_norm(x: torch.Tensor) -> torch.Tensor:
+    """‖x‖² in float64, from float32 norms of 4096-element rows: a float32 norm over millions of elements is off by
+    up to 1e-3 relative (measured), these rows by about 1e-8, at the cost of one float32 pass."""
+    flat = x.detach().reshape(-1)
+    if flat.numel() == 0:
+        return torch.zeros((), dtype=torch.float64, device=x.device)
+    whole = flat.numel() - flat.numel() % 4096
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None  # no half-precision overflow
+    parts = [torch.linalg.vector_norm(flat[:whole].view(-1, 4096), dim=1, dtype=dtype)] if whole else []
+    if whole < flat.numel():
+        parts.append(torch.linalg.vector_norm(flat[whole:], dtype=dtype).reshape(1))
+    return torch.cat(parts).double().square().sum()
 
 
 def _loss(closure: Callable[[], Any] | None) -> float:
