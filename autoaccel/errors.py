@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from autoaccel.redaction import redact_uri
+
 __all__ = ["ConfigError", "DataError"]
 
 
@@ -17,7 +19,7 @@ class ConfigError(ValueError):
     def __init__(self, key: str, value: Any, allowed: str, source: str | None = None):
         self.key, self.value, self.allowed, self.source = key, value, allowed, source
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{key} = {value!r}: {allowed}")
+        super().__init__(redact_uri(f"{where}{key} = {value!r}: {allowed}"))  # a value may be a URI with a password
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # picklable and copyable (Ray ships errors between processes)
         return type(self), (self.key, self.value, self.allowed, self.source)
@@ -28,3 +30,6 @@ class ConfigError(ValueError):
 
 class DataError(RuntimeError):
     """Data that cannot be read or fetched; the message names the file and what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(redact_uri(message))  # a data URL may carry a token

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autoaccel.redaction import redact_uri
+
 __all__ = [
     "ROLE_TAG",
     "STATUSES",
@@ -28,7 +30,6 @@ __all__ = [
     "default_tracking_uri",
     "find_sweep_parent",
     "flatten",
-    "redact_uri",
     "resolve_tracking_uri",
     "sweep_tracking_uri",
 ]
@@ -45,29 +46,6 @@ _NOT_METRICS = {"status", "epoch", "epochs_planned"}
 _MAX_METRICS = 1000  # MLflow's limit per log_batch
 STATUSES = tuple(TERMINAL)  # every status a trial ends with
 ROLE_TAG, SWEEP_ROLE = "autoaccel.role", "sweep"  # the tag that marks a sweep's parent run
-
-
-# query parameters whose values are secrets (database drivers and token-based servers use these names)
-_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "secret", "token", "access_token", "api_key", "apikey"})
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` fit to print, log or put in a report: a password in its user info and the values of secret query
-    parameters become ``***`` (``postgresql://user:***@host/db``). A URI without secrets comes back unchanged."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, sep, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if sep else netloc
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    secret = any(key.lower() in _SECRET_QUERY_KEYS for key, _ in pairs)
-    if netloc == parts.netloc and not secret:
-        return uri
-    query = urlencode([(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query if secret else parts.query, parts.fragment))
 
 
 def default_tracking_uri(folder: str | os.PathLike[str] = ".") -> str:
@@ -219,7 +197,9 @@ class EpochWriter:
     def _raise(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
-            raise RuntimeError(f"writing epochs to MLflow ({redact_uri(self.tracker.uri)}) failed: {error}") from error
+            # MLflow's own message names the URL it called, credentials included: redacted, and not chained
+            message = f"writing epochs to MLflow ({self.tracker.uri}) failed: {type(error).__name__}: {error}"
+            raise RuntimeError(redact_uri(message)) from None
 
     def _run(self) -> None:
         while True:

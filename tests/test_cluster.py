@@ -24,6 +24,7 @@ from autoaccel.cluster.launch import (
 )
 from autoaccel.cluster.validate import validate_cluster
 from autoaccel.errors import ConfigError
+from autoaccel.redaction import redact_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOUD, ONPREM = ROOT / "cluster.yaml", ROOT / "cluster.onprem.yaml"
@@ -231,6 +232,7 @@ def test_storage_must_be_shared(storage: str, ok: bool, tmp_path: Path) -> None:
         ("sqlite:////mnt/shared/mlflow.db", "is a node-local SQLite file"),
         ("./mlruns", "is not reachable from the head"),
         ("file:///tmp/mlruns", "is not reachable from the head"),
+        ("postgres://mlflow:s3cr3t@db/mlflow", "is not reachable from the head"),  # an alias MLflow does not take
     ],
 )
 def test_tracking_must_be_reachable_from_the_head(uri: str, problem: str | None, tmp_path: Path) -> None:
@@ -239,7 +241,8 @@ def test_tracking_must_be_reachable_from_the_head(uri: str, problem: str | None,
     if problem is None:
         assert problems == []
     else:
-        line = _only(problems, f"{spec}: tracking.uri: {uri!r} {problem}")
+        line = _only(problems, f"{spec}: tracking.uri: {redact_uri(uri)!r} {problem}")
+        assert "s3cr3t" not in line
         assert line.endswith("set tracking.uri: http://127.0.0.1:5000 (or a postgresql:// URI)")
 
 
@@ -461,3 +464,11 @@ def test_up_runs_from_the_project_root(
     assert cluster_command(_parse(["cluster", "up", str(CLOUD)]), runner) == 2
     assert runner.calls == []
     assert f"{CLOUD}: file_mounts.~/autoaccel/autoaccel: './autoaccel' does not exist" in capsys.readouterr().err
+
+
+def test_a_command_is_printed_without_the_password_it_carries(capsys: pytest.CaptureFixture[str]) -> None:
+    from autoaccel.cluster.launch import run_command
+
+    assert run_command(["true", "--set", "tracking.uri=postgresql://u:s3cr3t@db/mlflow"]) == 0
+    printed = capsys.readouterr().err
+    assert "tracking.uri=postgresql://u:***@db/mlflow" in printed and "s3cr3t" not in printed

@@ -195,6 +195,7 @@ def test_tracking_through_a_real_mlflow_server(cluster: Any, tmp_path: Path) -> 
         shown = [log.getvalue(), *parent.data.params.values(), spec_copy.read_text()]
         shown += [Path(written["html"]).read_text(), Path(written["markdown"]).read_text()]
         assert "sweeper:***@" in log.getvalue() and all("s3cr3t" not in text for text in shown)
+        assert "MLFLOW_TRACKING_PASSWORD" in Path(written["markdown"]).read_text()  # how to give it back
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -45,6 +45,32 @@ def test_whole_epochs_per_call_and_a_failure_is_raised_at_flush(tmp_path: Path) 
         writer.flush()
 
 
+def test_a_write_failure_names_the_store_without_its_password(tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "writer")
+    tracker.uri = "postgresql://bob:s3cr3t@db/mlflow"  # as a server store would be named in the message
+    writer = EpochWriter(tracker)
+    writer.put("no-such-run", {"train_loss": 1.0}, 1)
+    with pytest.raises(RuntimeError) as raised:
+        writer.flush()
+    assert "postgresql://bob:***@db/mlflow" in str(raised.value) and "s3cr3t" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # nor in a chained error
+
+
+def test_config_errors_and_unexpected_tracebacks_hide_passwords(capsys: pytest.CaptureFixture[str]) -> None:
+    from autoaccel.cli import _redacted_traceback
+    from autoaccel.errors import ConfigError, DataError
+
+    error = ConfigError("tracking", {"uri": "http://u:s3cr3t@h:5000", "experimnet": "x"}, "uri and/or experiment")
+    assert "u:***@h:5000" in str(error) and "s3cr3t" not in str(error)
+    assert "s3cr3t" not in str(DataError("https://host/data.csv?token=s3cr3t: 403 Forbidden"))
+    try:
+        raise OSError("API request to http://sweeper:s3cr3t@127.0.0.1:9/api/2.0/runs failed")
+    except OSError as unexpected:
+        _redacted_traceback(type(unexpected), unexpected, unexpected.__traceback__)
+    printed = capsys.readouterr().err
+    assert "Traceback" in printed and "sweeper:***@127.0.0.1:9" in printed and "s3cr3t" not in printed
+
+
 @pytest.mark.parametrize(
     ("uri", "shown"),
     [
@@ -55,9 +81,21 @@ def test_whole_epochs_per_call_and_a_failure_is_raised_at_flush(tmp_path: Path) 
         ("sqlite:////tmp/x/mlflow.db", "sqlite:////tmp/x/mlflow.db"),
         ("sqlite:///rel.db?timeout=20", "sqlite:///rel.db?timeout=20"),
         ("https://user@host", "https://user@host"),
+        # SQLAlchemy takes these characters unencoded in a password
+        ("postgresql://user:pa/ss@host/db", "postgresql://user:***@host/db"),
+        ("mysql://user:pa#ss@host/db", "mysql://user:***@host/db"),
+        ("mysql://user:pa?s@s@host/db", "mysql://user:***@host/db"),
+        ("postgresql://u@h/db?sslpassword=x;client_secret=y", "postgresql://u@h/db?sslpassword=***;client_secret=***"),
+        ("http://[::1", "http://[::1"),  # malformed: returned, never raises
+        ("file:///a:b@c", "file:///a:b@c"),
+        # a message naming the URL it called (as MLflow's errors do)
+        (
+            "API request to http://sweeper:s3cr3t@127.0.0.1:9/api/2.0/runs failed",
+            "API request to http://sweeper:***@127.0.0.1:9/api/2.0/runs failed",
+        ),
     ],
 )
 def test_redact_uri_masks_passwords_and_tokens_and_leaves_the_rest(uri: str, shown: str) -> None:
-    from autoaccel.tracking import redact_uri
+    from autoaccel.redaction import redact_uri
 
     assert redact_uri(uri) == shown

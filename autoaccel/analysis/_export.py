@@ -52,7 +52,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, redact_uri
+from autoaccel.redaction import redact_uri
+from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE
 
 __all__ = ["export", "export_experiments", "write_parquet"]
 

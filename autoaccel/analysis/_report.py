@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from autoaccel import objective
-from autoaccel.tracking import find_sweep_parent, redact_uri
+from autoaccel.redaction import redact_uri
+from autoaccel.tracking import find_sweep_parent
 
 from ._compare import final_runs, sentence, tuning_curves, verdict_table
 from ._export import export_experiments, write_parquet
@@ -658,6 +659,11 @@ def _reproduce(experiments: Sequence[str], uri: str, out: Path, spec: str | None
     shown = shlex.quote(redact_uri(uri))  # a password in the URI stays out of the report
     commands.append(f"autoaccel report {args} --tracking-uri {shown} --out {shlex.quote(str(out))}")
     section.text.extend(commands)
+    if shown != shlex.quote(uri):
+        section.text.append(
+            "The tracking URI's password is shown as ***: put the real one back, or give credentials as"
+            " MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (HTTP) or in ~/.pgpass (PostgreSQL)."
+        )
     return section
 
 

@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from autoaccel.errors import ConfigError, DataError
 
@@ -114,7 +115,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print(_resume_hint(args), file=sys.stderr)
         return 130
     if args.output_json:
-        from autoaccel.tracking import redact_uri
+        from autoaccel.redaction import redact_uri
 
         with open(args.output_json, "w") as handle:
             json.dump({**result, "tracking_uri": redact_uri(result["tracking_uri"])}, handle, indent=2, default=str)
@@ -254,8 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _redacted_traceback(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    """An unexpected error's traceback as Python prints it, with any URI password masked (MLflow's messages name
+    the URL they called, credentials included)."""
+    import traceback
 
+    from autoaccel.redaction import redact_uri
+
+    sys.stderr.write(redact_uri("".join(traceback.format_exception(kind, error, trace))))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    sys.excepthook = _redacted_traceback
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -27,7 +27,7 @@ from autoaccel.cluster.launch import (
 )
 from autoaccel.cluster.validate import DEFAULT_CLUSTER, mount_problems, validate_cluster
 from autoaccel.errors import ConfigError
-from autoaccel.tracking import redact_uri
+from autoaccel.redaction import redact_uri
 
 __all__ = ["add_cluster_parser", "add_tracking_parser", "cluster_command", "tracking_command"]
 

@@ -12,8 +12,8 @@ import yaml
 
 from autoaccel.config import apply_overrides
 from autoaccel.errors import ConfigError
+from autoaccel.redaction import redact_uri
 from autoaccel.run import run_trial, validate_trial_config
-from autoaccel.tracking import redact_uri
 
 __all__ = ["train_command", "trial_config_from_args"]
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from autoaccel.redaction import redact_uri
 from autoaccel.tracking import resolve_tracking_uri
 
 __all__ = [
@@ -120,7 +121,7 @@ def _executable(name: str) -> str:
 def run_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run a built command in the foreground, with ``env`` added to the environment (not printed: it may hold a
     password); its exit code (130 on Ctrl-C)."""
-    print("+ " + " ".join(argv), file=sys.stderr)
+    print("+ " + redact_uri(" ".join(argv)), file=sys.stderr)
     try:
         environment = {**os.environ, **(env or {})}
         return subprocess.run([_executable(argv[0]), *argv[1:]], check=False, env=environment).returncode

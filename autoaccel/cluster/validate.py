@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 
 from autoaccel.errors import ConfigError
+from autoaccel.redaction import redact_uri
 
 from .launch import MLFLOW_PORT
 
@@ -363,10 +364,11 @@ def _tracking_problems(uri: Any, source: str) -> list[str]:
     scheme = str(uri).split(":", 1)[0].split("+", 1)[0].lower()
     if ":" in str(uri) and scheme in REMOTE_TRACKING:
         return []
+    shown = redact_uri(repr(str(uri)))
     if scheme == "sqlite":
-        problem = f"{uri!r} is a node-local SQLite file (and SQLite on a shared NFS mount corrupts under locking)"
+        problem = f"{shown} is a node-local SQLite file (and SQLite on a shared NFS mount corrupts under locking)"
     else:
-        problem = f"{uri!r} is not reachable from the head (a local path or file store)"
+        problem = f"{shown} is not reachable from the head (a local path or file store)"
     return [_line(source, "tracking.uri", problem, fix + " (or a postgresql:// URI)")]
 
 

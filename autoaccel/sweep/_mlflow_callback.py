@@ -22,7 +22,8 @@ from ray import tune
 
 from autoaccel import objective
 from autoaccel.optim import technique_label
-from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, EpochWriter, Tracker, find_sweep_parent, redact_uri
+from autoaccel.redaction import redact_uri
+from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, EpochWriter, Tracker, find_sweep_parent
 
 from ._asha import stopped_trials
 from .reruns import trial_params
@@ -95,7 +96,7 @@ class SweepTracking(tune.Callback):
             }
             shown = _redacted(spec.raw)  # the spec as logged and attached: no password from a tracking URI
             self.parent = self.tracker.start_run(spec.name, shown, tags)
-            if shown == spec.raw:  # the file itself, comments and all
+            if shown == spec.raw:  # nothing to hide: the folder's copy of the spec itself
                 client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
             else:
                 with tempfile.TemporaryDirectory() as folder:

@@ -33,7 +33,8 @@ from autoaccel import objective
 from autoaccel.config import Hyperparameter, check_all, check_int_list, parse_value
 from autoaccel.errors import ConfigError
 from autoaccel.optim import validate_config
-from autoaccel.tracking import find_sweep_parent, flatten, redact_uri
+from autoaccel.redaction import redact_uri
+from autoaccel.tracking import find_sweep_parent, flatten
 
 from .space import to_config
 
