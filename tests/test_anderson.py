@@ -294,9 +294,9 @@ class _TwoPassRSD(AndersonAcceleration):
         return None
 
 
-def _noisy_auto_run(optimizer_class, threshold, dtype, steps=120):
+def _noisy_auto_run(optimizer_class, threshold, dtype, lr, steps=120):
     model = tiny_mlp(0).to(dtype)
-    opt = optimizer_class(torch.optim.SGD(model.parameters(), lr=0.05), history=3, rsd_threshold=threshold)
+    opt = optimizer_class(torch.optim.SGD(model.parameters(), lr=lr), history=3, rsd_threshold=threshold)
     two_pass = opt._rsd
     calls = []
     opt._rsd = lambda *args: calls.append(1) or two_pass(*args)
@@ -309,14 +309,15 @@ def _noisy_auto_run(optimizer_class, threshold, dtype, steps=120):
 
 
 @pytest.mark.parametrize(
-    ("threshold", "dtype"), [(0.003, torch.float32), (0.01, torch.float32), (0.003, torch.float64)]
+    ("threshold", "dtype", "lr"),
+    [(0.03, torch.float32, 0.2), (0.05, torch.float32, 0.2), (0.1, torch.float32, 0.5), (0.003, torch.float64, 0.05)],
 )
-def test_the_rsd_from_kept_row_norms_takes_every_decision_the_deviations_take(threshold, dtype):
+def test_the_rsd_from_kept_row_norms_takes_every_decision_the_deviations_take(threshold, dtype, lr):
     """(c − 1)‖σ‖² = Σ_r ‖x_r‖² − c‖μ‖² with the rows' norms kept from when they were written: on a run where some
     steps average and some do not, every decision and every parameter equals the two-pass computation's, and the
-    shortcut, not the fallback, decided most steps whenever τ is resolvable in the dtype."""
-    fast, counters, fallbacks = _noisy_auto_run(AndersonAcceleration, threshold, dtype)
-    reference, reference_counters, _ = _noisy_auto_run(_TwoPassRSD, threshold, dtype)
+    shortcut, not the fallback, decided most steps (τ ≳ 0.02 in float32: below, rounding leaves it to the fallback)."""
+    fast, counters, fallbacks = _noisy_auto_run(AndersonAcceleration, threshold, dtype, lr)
+    reference, reference_counters, _ = _noisy_auto_run(_TwoPassRSD, threshold, dtype, lr)
     assert 0 < counters["averaged"] < counters["averaging_decisions"]  # both decisions happen
     assert counters == reference_counters
     assert all(torch.equal(a, b) for a, b in zip(fast, reference, strict=True))
@@ -349,3 +350,58 @@ def test_kept_row_norms_resume_exactly_and_are_recomputed_for_an_older_checkpoin
         steps(resumed, resumed_model, g.set_state(rng), 40)
         assert resumed.counters == opt.counters
         assert all(torch.equal(a, b) for a, b in zip(resumed_model.parameters(), model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("width", [1, 100, 16383, 16384, 16385, 49152, 50000])
+def test_gram_over_column_pieces_equals_the_matrix_product(width):
+    from autoaccel.optim.anderson import _gram
+
+    block = torch.randn(7, width + 3, generator=torch.Generator().manual_seed(width), dtype=torch.float64)
+    block = block[:, 3:]  # a non-contiguous slice, as a chunk of the scratch block is
+    assert torch.allclose(_gram(block), block @ block.T, rtol=1e-12, atol=1e-9)
+
+
+def _window_decision(rows, tau):
+    """The kept-norm RSD (None: left to the two-pass one) for a window of these float32 rows, and the float64 RSD."""
+    from autoaccel.optim.anderson import _squared_norm
+
+    count, n = rows.shape
+    w = torch.zeros(n, requires_grad=True)
+    opt = AndersonAcceleration(torch.optim.SGD([w], lr=0.0), history=2, averaging_window=count, rsd_threshold=tau)
+    opt._buffer(w, "window").copy_(rows)
+    squares = torch.stack([_squared_norm(row) for row in rows])
+    total = opt._window_sum(w)
+    torch.sum(rows, dim=0, out=total)
+    shortcut = opt._rsd_from_sums([w], [total], squares.sum(), count)
+    exact = rows.double()
+    spread = exact.var(dim=0, unbiased=True).sum().sqrt()
+    return shortcut, (spread / exact.mean(dim=0).norm()).item()
+
+
+@pytest.mark.parametrize("count", [2, 4, 5])
+@pytest.mark.parametrize("n", [4113, 8209, 32768])
+def test_the_kept_norm_rsd_never_decides_against_the_exact_one(count, n):
+    """Rows of near-equal values are the worst case for the float32 row norms (their rounding errors all point one
+    way): with τ just above or below the float64 RSD, the shortcut either defers or decides as the exact RSD does."""
+    g = torch.Generator().manual_seed(count * n)
+    cases = [torch.full((count, n), 2.9655) + 0.9 * torch.arange(count, dtype=torch.float32)[:, None]]
+    cases.append(2.9655 + 0.5 * torch.randn(count, n, generator=g))
+    cases.append(torch.randn(count, n, generator=g) + torch.randn(n, generator=g) * 4)
+    for rows in cases:
+        _, exact = _window_decision(rows, 0.1)
+        for tau in (exact * (1 - 1e-6), exact * (1 + 1e-6), exact * (1 - 1e-4), exact * (1 + 1e-4), exact * 0.5):
+            shortcut, _ = _window_decision(rows, tau)
+            assert shortcut is None or (shortcut > tau) == (exact > tau), (tau, shortcut, exact)
+        shortcut, _ = _window_decision(rows, exact * 0.5)
+        assert shortcut is not None and shortcut == pytest.approx(exact, rel=1e-3)  # far from τ: decided directly
+
+
+def test_the_kept_norm_rsd_defers_where_float32_rounding_could_flip_it():
+    """A window found by search where the shortcut's rounding is 1.4× what a 64-ulp band allowed (constant rows,
+    errors all one way): at τ a hair above or below the RSD it must defer to the exact computation."""
+    values = torch.tensor([1.9757217168807983, 3.6890273094177246, 4.020483016967773])
+    rows = values[:, None].expand(3, 12289).contiguous()
+    _, exact = _window_decision(rows, 0.1)
+    for tau in (exact * (1 - 1e-7), exact * (1 + 1e-7)):
+        shortcut, _ = _window_decision(rows, tau)
+        assert shortcut is None or (shortcut > tau) == (exact > tau), (tau, shortcut, exact)
