@@ -150,6 +150,58 @@ def test_trial_that_raises_once_is_retried_from_its_checkpoint(ray_session: Any,
         assert _epochs_logged(result["tracking_uri"], child.info.run_id) == [1, 2, 3, 4]
 
 
+def test_a_sweep_with_an_errored_trial_exits_1(
+    ray_session: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from autoaccel.cli import main
+
+    spec = _spec(
+        tmp_path,
+        ray_session,
+        name="errored",
+        workload={"name": "sweep_workloads:FlakyQuadratic", "samples": 64, "marker": str(tmp_path / "failed")},
+        search={"sampler": "random", "num_samples": 2, "max_concurrent": 1, "seed": 0},
+        scheduler={"type": "fifo"},
+        failure={"max_failures": 0},  # no retry: the first trial errors for good, the second completes
+    )
+    assert main(["sweep", str(spec)]) == 1  # a failure a script or a scheduler can see
+    err = capsys.readouterr().err
+    assert "done: 1 completed, 1 errored" in err and "1 trial(s) errored" in err, err[-2000:]
+
+
+_PRIVATE_RAY = """
+import os, pathlib, subprocess, sys, tempfile
+os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray puts its sockets there
+known = pathlib.Path(os.environ["RAY_TMPDIR"], "ray", "ray_current_cluster")  # what `ray start` leaves behind
+known.parent.mkdir()
+known.write_text("127.0.0.1:9")  # a cluster this machine knows of: a local sweep must not join it
+from autoaccel.sweep.driver import _init_ray, _private_ray_environment
+_private_ray_environment(None)  # what a local sweep starts
+_init_ray(None)
+import ray
+token, gcs = os.environ["RAY_AUTH_TOKEN"], ray.get_runtime_context().gcs_address
+probe = f"import ray; ray.init(address={gcs!r}, logging_level='ERROR'); print('CONNECTED')"
+clients = {"own": {}, "no token": {"RAY_AUTH_MODE": "disabled"}, "another token": {"RAY_AUTH_TOKEN": "0" * 64}}
+results = {}
+for name, env in clients.items():  # one try each (Ray's default: 20 retries, a second apart)
+    env = {**os.environ, "RAY_NUM_REDIS_GET_RETRIES": "1", **env}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    results[name] = "CONNECTED" in done.stdout
+commands = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+print(results, len(token) == 64, token in commands)
+"""
+
+
+def test_a_local_sweeps_ray_is_its_own_and_admits_only_its_own_processes() -> None:
+    """A new Ray, whatever cluster this machine started last; its servers listen on every interface, and a
+    per-driver token (in no command line) keeps others out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    done = subprocess.run([sys.executable, "-c", _PRIVATE_RAY], env=env, capture_output=True, text=True, timeout=240)
+    assert done.stdout.strip().splitlines()[-1:] == [
+        "{'own': True, 'no token': False, 'another token': False} True False"
+    ], done.stdout + done.stderr[-3000:]
+
+
 def test_diverging_configuration_is_a_result(ray_session: Any, tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
@@ -194,7 +246,8 @@ def _kill_session(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+# SIGTERM (what systemd, Slurm and `timeout` send) takes Ctrl-C's path; test_compare.py sends SIGINT itself
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Path, how: str) -> None:
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
@@ -220,8 +273,8 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     assert driver.poll() is None, "the sweep ended before the test could kill it"
     if how == "SIGKILL":
         _kill_session(driver)
-    else:  # Ctrl-C: Ray stops the trials, the sweep records them as interrupted and says how to resume
-        os.kill(driver.pid, signal.SIGINT)
+    else:  # as Ctrl-C: Ray stops the trials, the sweep records them as interrupted and says how to resume
+        os.kill(driver.pid, signal.SIGTERM)
         assert driver.wait(timeout=120) == 130
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)

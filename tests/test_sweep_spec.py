@@ -110,6 +110,30 @@ def test_cli_rejects_before_starting_anything(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "sweeps").exists()
 
 
+def test_a_folder_another_driver_holds_or_cannot_write_is_refused_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fcntl
+
+    path = _write(tmp_path, GOOD)
+    folder = tmp_path / "sweeps" / GOOD["name"]
+    folder.mkdir(parents=True)
+    with open(folder / ".lock", "w") as held:  # another driver, as the kernel sees it: a separate open file
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 4242 on elsewhere")
+        held.flush()
+        assert main(["sweep", str(path)]) == 2
+        assert main(["sweep", str(path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("no other sweep driver is using (driver pid 4242 on elsewhere runs on it now)") == 2, err
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing started, nothing written
+    assert main(["sweep", str(path), "--resume"]) == 2  # free now, but no sweep to resume: the usual refusal
+    assert "a sweep folder with a started sweep (none found)" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")  # storage that cannot become a folder (root writes anywhere else)
+    assert main(["sweep", str(path), "--set", f"storage={tmp_path / 'a-file'}"]) == 2
+    assert "a folder this user can create and write (Not a directory)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("study", "extra", "key", "allowed"),
     [

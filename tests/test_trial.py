@@ -206,6 +206,10 @@ def test_train_command_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> 
     assert "optimizer.anderson.history = 0" in capsys.readouterr().err
     assert main(["train", "--workload", "quadratic", "--option", "condition", "--epochs", "1"]) == 2
     assert "--option = 'condition': KEY=VALUE" in capsys.readouterr().err
+    for flag in ("--epochs", "--steps", "--batch-size"):  # a zero is refused, never replaced by a default
+        assert main(["train", "--workload", "quadratic", flag, "0"]) == 2
+        err = capsys.readouterr().err
+        assert "= 0" in err and "Traceback" not in err, err
 
 
 def test_a_finished_checkpoint_replays_its_last_report(tmp_path: Path) -> None:

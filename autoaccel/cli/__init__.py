@@ -122,9 +122,17 @@ def _sweep(args: argparse.Namespace) -> int:
     if result["unfinished"]:  # Ctrl-C: Ray stops the trials and fit() returns
         print(_resume_hint(args), file=sys.stderr)
         return 130
+    code = 0
     if args.command == "compare":
-        return _report_and_print([spec.experiment], spec.tracking_uri, args.out or str(Path("reports") / spec.name))
-    return 0
+        code = _report_and_print([spec.experiment], spec.tracking_uri, args.out or str(Path("reports") / spec.name))
+    errored = result["statuses"].get("errored", 0)
+    if errored:  # recorded and reported as failures; the exit status says so too, for scripts and schedulers
+        where = Path(result["folder"]) / "tune"
+        print(
+            f"{errored} trial(s) errored: their tracebacks are in MLflow and in {where}/**/error.txt", file=sys.stderr
+        )
+        return code or 1
+    return code
 
 
 def _report_and_print(experiments: list[str], uri: str, out: str) -> int:

@@ -33,8 +33,11 @@ def trial_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     optimizer = apply_overrides(optimizer, args.set)
     workload = apply_overrides({"name": args.workload}, args.option, flag="--option")
     budget: dict[str, Any] = {"schedule": args.schedule}
-    budget.update({"steps": args.steps} if args.steps else {"epochs": args.epochs or 10})
-    if args.batch_size:
+    # `is not None`, not truthiness: a 0 is the user's value, refused by the budget's check, never the default
+    budget.update(
+        {"steps": args.steps} if args.steps is not None else {"epochs": 10 if args.epochs is None else args.epochs}
+    )
+    if args.batch_size is not None:
         budget["batch_size"] = args.batch_size
     return {"workload": workload, "optimizer": optimizer, "budget": budget, "seed": args.seed, "device": args.device}
 

@@ -34,7 +34,7 @@ __all__ = ["SweepTracking"]
 
 
 class SweepTracking(tune.Callback):
-    def __init__(self, spec: SweepSpec, started: float, log: Any = sys.stderr) -> None:
+    def __init__(self, spec: SweepSpec, started: float, log: Any) -> None:
         self.spec, self.started, self.log = spec, started, log
         self.phase, self.phase_trials, self.phase_done = spec.phases[0], spec.num_samples, 0
         self.resumed = 0  # trials continued from a checkpoint (a retry, or --resume)

@@ -3,7 +3,8 @@
 Layout of the sweep folder ``<storage>/<name>/``: ``spec.yaml`` (the validated spec, to refuse a changed one on
 ``--resume``), ``optuna.journal`` (the study; written only by the driver), ``asha.json`` (the scheduler's rungs),
 ``tune/`` (Ray's experiment: each trial's latest checkpoint, taken when it reports; a comparison's two phases in
-``tune/tuning`` and ``tune/final``, its progress in ``compare.json``), and by default ``mlflow.db`` + ``mlartifacts/``.
+``tune/tuning`` and ``tune/final``, its progress in ``compare.json``), ``.lock`` (the running driver's), and by
+default ``mlflow.db`` + ``mlartifacts/``.
 
 What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 / Optuna 5.0 / MLflow 3.17):
 
@@ -13,16 +14,23 @@ What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 
 - Diverged trials report a finite worst value, so no Optuna trial is left RUNNING by a NaN.
 - ``Tuner.restore`` forgets the scheduler: ASHA's rungs are persisted here and reloaded on ``--resume``.
 - After every run (and every resume) no MLflow run and no Optuna trial is left RUNNING.
+- SIGTERM (systemd, Slurm, Kubernetes, ``timeout``) takes Ctrl-C's path; ``ray.init``'s own handler would exit at
+  once, leaving trials and runs RUNNING.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import secrets
+import signal
+import socket
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,7 @@ from .trainable import train_sampled
 __all__ = ["run_sweep"]
 
 COMPARE_STATE = "compare.json"  # a comparison's finished phases and its final points
+LOCK_FILE = ".lock"  # held (flock) by the one driver running the sweep; names its process
 
 
 def _scheduler(spec: SweepSpec, phase: Phase) -> Any:
@@ -68,10 +77,12 @@ def _init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         return
-    # A local, private Ray: no dashboard, no usage reporting, no token written to ~/.ray.
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False)
+    # A new local Ray, private to this sweep: without address="local", ray.init joins the cluster a `ray start` on
+    # this machine last began (and the sweep would run on it, or hang on its authentication). No dashboard; a token
+    # guards every connection (_private_ray_environment).
+    ray.init(
+        address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False
+    )
 
 
 def _prepare_folder(spec: SweepSpec, resume: bool) -> None:
@@ -98,12 +109,64 @@ def run_sweep(
     overrides: Sequence[str] = (),
     resume: bool = False,
     address: str | None = None,
-    log: Any = sys.stderr,
+    log: Any = None,
 ) -> dict[str, Any]:
-    """Run (or ``resume``) the sweep ``spec``; return its summary. Bad input raises ConfigError before Ray starts."""
+    """Run (or ``resume``) the sweep ``spec``; return its summary. Bad input raises ConfigError before Ray starts.
+    Progress lines go to ``log`` (default: ``sys.stderr`` as it is at the call, so a redirection is followed)."""
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, overrides)
-    _prepare_folder(spec, resume)
+    with _folder_lock(spec.folder, create=not resume):
+        _prepare_folder(spec, resume)
+        return _start(spec, resume, address, log)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, create: bool) -> Iterator[None]:
+    """The sweep folder for this driver alone while it runs: a second driver on it (a fresh start, or a --resume
+    while the first still runs) would split one sweep's records. An flock ends with its process, so a killed driver
+    leaves no stale lock behind."""
+    if not create and not folder.is_dir():
+        raise ConfigError("--resume", str(folder), "a sweep folder with a started sweep (none found)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 (held open for the whole sweep)
+    except OSError as error:
+        raise ConfigError(
+            "storage", str(folder), f"a folder this user can create and write ({error.strerror})"
+        ) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(
+                "storage", str(folder), f"a folder no other sweep driver is using (driver {holder} runs on it now)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def _private_ray_environment(address: str | None) -> None:
+    """A local Ray that admits only this driver's processes. Its core servers listen on every interface (Ray 2.60
+    has no loopback-only option; ``_node_ip_address`` changes what they announce, not where they listen), so every
+    connection must carry a token: a fresh random one per driver, handed to its own processes through the
+    environment and written nowhere. A user's own RAY_AUTH_* settings are kept, and so is a Ray core this process
+    loaded before (it read its configuration then: a mode set now would reach the servers but not this driver)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address or os.environ.get("RAY_ADDRESS") or "ray._raylet" in sys.modules:
+        return
+    if os.environ.setdefault("RAY_AUTH_MODE", "token") == "token" and "RAY_AUTH_TOKEN_PATH" not in os.environ:
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+
+
+def _start(spec: SweepSpec, resume: bool, address: str | None, log: Any) -> dict[str, Any]:
+    _private_ray_environment(address)  # before anything imports Ray
     started = time.monotonic()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
@@ -111,7 +174,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from ._mlflow_callback import SweepTracking
 
-    tracking = SweepTracking(spec, started=started, log=log)
+    tracking = SweepTracking(spec, started=started, log=sys.stderr if log is None else log)
     pool = ThreadPoolExecutor(1)
     # Creating a fresh MLflow store (schema migrations: seconds) overlaps with starting Ray, the tuner and the first
     # trials; the callback's first event waits for it.
@@ -126,6 +189,26 @@ def run_sweep(
 
 def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: str | None) -> dict[str, Any]:
     _init_ray(address)
+    with _sigterm_as_interrupt():
+        return _run_phases(spec, tracking, connected, resume)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """While the sweep runs, SIGTERM raises SIGINT: Ray Tune's handler stops the trials at their checkpoints and the
+    sweep ends resumable, as after Ctrl-C (a second signal, like a second Ctrl-C, stops at once). Only the main
+    thread may set handlers; elsewhere the process keeps the one it has."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_phases(spec: SweepSpec, tracking: Any, connected: Any, resume: bool) -> dict[str, Any]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
