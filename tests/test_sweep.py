@@ -35,7 +35,10 @@ def ray_session(shared_store: str) -> Any:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    if ray.is_initialized():  # one an earlier test on this worker left (an in-process sweep's own)
+        ray.shutdown()
+    # address="local": never the cluster another test (test_multinode, on the other xdist worker) has running
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield shared_store
     ray.shutdown()
 
@@ -264,8 +267,10 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "autoaccel.cli", "sweep", str(spec)]
     db = tmp_path / "sweeps" / "killed" / "mlflow.db"
+    # SIGTERM's driver starts with SIGINT ignored, as a job a script starts with `&` does: SIGTERM must still stop it
+    started = ["bash", "-c", 'trap "" INT; exec "$@"', "driver", *command] if how == "SIGTERM" else command
     driver = subprocess.Popen(
-        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        started, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 240
     while _count_epochs(db) < 8 and time.monotonic() < deadline and driver.poll() is None:

@@ -69,6 +69,7 @@ def test_defaults_and_overrides(tmp_path: Path) -> None:
         ({"search": {"sampler": "nsga2", "metric": ["metric", "time_s"]}}, "scheduler.type", "fifo"),
         ({"scheduler": {"type": "pbt"}}, "scheduler.type", "one of asha, fifo"),
         ({"scheduler": {"type": "asha", "grace_period": 0}}, "scheduler.grace_period", "≥ 1"),
+        ({"scheduler": {"type": "asha", "grace_period": 5}}, "scheduler.grace_period", "at most budget.epochs (4)"),
         ({"seeds": [0, 0]}, "seeds", "distinct integers"),
         ({"resources": {"gpu": 1.5}}, "resources.gpu", "a fraction ≤ 1 or a whole number"),
         ({"resources": {"cpu": 0}}, "resources.cpu", "> 0"),
@@ -108,6 +109,15 @@ def test_cli_rejects_before_starting_anything(tmp_path: Path, capsys: pytest.Cap
     assert main(["sweep", str(_write(tmp_path, GOOD)), "--set", "search.num_samples=0"]) == 2
     assert main(["sweep", str(_write(tmp_path, GOOD)), "--check"]) == 0
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_the_resume_hint_is_the_command_as_typed() -> None:
+    from autoaccel.cli import _resume_hint, build_parser
+
+    typed = ["compare", "my spec.yaml", "--set", "budget.epochs=4", "--set", "seeds=[0, 1]", "--out", "r"]
+    hint = _resume_hint(build_parser().parse_args([*typed, "--address", "ray://head:10001"]))
+    expected = "autoaccel compare 'my spec.yaml' --set budget.epochs=4 --set 'seeds=[0, 1]' "
+    assert hint == f"interrupted; continue with: {expected}--address ray://head:10001 --out r --resume"
 
 
 def test_a_folder_another_driver_holds_or_cannot_write_is_refused_before_ray_starts(

@@ -97,6 +97,8 @@ def _resume_hint(args: argparse.Namespace) -> str:
     """The command that continues this sweep, as typed (every --set included): it must pass the resume check."""
     words = ["autoaccel", args.command, args.spec, *(w for value in args.set for w in ("--set", value))]
     words += ["--address", args.address] if args.address else []
+    words += ["--output-json", args.output_json] if args.output_json else []
+    words += ["--out", args.out] if getattr(args, "out", None) else []  # compare: the report where it was asked for
     return "interrupted; continue with: " + " ".join(shlex.quote(w) for w in [*words, "--resume"])
 
 
@@ -129,7 +131,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if errored:  # recorded and reported as failures; the exit status says so too, for scripts and schedulers
         where = Path(result["folder"]) / "tune"
         print(
-            f"{errored} trial(s) errored: their tracebacks are in MLflow and in {where}/**/error.txt", file=sys.stderr
+            f"{errored} trial(s) errored: their tracebacks are in {where}/**/error.txt", file=sys.stderr
         )
         return code or 1
     return code

@@ -14,8 +14,8 @@ What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 
 - Diverged trials report a finite worst value, so no Optuna trial is left RUNNING by a NaN.
 - ``Tuner.restore`` forgets the scheduler: ASHA's rungs are persisted here and reloaded on ``--resume``.
 - After every run (and every resume) no MLflow run and no Optuna trial is left RUNNING.
-- SIGTERM (systemd, Slurm, Kubernetes, ``timeout``) takes Ctrl-C's path; ``ray.init``'s own handler would exit at
-  once, leaving trials and runs RUNNING.
+- SIGTERM (systemd, Slurm, Kubernetes, ``timeout``) takes Ctrl-C's path, and Tune's SIGINT handler does not outlive
+  its run.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import signal
@@ -156,8 +157,9 @@ def _private_ray_environment(address: str | None) -> None:
     """A local Ray that admits only this driver's processes. Its core servers listen on every interface (Ray 2.60
     has no loopback-only option; ``_node_ip_address`` changes what they announce, not where they listen), so every
     connection must carry a token: a fresh random one per driver, handed to its own processes through the
-    environment and written nowhere. A user's own RAY_AUTH_* settings are kept, and so is a Ray core this process
-    loaded before (it read its configuration then: a mode set now would reach the servers but not this driver)."""
+    environment and written nowhere. A user's own RAY_AUTH_* settings are kept. A Ray core this process loaded before
+    read its configuration then (a mode set now would reach the servers but not this driver): Ray's own default
+    applies, token authentication with the token in ~/.ray/auth_token."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address or os.environ.get("RAY_ADDRESS") or "ray._raylet" in sys.modules:
         return
@@ -172,6 +174,9 @@ def _start(spec: SweepSpec, resume: bool, address: str | None, log: Any) -> dict
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
     # MLflow holds every result: Tune's own JSON, CSV and TensorBoard files per result only cost the driver time
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # ... so fit()'s result grid finds none of those files and warns once per trial ("Failed to fetch metrics"):
+    # about files the sweep chose not to write, never about its results
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     from ._mlflow_callback import SweepTracking
 
     tracking = SweepTracking(spec, started=started, log=sys.stderr if log is None else log)
@@ -193,19 +198,43 @@ def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: 
         return _run_phases(spec, tracking, connected, resume)
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # the only one that may set signal handlers
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Any:
-    """While the sweep runs, SIGTERM raises SIGINT: Ray Tune's handler stops the trials at their checkpoints and the
-    sweep ends resumable, as after Ctrl-C (a second signal, like a second Ctrl-C, stops at once). Only the main
-    thread may set handlers; elsewhere the process keeps the one it has."""
-    if threading.current_thread() is not threading.main_thread():
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the sweep runs, SIGTERM does what Ctrl-C does: it calls whatever handles SIGINT now (inside a Ray Tune
+    run, Tune's handler: the trials stop at their checkpoints and the sweep ends resumable; between runs, Python's:
+    KeyboardInterrupt). Where SIGINT is ignored (a job started with `&` by a script inherits that), it raises
+    KeyboardInterrupt itself. ``ray.init``'s own handler would exit at once, leaving trials and runs RUNNING."""
+    if not _main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+    def interrupt(signum: int, frame: Any) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _sigint_restored() -> Iterator[None]:
+    """Ray Tune installs its SIGINT handler for a run and leaves it behind; a Ctrl-C (or SIGTERM) after the run, as
+    between a comparison's phases, would set a flag nobody reads. The handler from before the run comes back."""
+    previous = signal.getsignal(signal.SIGINT) if _main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _run_phases(spec: SweepSpec, tracking: Any, connected: Any, resume: bool) -> dict[str, Any]:
@@ -226,7 +255,8 @@ def _run_phases(spec: SweepSpec, tracking: Any, connected: Any, resume: bool) ->
                 state.save()
             points = state.points
         tracking.begin(phase, len(points) if points is not None else spec.num_samples)
-        grid = _fit(spec, phase, tracking, points, resume and phase.tune_dir(spec.folder).exists())
+        with _sigint_restored():
+            grid = _fit(spec, phase, tracking, points, resume and phase.tune_dir(spec.folder).exists())
         connected.result()
         unfinished = tracking.settle(grid)
         if unfinished:  # Ctrl-C: the sweep stops here and continues with --resume
