@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autoaccel.errors import ConfigError
 from autoaccel.redaction import redact_uri
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "SWEEP_ROLE",
     "EpochWriter",
     "Tracker",
+    "check_tracking_uri",
     "default_tracking_uri",
     "find_sweep_parent",
     "flatten",
@@ -59,6 +61,46 @@ def resolve_tracking_uri(uri: str | None, folder: str | os.PathLike[str] = ".") 
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{(Path(folder) / uri[len('sqlite:///') :]).resolve()}"
     return uri
+
+
+# The stores MLflow 3.17 opens (a SQLAlchemy URI may name its driver: postgresql+psycopg2://...).
+_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks")
+REACH_TIMEOUT_S = 5.0
+
+
+def check_tracking_uri(uri: str, key: str = "tracking.uri", source: str | None = None) -> None:
+    """Raise ConfigError (naming ``key``) for a URI MLflow cannot open, or a tracking server that does not answer
+    ``GET /health`` within a few seconds: MLflow itself would retry for minutes, printing nothing, or fail with a
+    KeyError. A 401 or 403 counts as an answer (a server behind authentication)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        scheme, host, port = parts.scheme.split("+")[0].lower(), parts.hostname, parts.port
+    except ValueError as error:
+        raise ConfigError(key, uri, f"a well-formed URI ({error})", source) from None
+    if scheme not in _SCHEMES and not (scheme == "" and uri.startswith("/")):
+        allowed = "an MLflow tracking URI: sqlite:///path, postgresql://, mysql://, mssql://, file:///path, http(s)://host:port"
+        raise ConfigError(key, uri, allowed, source)
+    if scheme not in ("http", "https"):
+        return  # a database or a folder: MLflow's own error names it, at once
+    if not host:
+        raise ConfigError(key, uri, "http(s)://host:port of an MLflow tracking server", source)
+    kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    connection = kind(host, port, timeout=REACH_TIMEOUT_S)
+    try:
+        connection.request("GET", parts.path.rstrip("/") + "/health")
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as error:
+        status, reason = None, f"{type(error).__name__}: {getattr(error, 'strerror', None) or error}"
+    finally:
+        connection.close()
+    if status in (200, 401, 403):
+        return
+    found = f"GET /health answered {status}" if status else f"no answer: {reason}"
+    allowed = f"an MLflow server that answers within {REACH_TIMEOUT_S:g} s ({found}); start one with"
+    raise ConfigError(key, uri, f"{allowed} `autoaccel tracking serve` or `mlflow server`", source)
 
 
 def sweep_tracking_uri(experiment: str) -> str:

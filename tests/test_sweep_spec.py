@@ -111,6 +111,30 @@ def test_cli_rejects_before_starting_anything(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "sweeps").exists()
 
 
+def test_what_this_machine_cannot_give_is_refused_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    import torch
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    path = _write(tmp_path, {**GOOD, "tracking": {"uri": refused}})
+    for check in (["--check"], []):  # --check knows it, and a run stops there
+        assert main(["sweep", str(path), *check]) == 2
+        assert f"{path}: tracking.uri = '{refused}': an MLflow server that answers" in capsys.readouterr().err
+    gpus = torch.cuda.device_count() + 1  # more than this machine has: a local Ray would wait for them forever
+    path = _write(tmp_path, {**GOOD, "resources": {"cpu": 1, "gpu": gpus}, "device": "auto"})
+    assert main(["sweep", str(path)]) == 2
+    assert f"resources.gpu = {float(gpus)!r}: at most the {gpus - 1} GPU(s) of this machine" in capsys.readouterr().err
+    assert not (tmp_path / "sweeps").exists()  # nothing started, nothing written
+    for command in ("report", "export"):  # the other commands that open a store
+        assert main([command, "--experiment", "x", "--tracking-uri", "foo://bar", "--out", str(tmp_path / "o")]) == 2
+        assert "--tracking-uri = 'foo://bar': an MLflow tracking URI" in capsys.readouterr().err
+
+
 def test_the_resume_hint_is_the_command_as_typed() -> None:
     from autoaccel.cli import _resume_hint, build_parser
 

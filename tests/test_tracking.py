@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,3 +100,60 @@ def test_redact_uri_masks_passwords_and_tokens_and_leaves_the_rest(uri: str, sho
     from autoaccel.redaction import redact_uri
 
     assert redact_uri(uri) == shown
+
+
+def _server_answering(status: int) -> tuple[Any, str]:
+    """A real HTTP server on loopback whose every GET answers ``status``."""
+    import http.server
+    import threading
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://user:pw@127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize("status", [200, 401, 403])
+def test_a_tracking_server_that_answers_its_health_check_is_accepted(status: int) -> None:
+    from autoaccel.tracking import check_tracking_uri
+
+    server, uri = _server_answering(status)
+    try:
+        check_tracking_uri(uri)  # 401/403: a server behind authentication is there
+    finally:
+        server.shutdown()
+
+
+def test_a_tracking_uri_mlflow_cannot_use_is_refused_at_once(tmp_path: Path) -> None:
+    import socket
+
+    from autoaccel.errors import ConfigError
+    from autoaccel.tracking import check_tracking_uri
+
+    check_tracking_uri(f"sqlite:///{tmp_path}/m.db")  # databases and folders: MLflow names its own errors
+    check_tracking_uri(str(tmp_path))
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    server, not_mlflow = _server_answering(404)
+    try:
+        cases = {
+            "foo://bar": "an MLflow tracking URI: sqlite:///path",
+            "http://": "http(s)://host:port of an MLflow tracking server",
+            refused: "no answer: ConnectionRefusedError",
+            not_mlflow: "GET /health answered 404",
+        }
+        for uri, allowed in cases.items():
+            with pytest.raises(ConfigError) as error:
+                check_tracking_uri(uri, key="--tracking-uri")
+            assert error.value.key == "--tracking-uri" and allowed in error.value.allowed, error.value
+            assert "pw" not in str(error.value)
+    finally:
+        server.shutdown()

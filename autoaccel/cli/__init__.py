@@ -109,6 +109,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.command == "compare" and spec.compare is None:
         raise ConfigError("compare", None, f"a compare section in {args.spec} (or run it with `autoaccel sweep`)")
     if args.check:
+        from autoaccel.sweep.preflight import check_environment
+
+        check_environment(spec, args.address)  # what run_sweep checks before Ray starts
         print(f"{args.spec}: valid ({spec.num_samples} trials of {spec.workload['name']}, folder {spec.folder})")
         return 0
     try:
@@ -130,9 +133,7 @@ def _sweep(args: argparse.Namespace) -> int:
     errored = result["statuses"].get("errored", 0)
     if errored:  # recorded and reported as failures; the exit status says so too, for scripts and schedulers
         where = Path(result["folder"]) / "tune"
-        print(
-            f"{errored} trial(s) errored: their tracebacks are in {where}/**/error.txt", file=sys.stderr
-        )
+        print(f"{errored} trial(s) errored: their tracebacks are in {where}/**/error.txt", file=sys.stderr)
         return code or 1
     return code
 
@@ -154,9 +155,13 @@ def _report_and_print(experiments: list[str], uri: str, out: str) -> int:
 def _store(args: argparse.Namespace) -> str:
     """``--tracking-uri`` (a relative SQLite path is relative to the working folder), else the first experiment's
     default store (:func:`autoaccel.tracking.sweep_tracking_uri`)."""
-    from autoaccel.tracking import resolve_tracking_uri, sweep_tracking_uri
+    from autoaccel.tracking import check_tracking_uri, resolve_tracking_uri, sweep_tracking_uri
 
-    return resolve_tracking_uri(args.tracking_uri) if args.tracking_uri else sweep_tracking_uri(args.experiment[0])
+    if not args.tracking_uri:
+        return sweep_tracking_uri(args.experiment[0])
+    uri = resolve_tracking_uri(args.tracking_uri)
+    check_tracking_uri(uri, key="--tracking-uri")
+    return uri
 
 
 def _export(args: argparse.Namespace) -> int:

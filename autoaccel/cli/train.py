@@ -60,9 +60,11 @@ def train_command(args: argparse.Namespace) -> int:
     tracker = run_id = None
     if args.tracking_uri:
         from autoaccel.optim import technique_label
-        from autoaccel.tracking import Tracker, resolve_tracking_uri
+        from autoaccel.tracking import Tracker, check_tracking_uri, resolve_tracking_uri
 
-        tracker = Tracker(resolve_tracking_uri(args.tracking_uri), args.experiment)
+        uri = resolve_tracking_uri(args.tracking_uri)
+        check_tracking_uri(uri, key="--tracking-uri")
+        tracker = Tracker(uri, args.experiment)
         label = technique_label(config["optimizer"])
         tags = {"workload": workload.name, "family": label, "seed": config["seed"]}
         run_id = tracker.start_run(f"{workload.name}-{label}-s{config['seed']}", config, tags)

@@ -40,6 +40,7 @@ import yaml
 
 from autoaccel.errors import ConfigError
 
+from .preflight import check_environment
 from .reruns import Point, final_points
 from .spec import TUNE_DIR, Phase, SweepSpec, load_spec
 from .trainable import train_sampled
@@ -116,6 +117,7 @@ def run_sweep(
     Progress lines go to ``log`` (default: ``sys.stderr`` as it is at the call, so a redirection is followed)."""
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, overrides)
+    check_environment(spec, address)
     with _folder_lock(spec.folder, create=not resume):
         _prepare_folder(spec, resume)
         return _start(spec, resume, address, log)
