@@ -325,6 +325,9 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states and states.count(TrialState.COMPLETE) == 6
     assert json.loads(summary.read_text())["resumed_from_checkpoint"] >= 1  # mid-run trials continued
+    # every checkpoint a snapshot could name was kept until the end; then each trial keeps its latest only
+    kept = [sorted(d.name for d in t.glob("checkpoint_*")) for t in (tmp_path / "sweeps" / "killed" / "tune").iterdir()]
+    assert sorted(len(k) for k in kept if k) == [1] * 6, kept
 
 
 def test_seeds_train_in_lockstep_and_each_equals_its_own_run(ray_session: Any, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from autoaccel.redaction import redact_uri
 from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, EpochWriter, Tracker, find_sweep_parent
 
 from ._asha import stopped_trials
+from ._checkpoints import CheckpointPruner
 from .reruns import trial_params
 from .spec import Phase, SweepSpec
 from .trainable import plan, trial_status
@@ -40,6 +41,7 @@ class SweepTracking(tune.Callback):
         self.resumed = 0  # trials continued from a checkpoint (a retry, or --resume)
         self._connected = False
         self._lock = threading.Lock()  # the driver connects in a thread while Ray starts the first trials
+        self.pruner = CheckpointPruner()
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("spec", "started", "phase", "phase_trials", "phase_done", "resumed")
@@ -57,6 +59,7 @@ class SweepTracking(tune.Callback):
         self.__dict__.update(state)
         self.log = sys.stderr
         self._lock = threading.Lock()
+        self.pruner = CheckpointPruner()
 
     # -- MLflow ---------------------------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -187,8 +190,10 @@ class SweepTracking(tune.Callback):
 
     def get_state(self) -> dict | None:
         """Ray asks while it saves its experiment snapshot, before the snapshot reaches the sweep folder: every epoch
-        the snapshot's checkpoints cover is in MLflow first, so a resume from it leaves no gap in a history."""
+        the snapshot's checkpoints cover is in MLflow first, so a resume from it leaves no gap in a history; and
+        checkpoints no snapshot can name any more are deleted (_checkpoints.py)."""
         self.flush()
+        self.pruner.snapshot()
         return None
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -199,6 +204,7 @@ class SweepTracking(tune.Callback):
         """Log every epoch the report carries that the trial's run does not hold yet (one report carries the epochs
         since the previous one)."""
         self._connect()
+        self.pruner.trials = trials
         run_id = self._child(trial)
         if self.first_report is None:
             self.first_report = time.monotonic() - self.started
@@ -256,6 +262,7 @@ class SweepTracking(tune.Callback):
         never started, and samples never drawn."""
         self._connect()
         self.writer.flush()
+        self.pruner.finish()
         stopped = stopped_trials(*self.phase.asha_paths(self.spec.folder))
         ended, never_started = {}, 0
         for result in grid:

@@ -173,6 +173,9 @@ def _start(spec: SweepSpec, resume: bool, address: str | None, log: Any) -> dict
     _private_ray_environment(address)  # before anything imports Ray
     started = time.monotonic()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # The experiment snapshot (what --resume restores) every second, not every 10 s or more: Ray keeps every trial
+    # checkpoint, so it no longer forces one per checkpoint (see _checkpoints.py), and a kill should cost no more
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
     # MLflow holds every result: Tune's own JSON, CSV and TensorBoard files per result only cost the driver time
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -303,7 +306,8 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         verbose=0,
         callbacks=[tracking],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # every checkpoint kept until no snapshot can name it: the tracking callback deletes them (_checkpoints.py)
+        checkpoint_config=tune.CheckpointConfig(),
     )
     if not phase.samples:  # a study's or a comparison's final runs: every point once, none stopped early
         tuner = tune.Tuner(
