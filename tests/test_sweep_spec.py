@@ -125,10 +125,22 @@ def test_what_this_machine_cannot_give_is_refused_before_ray_starts(
     for check in (["--check"], []):  # --check knows it, and a run stops there
         assert main(["sweep", str(path), *check]) == 2
         assert f"{path}: tracking.uri = '{refused}': an MLflow server that answers" in capsys.readouterr().err
+    import ray
+
+    if ray.is_initialized():  # one an earlier test on this worker left: this case is about a local sweep's own
+        ray.shutdown()
     gpus = torch.cuda.device_count() + 1  # more than this machine has: a local Ray would wait for them forever
     path = _write(tmp_path, {**GOOD, "resources": {"cpu": 1, "gpu": gpus}, "device": "auto"})
     assert main(["sweep", str(path)]) == 2
-    assert f"resources.gpu = {float(gpus)!r}: at most the {gpus - 1} GPU(s) of this machine" in capsys.readouterr().err
+    shown = capsys.readouterr().err
+    assert f"resources.gpu = {float(gpus)!r}: at most the {gpus - 1} GPU(s) of this machine" in shown, shown
+    ray.init(address="local", num_cpus=1, num_gpus=0, include_dashboard=False, logging_level="ERROR")
+    try:  # a Ray the program started itself: its count, not the machine's
+        assert main(["sweep", str(path)]) == 2
+        shown = capsys.readouterr().err
+        assert "at most the 0 GPU(s) of the Ray this program started or joined" in shown, shown
+    finally:
+        ray.shutdown()
     assert not (tmp_path / "sweeps").exists()  # nothing started, nothing written
     for command in ("report", "export"):  # the other commands that open a store
         assert main([command, "--experiment", "x", "--tracking-uri", "foo://bar", "--out", str(tmp_path / "o")]) == 2

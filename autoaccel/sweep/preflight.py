@@ -15,18 +15,21 @@ __all__ = ["check_environment"]
 
 
 def check_environment(spec: SweepSpec, address: str | None = None) -> None:
-    """Raise ConfigError when the tracking store cannot be reached, or when a local sweep's trial asks for more GPUs
-    than this machine has (Ray would wait for them forever). On a cluster (``address``, RAY_ADDRESS, or a Ray the
-    program started itself) the nodes' resources are Ray's to check: ``autoaccel cluster validate`` does it against
-    the cluster's file."""
+    """Raise ConfigError when the tracking store cannot be reached, or when a trial asks for more GPUs than the Ray
+    it will run on has (Ray would wait for them forever): this machine's for a local sweep, the Ray this program
+    joined itself (``ray.init`` before ``run_sweep``) as that Ray counts them. A cluster given by ``address`` or
+    RAY_ADDRESS is not joined yet: ``autoaccel cluster validate`` checks its nodes against the cluster's file."""
     check_tracking_uri(spec.tracking_uri, source=str(spec.path))
     gpus = spec.resources["gpu"]
-    ray = sys.modules.get("ray")  # a Ray this program connected to itself (to a cluster, perhaps) is used as it is
-    joined = address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized())
-    if gpus and not joined:
+    if not gpus or address or os.environ.get("RAY_ADDRESS"):
+        return
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        there, where = ray.cluster_resources().get("GPU", 0), "the Ray this program started or joined"
+    else:
         import torch
 
-        here = torch.cuda.device_count()
-        if gpus > here:
-            allowed = f"at most the {here} GPU(s) of this machine for a local sweep (--address joins a cluster)"
-            raise ConfigError("resources.gpu", gpus, allowed, str(spec.path))
+        there, where = torch.cuda.device_count(), "this machine (a local sweep)"
+    if gpus > there:
+        allowed = f"at most the {there:g} GPU(s) of {where}; --address joins a cluster"
+        raise ConfigError("resources.gpu", gpus, allowed, str(spec.path))
