@@ -265,6 +265,7 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
         failure={"max_failures": 1, "checkpoint_every_s": 0},  # a checkpoint every epoch: resumes mid-trial
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "1"  # Ray's snapshot each second (10 s or more by default): the kill finds one
     command = [sys.executable, "-m", "autoaccel.cli", "sweep", str(spec)]
     db = tmp_path / "sweeps" / "killed" / "mlflow.db"
     # SIGTERM's driver starts with SIGINT ignored, as a job a script starts with `&` does: SIGTERM must still stop it
@@ -327,7 +328,8 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     assert json.loads(summary.read_text())["resumed_from_checkpoint"] >= 1  # mid-run trials continued
     # every checkpoint a snapshot could name was kept until the end; then each trial keeps its latest only
     kept = [sorted(d.name for d in t.glob("checkpoint_*")) for t in (tmp_path / "sweeps" / "killed" / "tune").iterdir()]
-    assert sorted(len(k) for k in kept if k) == [1] * 6, kept
+    # (a trial the killed driver started and its last snapshot missed is not resumed: its folder stays as it was)
+    assert all(len(k) <= 1 for k in kept) and sum(len(k) == 1 for k in kept) >= 6, kept
 
 
 def test_seeds_train_in_lockstep_and_each_equals_its_own_run(ray_session: Any, tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ in between leaves a snapshot naming a deleted checkpoint, and the trial ends ``e
 from checkpoint as it does not exist on storage anymore"). So Ray keeps every checkpoint, and this deletes, at each
 snapshot, the checkpoints older than the ones the *previous* snapshot named (written and synced by then): whatever
 snapshot a resume finds, its checkpoints exist. After the last snapshot of a run each trial keeps its latest only.
+The price: without ``num_to_keep`` Ray no longer forces a snapshot per checkpoint, so a resume starts from the
+checkpoints of the last periodic snapshot (Ray's period: 10 s or more, adapted to what a snapshot costs; the
+environment variable TUNE_GLOBAL_CHECKPOINT_S fixes it): a kill costs that much more recomputation, never a trial.
 """
 
 from __future__ import annotations

@@ -173,9 +173,6 @@ def _start(spec: SweepSpec, resume: bool, address: str | None, log: Any) -> dict
     _private_ray_environment(address)  # before anything imports Ray
     started = time.monotonic()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # The experiment snapshot (what --resume restores) every second, not every 10 s or more: Ray keeps every trial
-    # checkpoint, so it no longer forces one per checkpoint (see _checkpoints.py), and a kill should cost no more
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
     # MLflow holds every result: Tune's own JSON, CSV and TensorBoard files per result only cost the driver time
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
