@@ -40,7 +40,7 @@ import yaml
 
 from autoaccel.errors import ConfigError
 
-from .preflight import check_environment
+from .preflight import check_environment, cluster_address
 from .reruns import Point, final_points
 from .spec import TUNE_DIR, Phase, SweepSpec, load_spec
 from .trainable import train_sampled
@@ -75,7 +75,7 @@ def _init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
     if address:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         return
@@ -163,7 +163,7 @@ def _private_ray_environment(address: str | None) -> None:
     read its configuration then (a mode set now would reach the servers but not this driver): Ray's own default
     applies, token authentication with the token in ~/.ray/auth_token."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address or os.environ.get("RAY_ADDRESS") or "ray._raylet" in sys.modules:
+    if cluster_address(address) or "ray._raylet" in sys.modules:
         return
     if os.environ.setdefault("RAY_AUTH_MODE", "token") == "token" and "RAY_AUTH_TOKEN_PATH" not in os.environ:
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))

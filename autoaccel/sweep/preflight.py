@@ -11,7 +11,12 @@ from autoaccel.tracking import check_tracking_uri
 
 from .spec import SweepSpec
 
-__all__ = ["check_environment"]
+__all__ = ["check_environment", "cluster_address"]
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster a sweep joins: ``--address``, else RAY_ADDRESS; None for a local Ray of its own."""
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 def check_environment(spec: SweepSpec, address: str | None = None) -> None:
@@ -21,7 +26,7 @@ def check_environment(spec: SweepSpec, address: str | None = None) -> None:
     RAY_ADDRESS is not joined yet: ``autoaccel cluster validate`` checks its nodes against the cluster's file."""
     check_tracking_uri(spec.tracking_uri, source=str(spec.path))
     gpus = spec.resources["gpu"]
-    if not gpus or address or os.environ.get("RAY_ADDRESS"):
+    if not gpus or cluster_address(address):
         return
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
