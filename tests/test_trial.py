@@ -12,7 +12,8 @@ import torch
 
 from autoaccel.cli import main
 from autoaccel.errors import ConfigError
-from autoaccel.run import CHECKPOINT, run_trial, validate_trial_config
+from autoaccel.run import CHECKPOINT, check_budget, run_trial, validate_trial_config
+from autoaccel.run.budget import lr_factor
 from autoaccel.workloads import register_workload
 from autoaccel.workloads.quadratic import NoisyQuadratic
 
@@ -158,7 +159,11 @@ def test_other_exceptions_propagate() -> None:
         ({"budget": {"epochs": 3, "steps": 10}}, "budget"),
         ({"budget": {"batch_size": 16}}, "budget"),
         ({"budget": {"epochs": 0}}, "budget.epochs"),
-        ({"budget": {"epochs": 2, "schedule": "linear"}}, "budget.schedule"),
+        ({"budget": {"epochs": 2, "schedule": "polynomial"}}, "budget.schedule"),
+        ({"budget": {"epochs": 2, "schedule": "exponential"}}, "budget.gamma"),
+        ({"budget": {"epochs": 2, "schedule": "cosine", "gamma": 0.5}}, "budget.gamma"),
+        ({"budget": {"epochs": 2, "schedule": "step", "gamma": 1.5}}, "budget.gamma"),
+        ({"budget": {"epochs": 2, "schedule": "onecycle", "warmup_steps": 3}}, "budget.warmup_steps"),
         ({"seed": -1}, "seed"),
         ({"device": "tpu"}, "device"),
         ({"workload": {"dim": 3}}, "workload"),
@@ -309,3 +314,39 @@ def test_a_batch_smaller_than_adascales_micro_batches_is_refused_not_trained_for
     config = _config({"base": "sgd", "lr": 0.05, "adascale": {"num_gradients_to_accumulate": 4}}, batch_size=2)
     with pytest.raises(ConfigError, match=r"budget\.batch_size = 2: at least the optimizer's 4 micro-batches"):
         run_trial(config)
+
+
+_TORCH_SCHEDULES = {  # each schedule the budget offers, as torch builds it for a budget of 40 steps of 5 per epoch
+    "cosine": (lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, 40), {}, 1),
+    "linear": (lambda opt: torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.0, 40), {}, 1),
+    "step": (lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [20, 30], 0.3), {"gamma": 0.3}, 1),
+    "onecycle": (lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, 1.0, 40, cycle_momentum=False), {}, 1),
+    "exponential": (lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, 0.8), {"gamma": 0.8}, 5),  # per epoch
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(_TORCH_SCHEDULES))
+def test_each_schedule_is_torchs(schedule: str) -> None:
+    """The budget's schedules are torch's own: the same learning rate at every step as torch's scheduler (stepped
+    per epoch for ExponentialLR), so a family named after a torch schedule trains with it."""
+    make, extra, every = _TORCH_SCHEDULES[schedule]
+    weight = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([weight], lr=1.0)
+    scheduler, expected = make(opt), []
+    for step in range(40):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if (step + 1) % every == 0:
+            scheduler.step()
+    budget = check_budget({"steps": 40, "schedule": schedule, **extra})
+    ours = [lr_factor(step, 40, budget, 5) for step in range(40)]
+    assert ours == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert len(set(ours)) > 2  # it does schedule something
+
+
+def test_a_schedule_drives_a_trial() -> None:
+    """A trial's learning rate follows its budget's schedule: step decay by 0.1 at half and three quarters."""
+    seen: list[float] = []
+    config = _config({"base": "sgd", "lr": 0.1}, epochs=4, schedule="step", warmup_steps=0)
+    run_trial(config, report=lambda metrics, _: seen.append(metrics["lr"]))
+    assert seen[0] == pytest.approx(0.1) and seen[-1] == pytest.approx(0.001)

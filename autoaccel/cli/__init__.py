@@ -185,6 +185,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from autoaccel.run.budget import SCHEDULES
+
     parser = argparse.ArgumentParser(prog="autoaccel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -211,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--epochs", type=int, help="training epochs (default 10)")
     budget.add_argument("--steps", type=int, help="optimizer steps instead of epochs")
     train.add_argument("--batch-size", type=int, help="default: the workload's")
-    train.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+    train.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning-rate schedule")
+    train.add_argument("--gamma", type=float, help="step: factor at each milestone (0.1); exponential: per epoch")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     train.add_argument("--checkpoint-dir", help="checkpoint every epoch there; resume from a checkpoint found there")

@@ -33,6 +33,8 @@ def trial_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     optimizer = apply_overrides(optimizer, args.set)
     workload = apply_overrides({"name": args.workload}, args.option, flag="--option")
     budget: dict[str, Any] = {"schedule": args.schedule}
+    if args.gamma is not None:
+        budget["gamma"] = args.gamma
     # `is not None`, not truthiness: a 0 is the user's value, refused by the budget's check, never the default
     budget.update(
         {"steps": args.steps} if args.steps is not None else {"epochs": 10 if args.epochs is None else args.epochs}

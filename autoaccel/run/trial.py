@@ -4,7 +4,7 @@ A trial config is a plain mapping (what a sweep samples and what ``autoaccel tra
 
     workload:  {name: admissions_mlp, <workload options>}
     optimizer: {base: adam, lr: 1.0e-3, anderson: {history: 5}}      # see autoaccel.optim.build_optimizer
-    budget:    {epochs: 30, batch_size: 40}     # or steps: N; optional schedule: constant | cosine, warmup_steps
+    budget:    {epochs: 30, batch_size: 40}     # or steps: N; optional schedule (budget.SCHEDULES), gamma, warmup_steps
     seed: 0
     device: auto                                # auto (CUDA when available) | cpu | cuda | cuda:N
 
@@ -103,10 +103,10 @@ class _Setup:
             allowed = f"at least the optimizer's {self.micro_batches} micro-batches per step (AdaScale's accumulation)"
             raise ConfigError("budget.batch_size", self.batch_size, allowed)
         self.closure = needs_closure(self.optimizer)
-        warmup, cosine = budget["warmup_steps"], budget["schedule"] == "cosine"
         # the schedule follows the budget spent: the step count, or the optimizer's own clock (AdaScale's τ / S)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(self.spent(step), self.total_steps, warmup, cosine)
+            self.optimizer,
+            lambda step: lr_factor(self.spent(step), self.total_steps, budget, self.steps_per_epoch),
         )
         self.generator = torch.Generator().manual_seed(config["seed"])
 
