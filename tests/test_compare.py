@@ -122,6 +122,19 @@ def test_for_a_metric_to_maximise_below_one_is_still_better() -> None:
     assert row["ratio"] < 1 and row["verdict"] == "better" and row["mode"] == "max"
 
 
+def test_a_family_at_a_batch_of_its_own_is_paired_with_its_baseline_at_the_baselines_batch() -> None:
+    """AdaScale or the linear scaling rule at S × the batch against plain SGD at the base batch, seed by seed; a
+    baseline run at several batches is no one reference, so such a family then gets no pairs (and no verdict)."""
+    base = [1.0, 2.0, 1.5, 1.2, 0.8]
+    scaled = [dict(row, **{"budget.batch_size": 256}) for row in _final("scaled", "base", [v * 1.1 for v in base])]
+    row = verdict_table(_table(_final("base", None, base), scaled)).iloc[0]
+    assert (row["setting"], row["baseline_setting"]) == ("toy / batch 256", "toy / batch 32")
+    assert row["n_seeds"] == 5 and row["ratio"] == pytest.approx(1.1) and row["verdict"] == "worse"
+    two = [dict(r, **{"budget.batch_size": 64, "run_id": r["run_id"] + "b"}) for r in _final("base", None, base)]
+    row = verdict_table(_table(_final("base", None, base), two, scaled)).iloc[0]
+    assert row["n_seeds"] == 0 and row["verdict"] == "no clear difference"
+
+
 def test_too_few_seeds_give_no_verdict() -> None:
     row = verdict_table(_table(_final("base", None, [1.0, 1.0]), _final("fam", "base", [0.5, 0.5]))).iloc[0]
     assert row["n_seeds"] == 2 and row["ratio_ci_high"] < 1 and row["verdict"] == "no clear difference"
@@ -159,13 +172,14 @@ families:
       anderson.averaging: {value: "off"}
   exploding_sgd: {params: {base: {value: sgd}, lr: {value: 1000.0}}}
   slow_sgd: {params: {base: {value: sgd}, lr: {float: [0.01, 0.05], log: true}, budget.warmup_steps: {value: 3}}}
+  half_batch_sgd: {params: {base: {value: sgd}, lr: {value: 0.5}, budget.batch_size: {value: 32}}}
 """
 TRIALS_PER_FAMILY = 3
 
 
 def _spec(tmp_path: Path, name: str = "known-answers", **changes) -> Path:
     (tmp_path / "space.yaml").write_text(SPACE)
-    baselines = {f: "sgd" for f in ("twin_sgd", "anderson_sgd", "exploding_sgd", "slow_sgd")}
+    baselines = {f: "sgd" for f in ("twin_sgd", "anderson_sgd", "exploding_sgd", "slow_sgd", "half_batch_sgd")}
     spec = {
         "name": name,
         # full batch, no label noise: gradient descent on a fixed quadratic, deterministic given the seed
@@ -191,6 +205,7 @@ def _spec(tmp_path: Path, name: str = "known-answers", **changes) -> Path:
 def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     spec = load_spec(_spec(tmp_path))
     assert spec.compare.baselines["anderson_sgd"] == "sgd"
+    assert spec.compare.fixed_batches == {"half_batch_sgd": 32}
     result = run_sweep(spec)
     assert result["unfinished"] == 0
     runs, history = (t.to_pandas() for t in export_experiments([spec.experiment], spec.tracking_uri))
@@ -203,7 +218,12 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     at_rung = history[(history["key"] == "metric") & (history["epoch"] == 2)].merge(tuning, on="run_id")
     slow, fast = (at_rung.loc[at_rung["family"] == f, "value"] for f in ("slow_sgd", "sgd"))
     assert slow.min() > fast.max()
-    assert len(final) == 5 * 3 and set(final["seed"]) == {"1", "2", "3"}
+    assert len(final) == 6 * 3 and set(final["seed"]) == {"1", "2", "3"}
+    # a family whose space fixes its batch keeps it; the others run at final.batch_sizes (the budget's)
+    assert final.groupby("family")["budget.batch_size"].unique().map(list).to_dict() == {
+        **{family: [64] for family in spec.compare.families},
+        "half_batch_sgd": [32],
+    }
     # a family's own budget keys go with its configuration into the final runs
     assert set(final.groupby("family")["budget.warmup_steps"].first().items()) == {
         ("sgd", 0),
@@ -211,6 +231,7 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
         ("anderson_sgd", 0),
         ("exploding_sgd", 0),
         ("slow_sgd", 3),
+        ("half_batch_sgd", 0),
     }
     verdict = verdict_table(runs).set_index("family")
     twin = verdict.loc["twin_sgd"]  # Lookahead with α = 1 is SGD: the same run, bit for bit, on every seed
@@ -222,11 +243,19 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     assert exploding["verdict"] == "worse" and exploding["failure_rate"] == 1.0
     assert exploding["tuning_diverged_rate"] == 1.0
     assert verdict.loc["slow_sgd", "verdict"] == "worse" and verdict.loc["slow_sgd", "tuning_trials"] == 3
+    half = verdict.loc["half_batch_sgd"]  # at a batch of its own: paired with SGD's seeds at SGD's batch
+    assert (half["setting"], half["baseline_setting"], half["n_seeds"]) == (
+        "quadratic / batch 32",
+        "quadratic / batch 64",
+        3,
+    )
+    assert (verdict.drop(index="half_batch_sgd")["baseline_setting"] == "quadratic / batch 64").all()
 
     written = build_report([spec.experiment], spec.tracking_uri, tmp_path / "report")
     page = Path(written["html"]).read_text()
     assert page.index("<h2>Verdict</h2>") < page.index("<h2>Overview</h2>")
     assert "anderson_sgd over sgd at quadratic / batch 64: better" in page
+    assert "half_batch_sgd over sgd (batch 64) at quadratic / batch 32:" in page
     stored = pd.read_parquet(written["verdict_table"])
     for column in ("family", "baseline", "setting", "n_seeds", "ratio", "ratio_ci_low", "ratio_ci_high", "win_rate",
                    "speedup", "speedup_ci_low", "speedup_ci_high", "failure_rate", "verdict"):  # fmt: skip

@@ -163,6 +163,8 @@ def verdict_table(runs: pd.DataFrame, *, n_bootstrap: int = 2000, ci: float = 0.
         pairs = in_setting.dropna(subset=["baseline"])[["family", "baseline"]].drop_duplicates()
         for family, baseline in pairs.itertuples(index=False):
             own, base = in_setting[in_setting["family"] == family], in_setting[in_setting["family"] == baseline]
+            if base.empty:  # a family at a batch of its own (a scale S): against its baseline at the baseline's batch
+                base = _single_setting(final[(final["experiment"] == experiment) & (final["family"] == baseline)])
             f, b = _per_seed(own), _per_seed(base)
             paired = sorted(set(f) & set(b), key=lambda s: (len(s), s))
             ratios = np.array([_ratio(f[s], b[s], mode) for s in paired], dtype=float)
@@ -181,6 +183,8 @@ def verdict_table(runs: pd.DataFrame, *, n_bootstrap: int = 2000, ci: float = 0.
                     "family": family,
                     "baseline": baseline,
                     "setting": setting,
+                    # another setting only for a family at a batch of its own: its baseline's batch
+                    "baseline_setting": base["setting"].iloc[0] if len(base) else setting,
                     "workload": own["workload"].iloc[0],
                     "batch_size": _batch(own),
                     "metric": own["metric_name"].iloc[0] if "metric_name" in own else None,
@@ -215,6 +219,12 @@ def verdict_table(runs: pd.DataFrame, *, n_bootstrap: int = 2000, ci: float = 0.
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _single_setting(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` if they all share one setting, else none: a baseline run at several batch sizes has no one reference
+    for a family at a batch of its own."""
+    return rows if rows["setting"].nunique() == 1 else rows.iloc[:0]
 
 
 def _batch(rows: pd.DataFrame) -> float:
@@ -255,8 +265,11 @@ def sentence(row: pd.Series | dict[str, Any], with_experiment: bool = False) -> 
     n = int(row["n_seeds"])
     wins = round(row["win_rate"] * n) if n else 0
     where = f"{row['setting']} [{row['experiment']}]" if with_experiment else row["setting"]
+    against = row["baseline"]
+    if row["baseline_setting"] != row["setting"]:  # a family at a batch of its own
+        against += f" ({row['baseline_setting'].rsplit(' / ', 1)[-1]})"
     text = (
-        f"{row['family']} over {row['baseline']} at {where}: {row['verdict']}; final {row['metric']} "
+        f"{row['family']} over {against} at {where}: {row['verdict']}; final {row['metric']} "
         f"{_num(row['ratio'])}× {row['baseline']}'s [{_num(row['ratio_ci_low'])}, {_num(row['ratio_ci_high'])}], "
         f"{wins}/{n} seeds better"
     )

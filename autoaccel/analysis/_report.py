@@ -246,9 +246,12 @@ def _curves_against(table: pd.DataFrame, final: pd.DataFrame, history: pd.DataFr
     fig, axes = plt.subplots(rows_n, columns, figsize=(4.3 * columns, 3.1 * rows_n), squeeze=False)
     mode = table["mode"].iloc[0]
     for ax, row in zip(axes.flat, table.itertuples(), strict=False):
-        in_setting = final[(final["setting"] == row.setting) & (final["experiment"] == row.experiment)]
-        for family, colour in ((row.baseline, "#7f7f7f"), (row.family, "#1f5fbf")):
-            matrix = _seed_matrix(in_setting[in_setting["family"] == family], history, mode)
+        ours = final[final["experiment"] == row.experiment]
+        for family, setting, colour in (
+            (row.baseline, row.baseline_setting, "#7f7f7f"),
+            (row.family, row.setting, "#1f5fbf"),
+        ):
+            matrix = _seed_matrix(ours[(ours["family"] == family) & (ours["setting"] == setting)], history, mode)
             if matrix.empty:
                 continue
             with np.errstate(invalid="ignore"):  # a failed seed is ∞ from its failure on: the band may reach it

@@ -137,7 +137,13 @@ class SweepTracking(tune.Callback):
             what = (
                 f"comparison {s.name}: {len(c.families)} families × {c.trials_per_family} tuning trials "
                 f"({s.sampler} + {s.scheduler['type']} per family), then {c.final_trials} final runs "
-                f"({c.top} configuration(s) × {len(c.seeds)} seeds × {len(c.batch_sizes)} batch size(s))"
+                f"({c.top} configuration(s) × {len(c.seeds)} seeds × {len(c.batch_sizes)} batch size(s)"
+                + (
+                    f"; {len(c.fixed_batches)} of the families keep the batch their space fixes"
+                    if c.fixed_batches
+                    else ""
+                )
+                + ")"
             )
         self._say(f"{verb} {what} of {s.workload['name']}, {s.max_concurrent} at a time; folder {s.folder}")
         uri = redact_uri(s.tracking_uri)

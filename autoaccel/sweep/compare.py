@@ -5,7 +5,7 @@ A spec with a ``compare`` section (its ``space`` must have ``families``)::
 
     compare:
       tuning: {trials_per_family: 24}         # each family's own Optuna study and ASHA, the same number of trials
-      final: {top: 1, seeds: [1, 2, 3, 4, 5], batch_sizes: [40]}
+      final: {top: 1, seeds: [1, 2, 3, 4, 5], batch_sizes: [40]}   # a family whose space fixes its batch keeps it
       baselines: {anderson_sgd: sgd}          # inferred when left out
 
 Tuning gives every family an Optuna study of its own (its own sampler stream, seeded by the spec's seed and the
@@ -53,10 +53,16 @@ class Compare:
     batch_sizes: tuple[int, ...]  # of the final runs
     baselines: dict[str, str]  # family → its baseline family (techniques only; baselines are not keys)
     stacks: dict[str, str]  # family → the stack it trains, e.g. "anderson+sgd"
+    fixed_batches: dict[str, int]  # family → the batch size its space fixes (it keeps it in its final runs)
+
+    def final_batch_sizes(self, family: str) -> tuple[int, ...]:
+        """The batch sizes of a family's final runs: the one its space fixes, else ``final.batch_sizes``."""
+        fixed = self.fixed_batches.get(family)
+        return self.batch_sizes if fixed is None else (fixed,)
 
     @property
     def final_trials(self) -> int:
-        return len(self.families) * self.top * len(self.seeds) * len(self.batch_sizes)
+        return self.top * len(self.seeds) * sum(len(self.final_batch_sizes(f)) for f in self.families)
 
 
 def _mapping(raw: Any, key: str, allowed: str) -> Mapping[str, Any]:
@@ -99,7 +105,18 @@ def check_compare(raw: Any, space: SearchSpace, tuning_seeds: Sequence[int], bat
         batch_sizes=tuple(batch_sizes),
         baselines=baselines,
         stacks={f: "+".join(s) for f, s in stacks.items()},
+        fixed_batches={f: b for f in space.families if (b := _fixed_batch(space, f)) is not None},
     )
+
+
+def _fixed_batch(space: SearchSpace, family: str) -> int | None:
+    """The batch size a family's own parameters fix (``budget.batch_size: {value: 320}``), if they do: such a family
+    is a scale (AdaScale at S × the base batch, the linear scaling rule) and keeps its batch in its final runs,
+    measured against a baseline at the baseline's own batch."""
+    for param in space.params:
+        if param.name == f"budget.batch_size@{family}" and param.kind == "value" and len(param.when) == 1:
+            return int(param.value)  # its one condition is the family's own
+    return None
 
 
 def _unused_seeds(tuning_seeds: Sequence[int], n: int = 5) -> list[int]:

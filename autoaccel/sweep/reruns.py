@@ -134,7 +134,7 @@ def final_points(
         chosen = objective.ranked(done, lambda r: r.data.metrics[metric], mode)[: compare.top] or own[: compare.top]
         for run in chosen:
             params = trial_params(run, budget)
-            for batch in compare.batch_sizes:
+            for batch in compare.final_batch_sizes(family):
                 for seed in compare.seeds:
                     points.append(Point({**params, "budget.batch_size": batch}, family, seed, run.info.run_id))
     return points
