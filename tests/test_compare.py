@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from autoaccel.analysis import build_report, export_experiments, tuning_curves, verdict_table
+from autoaccel.cli import main
 from autoaccel.errors import ConfigError
 from autoaccel.sweep import load_spec, run_sweep
 
@@ -364,6 +365,32 @@ def test_several_settings_add_profiles_and_top_k_from_the_final_runs(tmp_path: P
     assert "AlgoPerf score" in profiles and "Not shown" not in profiles
     top = re.search(r"\| fam \| ([\d.]+) \| ([\d.]+) \| 2 \|", profiles)  # algorithm, top_1, top_3, n_settings
     assert top and float(top.group(1)) == 50.0  # first at batch 64 only: its median at batch 16 is a failure
+
+
+def test_a_report_from_exported_parquet_is_the_stores_report_offline(tmp_path: Path) -> None:
+    """`autoaccel report --parquet FOLDER ...`: the exported tables of two comparisons, each in its own folder (as
+    docs/evidence/ keeps them), give the same verdict as the store they came from, with no store; a folder without
+    the tables or an experiment not in them is one clear error (exit 2)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _comparison_store(uri, "first", {("base", 16): [0.4, 0.45, 0.42], ("fam", 16): [0.3, 0.31, 0.33]})
+    _comparison_store(uri, "second", {("base", 64): [0.6, 0.62, 0.61], ("fam", 64): [0.7, 0.72, None]})
+    online = build_report(["first", "second"], uri, tmp_path / "online", log_artifacts=False)
+    for name in ("first", "second"):
+        assert main(["export", "--experiment", name, "--tracking-uri", uri, "--out", str(tmp_path / name)]) == 0
+    (tmp_path / "mlflow.db").unlink()  # offline: the store is gone
+    folders = ["--parquet", str(tmp_path / "first"), "--parquet", str(tmp_path / "second")]
+    assert main(["report", *folders, "--out", str(tmp_path / "offline")]) == 0
+    expected, got = (pd.read_parquet(Path(d) / "verdict.parquet") for d in (online["folder"], tmp_path / "offline"))
+    pd.testing.assert_frame_equal(got, expected)
+    assert set(got["experiment"]) == {"first", "second"} and len(got) == 2
+    markdown = (tmp_path / "offline" / "report.md").read_text()
+    assert "autoaccel report --parquet" in markdown  # the reproduce section says how it was made
+    assert main(["report", *folders, "--experiment", "second", "--out", str(tmp_path / "one")]) == 0
+    assert set(pd.read_parquet(tmp_path / "one" / "verdict.parquet")["experiment"]) == {"second"}
+    for bad in (["--parquet", str(tmp_path)], [*folders, "--experiment", "third"], folders):
+        with pytest.raises(SystemExit) as error:
+            sys.exit(main(["report", *bad, *(["--out", str(tmp_path / "x")] if bad is not folders else [])]))
+        assert error.value.code == 2, bad
 
 
 def test_comparisons_reported_together_keep_their_own_pairs_direction_and_configurations() -> None:

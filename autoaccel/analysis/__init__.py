@@ -16,7 +16,7 @@ from typing import Any
 
 # public name → the private module that defines it
 _LAZY = {
-    **dict.fromkeys(("export", "export_experiments", "write_parquet"), "_export"),
+    **dict.fromkeys(("export", "export_experiments", "read_parquet", "write_parquet"), "_export"),
     **dict.fromkeys(
         (
             "importance_by_group",

@@ -131,6 +131,34 @@ def write_parquet(runs: pa.Table, history: pa.Table, out_dir: str | Path) -> tup
     return paths
 
 
+def read_parquet(folders: Sequence[str | Path], experiments: Sequence[str] = ()) -> tuple[pa.Table, pa.Table]:
+    """The ``runs`` and ``history`` tables that :func:`write_parquet` wrote in ``folders``, joined (columns one
+    folder lacks are null), restricted to ``experiments`` when given. Raises ``ValueError`` naming what is missing."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    runs, history = [], []
+    for folder in folders:
+        paths = Path(folder) / "runs.parquet", Path(folder) / "history.parquet"
+        for path in paths:
+            if not path.is_file():
+                raise ValueError(f"{path}: no such file (a folder written by `autoaccel export` or `report`)")
+        runs.append(pq.read_table(paths[0]))
+        history.append(pq.read_table(paths[1]))
+    runs_table = pa.concat_tables(runs, promote_options="permissive")
+    history_table = pa.concat_tables(history, promote_options="permissive")
+    if experiments:
+        found = set(runs_table.column("experiment").to_pylist())
+        missing = [e for e in experiments if e not in found]
+        if missing:
+            raise ValueError(
+                f"{', '.join(missing)}: not in {', '.join(map(str, folders))} (found {', '.join(sorted(found))})"
+            )
+        runs_table = runs_table.filter(pc.is_in(runs_table.column("experiment"), pa.array(list(experiments))))
+        history_table = history_table.filter(pc.is_in(history_table.column("run_id"), runs_table.column("run_id")))
+    return runs_table, history_table
+
+
 def export(experiments: Sequence[str], tracking_uri: str, out_dir: str | Path) -> dict[str, Any]:
     """Export the experiments to ``out_dir``; return the file paths (as strings), row counts and seconds taken."""
     started = time.perf_counter()

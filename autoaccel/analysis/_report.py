@@ -33,7 +33,7 @@ from autoaccel.redaction import redact_uri
 from autoaccel.tracking import find_sweep_parent
 
 from ._compare import final_runs, sentence, tuning_curves, verdict_table
-from ._export import export_experiments, write_parquet
+from ._export import export_experiments, read_parquet, write_parquet
 from ._robustness import (
     algoperf_times,
     batch_size_robustness,
@@ -653,12 +653,16 @@ def _failures(runs: pd.DataFrame) -> Section:
     return section
 
 
-def _reproduce(experiments: Sequence[str], uri: str, out: Path, spec: str | None) -> Section:
+def _reproduce(experiments: Sequence[str], uri: str | None, out: Path, spec: str | None) -> Section:
     section = Section("Reproduce")
     commands = []
     if spec:
         commands.append(f"autoaccel sweep {shlex.quote(spec)}")
     args = " ".join(f"--experiment {shlex.quote(e)}" for e in experiments)
+    if uri is None:  # reported from Parquet: the same tables, offline
+        commands.append(f"autoaccel report --parquet {shlex.quote(str(out))} --out {shlex.quote(str(out))}")
+        section.text.extend(commands)
+        return section
     shown = shlex.quote(redact_uri(uri))  # a password in the URI stays out of the report
     commands.append(f"autoaccel report {args} --tracking-uri {shown} --out {shlex.quote(str(out))}")
     section.text.extend(commands)
@@ -738,13 +742,25 @@ def _plain_markdown(df: pd.DataFrame) -> str:
 
 # -- entry points ---------------------------------------------------------------------------------------------------
 def build_report(
-    experiments: Sequence[str], tracking_uri: str, out_dir: str | Path, *, log_artifacts: bool = True
+    experiments: Sequence[str],
+    tracking_uri: str | None,
+    out_dir: str | Path,
+    *,
+    log_artifacts: bool = True,
+    parquet: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
-    """Export, analyse and render; return the paths written. Logs them to the sweep's parent run when asked."""
+    """Export, analyse and render; return the paths written. Logs them to the sweep's parent run when asked.
+
+    ``parquet``: folders of an earlier export (``runs.parquet``, ``history.parquet``) to report instead of the
+    tracking store, offline (``tracking_uri`` None); ``experiments`` then picks among theirs (empty: all)."""
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    runs_table, history_table = export_experiments(list(experiments), tracking_uri)
+    if parquet:
+        runs_table, history_table = read_parquet(parquet, experiments)
+        experiments = list(dict.fromkeys(runs_table.column("experiment").to_pylist()))
+    else:
+        runs_table, history_table = export_experiments(list(experiments), tracking_uri)
     write_parquet(runs_table, history_table, out)
     runs, history = runs_table.to_pandas(), history_table.to_pandas()
     if runs["mode"].dropna().nunique() > 1:
@@ -755,7 +771,7 @@ def build_report(
     metric = runs["metric_name"].dropna().iloc[0] if runs["metric_name"].notna().any() else "metric"
     mode = runs["mode"].dropna().iloc[0] if runs["mode"].notna().any() else "min"
     target = runs["target"].dropna().iloc[0] if runs["target"].notna().any() else None
-    parent, spec = _parent(tracking_uri, experiments[0])
+    parent, spec = _parent(tracking_uri, experiments[0]) if tracking_uri else (None, None)
     # a comparison: tuning trials say how each knob matters, final runs how robust the chosen configurations are
     compared = is_comparison(runs)
     tuning = runs[runs["phase"] == "tuning"] if compared else runs

@@ -138,11 +138,11 @@ def _sweep(args: argparse.Namespace) -> int:
     return code
 
 
-def _report_and_print(experiments: list[str], uri: str, out: str) -> int:
+def _report_and_print(experiments: list[str], uri: str | None, out: str, parquet: Sequence[str] = ()) -> int:
     from autoaccel.analysis import build_report
 
     try:
-        written = build_report(experiments, uri, out)
+        written = build_report(experiments, uri, out, parquet=parquet)
     except ValueError as error:  # no such experiment, no trials: one clear line
         print(f"autoaccel report: error: {error}", file=sys.stderr)
         return 2
@@ -181,6 +181,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.parquet:  # offline, from an export: no tracking store
+        if args.tracking_uri:
+            raise ConfigError("--tracking-uri", args.tracking_uri, "left out with --parquet (the tables are the data)")
+        if not args.out:
+            raise ConfigError("--out", None, "a folder for the report (required with --parquet)")
+        return _report_and_print(args.experiment or [], None, args.out, args.parquet)
+    if not args.experiment:
+        raise ConfigError("--experiment", None, "an experiment (sweep) name, or --parquet FOLDER")
     return _report_and_print(args.experiment, _store(args), args.out or str(Path("reports") / args.experiment[0]))
 
 
@@ -261,8 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="sensitivity and robustness report of sweep(s): HTML, Markdown, Parquet"
     )
-    report.add_argument("--experiment", action="append", required=True, help="an experiment (sweep) name; repeatable")
+    report.add_argument("--experiment", action="append", help="an experiment (sweep) name; repeatable")
     report.add_argument("--tracking-uri", help="default: sweeps/<experiment>/mlflow.db if it exists, else ./mlflow.db")
+    report.add_argument(
+        "--parquet",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="report the runs.parquet and history.parquet of an export there instead, offline; repeatable",
+    )
     report.add_argument("--out", help="default: reports/<experiment>")
     report.set_defaults(func=_report)
 
