@@ -720,7 +720,7 @@ def _render_markdown(title: str, sections: list[Section]) -> str:
             lines += [
                 f"**{caption}**",
                 "",
-                _plain_markdown(_flat(table)),
+                markdown_table(_flat(table)),
                 "",
             ]
         lines += [f"_{len(section.images)} plot(s) in index.html_", ""] if section.images else []
@@ -728,7 +728,9 @@ def _render_markdown(title: str, sections: list[Section]) -> str:
     return "\n".join(lines)
 
 
-def _plain_markdown(df: pd.DataFrame) -> str:
+def markdown_table(df: pd.DataFrame) -> str:
+    """``df`` as a GitHub Markdown table (floats to 3 significant digits, a missing value as —)."""
+
     def cell(value: Any) -> str:
         if _missing(value):
             return "—"

@@ -1,0 +1,289 @@
+"""The tables and figures of docs/evidence.md, recomputed offline from the Parquet under docs/evidence/.
+
+    .venv/bin/python trials/evidence/summarize.py        # prints every claim's tables (Markdown); writes the figures
+
+Each table comes from the comparisons' runs through the same functions as `autoaccel report` (``verdict_table``,
+``tuning_curves``, ``top_k_finishes``, ``seed_robustness``); nothing here is typed in by hand. A claim whose
+comparisons have not been run yet is skipped with a line saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from autoaccel import objective
+from autoaccel.analysis import (
+    markdown_table,
+    read_parquet,
+    seed_robustness,
+    top_k_finishes,
+    tuning_curves,
+    verdict_table,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EVIDENCE = ROOT / "docs" / "evidence"
+FIGURES = EVIDENCE  # where the figures are written (--figures)
+FAILED = ("diverged", "errored")
+
+
+def _load(names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    folders = [EVIDENCE / name for name in names if (EVIDENCE / name / "runs.parquet").is_file()]
+    missing = [name for name in names if not (EVIDENCE / name / "runs.parquet").is_file()]
+    if missing:
+        print(f"\n(not run yet: {', '.join(missing)}; `trials/evidence/run.sh {' '.join(missing)}`)")
+    if not folders:
+        return None
+    runs, history = read_parquet(folders)
+    return runs.to_pandas(), history.to_pandas()
+
+
+def _num(value: float, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if math.isinf(value):
+        return "∞"
+    return f"{value:.{digits}g}"
+
+
+def _verdict_rows(table: pd.DataFrame, extra: dict[str, str] | None = None) -> pd.DataFrame:
+    """The verdict columns the evidence cites, in words: ratio [95% interval] (n seeds), wins, speed-up, failures."""
+    rows = []
+    for row in table.itertuples():
+        n = int(row.n_seeds)
+        rows.append(
+            {
+                "setting": row.setting,
+                "technique": row.family,
+                "baseline": row.baseline
+                + ("" if row.baseline_setting == row.setting else f" ({row.baseline_setting.rsplit(' / ', 1)[-1]})"),
+                f"final {row.metric} ratio [95% CI]": f"{_num(row.ratio)} [{_num(row.ratio_ci_low)}, "
+                f"{_num(row.ratio_ci_high)}]",
+                "seeds": n,
+                "wins": f"{round(row.win_rate * n) if n else 0}/{n}",
+                "speed-up to target (n)": f"{_num(row.speedup)} ({int(row.speedup_n)})",
+                "failed (technique / baseline)": f"{_num(100 * row.failure_rate)}% / "
+                f"{_num(100 * row.baseline_failure_rate)}%",
+                "tuning diverged": f"{_num(100 * row.tuning_diverged_rate)}% of {int(row.tuning_trials)}",
+                "verdict": row.verdict,
+                **{k: getattr(row, v) for k, v in (extra or {}).items()},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _print(title: str, frame: pd.DataFrame) -> None:
+    print(f"\n### {title}\n")
+    print(markdown_table(frame))
+
+
+def _forest(table: pd.DataFrame, path: Path, title: str, label: str) -> None:
+    """One forest plot: each row's paired ratio with its 95% interval, 1 = no difference, below 1 better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = table.iloc[::-1]
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(shown) + 1.3))
+    y = np.arange(len(shown))
+    finite = lambda v: np.clip(v.astype(float), 1e-3, 1e3)  # noqa: E731 - ∞ (a failure) drawn at the edge
+    ratio, low, high = (finite(shown[c]) for c in ("ratio", "ratio_ci_low", "ratio_ci_high"))
+    colours = shown["verdict"].map({"better": "#1a7f37", "worse": "#b42318"}).fillna("#555555")
+    ax.hlines(y, low, high, color=colours)
+    ax.scatter(ratio, y, color=colours, zorder=3, s=18)
+    ax.axvline(1.0, color="#999999", lw=0.8, ls="--")
+    if max(high.max(), 1.0) / min(low.min(), 1.0) > 10:  # several decades (a failure at ∞): a log axis
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks(y, [label.format(**row) for row in shown.to_dict("records")], fontsize=7)
+    ax.set_xlabel(
+        "technique ÷ baseline, final metric, paired by seed (< 1 better; 95% bootstrap interval)\n"
+        "green: better, red: worse, grey: no clear difference",
+        fontsize=8,
+    )
+    ax.set_title(title, fontsize=9)
+    fig.subplots_adjust(
+        left=0.38, right=0.97, bottom=0.75 / (0.3 * len(shown) + 1.3), top=1 - 0.35 / (0.3 * len(shown) + 1.3)
+    )
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"\n![{title}](evidence/{path.name})")
+
+
+def anderson() -> None:
+    names = ["evidence-anderson-b4", "evidence-anderson-b40", "evidence-anderson-b320"]
+    pde = ["evidence-anderson-burgers1d", "evidence-anderson-burgers100d"]
+    loaded = _load(names + pde)
+    if loaded is None:
+        return
+    runs, history = loaded
+    table = verdict_table(runs)
+    table = table.assign(order=table["batch_size"]).sort_values(["workload", "order", "family"])
+    # how often the moving average was on, per final run of AA auto: the RSD criterion at work
+    averaging = history[history["key"] == "aa_averaging_fraction"].merge(
+        runs[(runs["phase"] == "final")][["run_id", "experiment", "family"]], on="run_id"
+    )
+    on = averaging.groupby(["experiment", "family"])["value"].mean().rename("averaging on (share of steps)")
+    table = table.join(on, on=["experiment", "family"])
+    _print(
+        "Anderson acceleration: AA without (off) and with (auto) the moving average, each against its base",
+        _verdict_rows(table).assign(**{"averaging on": [_num(v, 2) for v in table["averaging on (share of steps)"]]}),
+    )
+    _forest(table, FIGURES / "anderson.png", "Anderson acceleration vs its base optimizer", "{family} · {setting}")
+
+
+def demon() -> None:
+    names = [
+        "evidence-demon-admissions-b8",
+        "evidence-demon-admissions-b40",
+        "evidence-demon-quadratic-b32",
+        "evidence-demon-digits-b128",
+    ]
+    loaded = _load(names)
+    if loaded is None:
+        return
+    runs, _ = loaded
+    table = verdict_table(runs).sort_values(["setting", "family"])
+    _print("Demon and each schedule against a constant rate (SGD with momentum)", _verdict_rows(table))
+    # top-1 / top-3 finishes over the settings: per setting the median final metric over seeds, a failure the worst
+    final = runs[(runs["phase"] == "final")]
+    losses = final.assign(
+        loss=[
+            math.inf if status in FAILED else objective.loss(value, mode)
+            for status, value, mode in zip(final["status"], final["final_metric"], final["mode"], strict=True)
+        ]
+    )
+    scores = losses.groupby(["experiment", "family"])["loss"].median().unstack()
+    top = top_k_finishes(scores.replace([np.inf, -np.inf], np.nan), (1, 3), "min")
+    _print(f"Top-1 / top-3 finishes over {len(scores)} settings (%)", top)
+    # sensitivity to tuning: the expected best of k tuning trials at k = 1 (one random configuration) and at the
+    # whole budget, relative to the best family's at the whole budget in that setting
+    curves = tuning_curves(runs)
+    rows = []
+    for experiment, own in curves.groupby("experiment"):
+        mode = runs.loc[runs["experiment"] == experiment, "mode"].iloc[0]
+        best = min(objective.loss(v, mode) for v in own.groupby("family")["expected"].last())
+        for family, rows_f in own.groupby("family"):
+            one = objective.loss(rows_f.loc[rows_f["k"] == 1, "expected"].iloc[0], mode)
+            rows.append({"setting": experiment.removeprefix("evidence-demon-"), "family": family, "ratio": one / best})
+    sensitivity = pd.DataFrame(rows).pivot(index="family", columns="setting", values="ratio")
+    _print(
+        "Sensitivity to tuning: the expected result of one random configuration ÷ the best family's tuned result"
+        " (1 = no tuning needed; a loss, lower is better)",
+        sensitivity.map(_num).reset_index(),
+    )
+    _forest(
+        table[table["family"] == "demon_sgd"],
+        FIGURES / "demon.png",
+        "Demon SGD vs a constant rate, per setting",
+        "{setting}",
+    )
+
+
+def adahessian() -> None:
+    loaded = _load(["evidence-adahessian-digits"])
+    if loaded is None:
+        return
+    runs, _ = loaded
+    table = verdict_table(runs)
+    table = table.assign(points=100 * (table["median"] - table["baseline_median"]))
+    _print(
+        "AdaHessian against Adam (accuracy: the ratio is Adam's ÷ AdaHessian's, < 1 better)",
+        _verdict_rows(table).assign(
+            **{
+                "median accuracy (technique / baseline)": [
+                    f"{100 * a:.2f}% / {100 * b:.2f}%"
+                    for a, b in zip(table["median"], table["baseline_median"], strict=True)
+                ],
+                "difference (points)": [_num(p) for p in table["points"]],
+            }
+        ),
+    )
+    _spread(runs, "Spread of the tuning trials' results (robustness to hyperparameters)", phase="tuning")
+    _forest(table, FIGURES / "adahessian.png", "AdaHessian vs Adam", "{family} · {setting}")
+
+
+def adascale() -> None:
+    loaded = _load(["evidence-adascale-quadratic"])
+    if loaded is None:
+        return
+    runs, history = loaded
+    table = verdict_table(runs)
+    table = table.assign(S=table["batch_size"] / 8, rule=table["family"].str.rsplit("_", n=1).str[0])
+    table = table.sort_values(["S", "rule"])
+    final = runs[runs["phase"] == "final"]
+    gains = history[history["key"] == "adascale_gain"].merge(final[["run_id", "family"]], on="run_id")
+    steps = history[history["key"] == "step"].merge(final[["run_id", "family"]], on="run_id")
+    used = steps.groupby(["family", "run_id"])["value"].max().groupby("family").median()
+    table = table.assign(
+        gain=table["family"].map(gains.groupby("family")["value"].mean()),
+        iterations=table["family"].map(used),
+    )
+    _print(
+        "Each scaling rule at S × the batch against S = 1 (SGD at batch 8), the same scale-invariant budget",
+        _verdict_rows(table).assign(
+            **{
+                "mean gain r": [_num(g) for g in table["gain"]],
+                "iterations (median)": [_num(i, 4) for i in table["iterations"]],
+                "median final (S=1)": [
+                    f"{_num(m)} ({_num(b)})" for m, b in zip(table["median"], table["baseline_median"], strict=True)
+                ],
+            }
+        ),
+    )
+    _forest(table, FIGURES / "adascale.png", "Scaling rules at S × batch vs S = 1", "{family}")
+
+
+def lookahead() -> None:
+    names = [
+        "evidence-lookahead-admissions",
+        "evidence-lookahead-defaults-admissions",
+        "evidence-lookahead-defaults-digits",
+    ]
+    loaded = _load(names)
+    if loaded is None:
+        return
+    runs, _ = loaded
+    table = verdict_table(runs).sort_values(["experiment", "family"])
+    table = table.assign(where=table["experiment"].str.removeprefix("evidence-lookahead-"))
+    _print("Lookahead against its inner optimizer", _verdict_rows(table, {"comparison": "where"}))
+    _spread(runs, "Spread over seeds of the final runs (the variance claim)", phase="final")
+    _forest(table, FIGURES / "lookahead.png", "Lookahead vs its inner optimizer", "{family} · {where}")
+
+
+def _spread(runs: pd.DataFrame, title: str, phase: str) -> None:
+    """Per comparison and family: the spread of the final metric over seeds (or tuning trials); a failure counted."""
+    rows = runs[runs["phase"] == phase]
+    rows = rows.assign(final_metric=rows["final_metric"].where(~rows["status"].isin(FAILED), np.inf))
+    rows = rows[rows["status"].isin(("completed", *FAILED))]
+    spread = seed_robustness(rows, by=("experiment", "family"))
+    spread = spread.assign(cv=spread["std"] / spread["mean"].abs())
+    shown = spread[["experiment", "family", "n", "n_nonfinite", "mean", "std", "cv", "min", "max"]]
+    _print(title, shown.assign(**{c: shown[c].map(_num) for c in ("mean", "std", "cv", "min", "max")}))
+
+
+CLAIMS = {"anderson": anderson, "demon": demon, "adahessian": adahessian, "adascale": adascale, "lookahead": lookahead}
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("claims", nargs="*", help=f"some of {', '.join(CLAIMS)} (default: all)")
+    parser.add_argument("--figures", type=Path, default=EVIDENCE, help="where the figures go (default docs/evidence)")
+    args = parser.parse_args()
+    for claim in args.claims:
+        if claim not in CLAIMS:
+            parser.error(f"claim {claim!r}: one of {', '.join(CLAIMS)}")
+    FIGURES = args.figures
+    for name in args.claims or CLAIMS:
+        print(f"\n## {name}")
+        CLAIMS[name]()
