@@ -147,6 +147,35 @@ def test_what_this_machine_cannot_give_is_refused_before_ray_starts(
         assert "--tracking-uri = 'foo://bar': an MLflow tracking URI" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("GRE Score,TOEFL Score,University Rating,SOP,LOR,CGPA,Chance of Admit\n", "missing column(s) Research"),
+        (
+            "{header}\n320,110,3,3.5,3.5,8.9,1,0.7\n320,110,3,nan,3.5,8.9,1,0.7\n",
+            "line 3: column 'SOP' = nan is not a finite",
+        ),
+        ("{header}\n320,110,3,3.5,3.5,8.9,1,x\n", "line 2: column 'Chance of Admit' = 'x' is not a number"),
+    ],
+    ids=["missing column", "nan cell", "text cell"],
+)
+def test_bad_data_is_refused_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, expected: str
+) -> None:
+    """A CSV a trial cannot use is one DataError naming the file, line and column, before Ray starts (before, each
+    trial raised it inside Ray, or trained on NaN and was called diverged), with --check too; nothing is written."""
+    from autoaccel.workloads.admissions import FEATURES, TARGET
+
+    data = tmp_path / "admissions.csv"
+    data.write_text(body.format(header=",".join((*FEATURES, TARGET))))
+    path = _write(tmp_path, {**GOOD, "workload": {"name": "admissions_mlp", "data": str(data)}})
+    for check in (["--check"], []):
+        assert main(["sweep", str(path), *check]) == 2
+        shown = capsys.readouterr().err
+        assert f"{data}" in shown and expected in shown and "Traceback" not in shown, shown
+    assert not (tmp_path / "sweeps").exists()
+
+
 def test_the_resume_hint_is_the_command_as_typed() -> None:
     from autoaccel.cli import _resume_hint, build_parser
 

@@ -50,6 +50,11 @@ class Workload(abc.ABC):
     def check_options(self) -> None:  # noqa: B027 (a hook: most workloads have no cross-option rule)
         """Cross-option checks (raise :class:`ConfigError`); per-option ranges are in ``options``."""
 
+    def check_data(self) -> None:  # noqa: B027 (a hook: generated or fetched data has nothing to check)
+        """What can be known about the data without training (raise :class:`~autoaccel.errors.DataError` naming the
+        file, line and column): a sweep runs it before Ray starts, so bad data fails once, in seconds, instead of
+        inside every trial."""
+
     @property
     @abc.abstractmethod
     def target(self) -> float:

@@ -78,6 +78,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _TARGETS = {"digits": 0.95, "cifar10": 0.90, "imagefolder": 1.0, "fake": 1.0}
 _FAKE_TRAIN, _FAKE_VAL = 256, 64
 _DIGITS_VAL_FRACTION = 0.2
+_IMAGEFOLDER_LAYOUT = "needs train/ and val/, each with one folder of images per class (torchvision's ImageFolder)"
 _SMALL_IMAGE = 64  # stem="auto" uses the CIFAR stem below this side
 
 
@@ -299,16 +300,30 @@ class ImageClassification(Workload):
         # Statistics of the raw 0..16 levels: normalising in any units gives the same inputs.
         return self._in_memory((images[train], labels[train]), (images[val], labels[val]), 10, device)
 
+    def check_data(self) -> None:
+        """The folders a dataset on disk needs are there (CIFAR-10 unless it is to be downloaded; an image folder's
+        train/ and val/)."""
+        dataset, root = self.config["dataset"], self.data_path()
+        where = f"workload.data_dir = {str(root)!r}"
+        if dataset == "cifar10" and not self.config["download"]:
+            from torchvision.datasets import CIFAR10
+
+            if not (root / CIFAR10.base_folder).is_dir():
+                raise DataError(
+                    f"{where}: no CIFAR-10 there (no {CIFAR10.base_folder}/); pass workload.download=true to download"
+                    " it (170 MB) into that folder, or set workload.data_dir to a folder that has it"
+                )
+        if dataset == "imagefolder":
+            missing = [name for name in ("train", "val") if not (root / name).is_dir()]
+            if missing:
+                there = " or ".join(m + "/" for m in missing)
+                raise DataError(f"{where}: no {there} there; dataset imagefolder {_IMAGEFOLDER_LAYOUT}")
+
     def _load_cifar10(self, device: torch.device) -> _Data:
         from torchvision.datasets import CIFAR10
 
         root, download = self.data_path(), self.config["download"]
-        if not download and not (root / CIFAR10.base_folder).is_dir():
-            raise DataError(
-                f"workload.data_dir = {str(root)!r}: no CIFAR-10 there (no {CIFAR10.base_folder}/); pass "
-                "workload.download=true to download it (170 MB) into that folder, or set workload.data_dir to a "
-                "folder that has it"
-            )
+        self.check_data()
         try:
             splits = [CIFAR10(str(root), train=train, download=download) for train in (True, False)]
         except RuntimeError as error:  # torchvision's "not found or corrupted" (checksums)
@@ -346,10 +361,7 @@ class ImageClassification(Workload):
 
         root = self.data_path()
         where = f"workload.data_dir = {str(root)!r}"
-        layout = "needs train/ and val/, each with one folder of images per class (torchvision's ImageFolder)"
-        missing = [name for name in ("train", "val") if not (root / name).is_dir()]
-        if missing:
-            raise DataError(f"{where}: no {' or '.join(m + '/' for m in missing)} there; dataset imagefolder {layout}")
+        self.check_data()
         side = self._side()
         # Deterministic per-image work only (decode, resize, crop): the random augmentation happens per batch on the
         # device, from the epoch's generator, so worker processes and their seeds play no part in it.
@@ -357,7 +369,7 @@ class ImageClassification(Workload):
         try:
             train, val = (ImageFolder(str(root / name), transform=transform) for name in ("train", "val"))
         except FileNotFoundError as error:  # no class folders, or a class folder without images
-            raise DataError(f"{where}: {error}; dataset imagefolder {layout}") from error
+            raise DataError(f"{where}: {error}; dataset imagefolder {_IMAGEFOLDER_LAYOUT}") from error
         if train.classes != val.classes:
             raise DataError(
                 f"{where}: train/ has classes {train.classes} but val/ has {val.classes}; they must be the same"
