@@ -23,8 +23,10 @@ from autoaccel.errors import ConfigError
 from autoaccel.redaction import redact_uri
 
 __all__ = [
+    "LEGACY_SWEEP_ID",
     "ROLE_TAG",
     "STATUSES",
+    "SWEEP_ID_TAG",
     "SWEEP_ROLE",
     "EpochWriter",
     "Tracker",
@@ -48,6 +50,8 @@ _NOT_METRICS = {"status", "epoch", "epochs_planned"}
 _MAX_METRICS = 1000  # MLflow's limit per log_batch
 STATUSES = tuple(TERMINAL)  # every status a trial ends with
 ROLE_TAG, SWEEP_ROLE = "autoaccel.role", "sweep"  # the tag that marks a sweep's parent run
+SWEEP_ID_TAG = "autoaccel.sweep_id"  # the sweep's unique id (its folder's sweep_id file), on its parent run
+LEGACY_SWEEP_ID = "legacy"  # the id of a sweep started before ids: its parent is found by its folder
 
 
 def default_tracking_uri(folder: str | os.PathLike[str] = ".") -> str:
@@ -122,10 +126,23 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def find_sweep_parent(client: Any, experiment_id: str, sweep: str | None = None) -> Any:
-    """The newest parent run of a sweep in the experiment (of the sweep named ``sweep`` when given), or None."""
+def find_sweep_parent(
+    client: Any, experiment_id: str, sweep: str | None = None, *, sweep_id: str | None = None, folder: str | None = None
+) -> Any:
+    """The newest parent run of a sweep in the experiment (of the sweep named ``sweep`` when given), or None.
+
+    ``sweep_id``: exactly that sweep's parent (a driver finding its own: two sweeps of one name on one store, or a
+    fresh start beside an older one, never share a parent). The id ``legacy`` is a sweep started before ids: its
+    parent is the one without an id (or with that one) whose ``folder`` tag is ``folder``."""
     query = f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'" + (f" and tags.`autoaccel.sweep` = '{sweep}'" if sweep else "")
-    found = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+    if sweep_id is not None and sweep_id != LEGACY_SWEEP_ID:
+        query += f" and tags.`{SWEEP_ID_TAG}` = '{sweep_id}'"
+    order = ["attributes.start_time DESC"]
+    if sweep_id == LEGACY_SWEEP_ID:
+        found = client.search_runs([experiment_id], query, max_results=1000, order_by=order)
+        legacy = (r for r in found if r.data.tags.get(SWEEP_ID_TAG, LEGACY_SWEEP_ID) == LEGACY_SWEEP_ID)
+        return next((r for r in legacy if r.data.tags.get("folder") == folder), None)
+    found = client.search_runs([experiment_id], query, max_results=1, order_by=order)
     return found[0] if found else None
 
 

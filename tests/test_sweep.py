@@ -229,6 +229,61 @@ def test_diverging_configuration_is_a_result(ray_session: Any, tmp_path: Path) -
     assert result["best"] == []  # a diverged trial is never "best"
 
 
+def test_each_sweep_has_its_own_parent_run_and_a_start_never_adopts_another(ray_session: Any, tmp_path: Path) -> None:
+    """Two sweeps of one name in two folders on one store get two parent runs (before, the second adopted the
+    first's: it was found by name); a driver killed while Ray was starting (its folder holds only the spec and the
+    sweep id) resumes; a fresh start refuses a folder whose Optuna journal would be adopted even without tune/."""
+    import shutil
+
+    from autoaccel.errors import ConfigError
+    from autoaccel.sweep import load_spec, run_sweep
+    from autoaccel.sweep.driver import _prepare_folder
+    from autoaccel.tracking import SWEEP_ID_TAG
+
+    quiet = open(os.devnull, "w")  # noqa: SIM115
+    small = {"name": "same", "scheduler": {"type": "fifo"}, "budget": {"epochs": 2, "batch_size": 16}}
+    small["search"] = {"sampler": "random", "num_samples": 2, "max_concurrent": 2, "seed": 0}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = run_sweep(_spec(tmp_path / "a", ray_session, **small), log=quiet)
+    # the second: what a SIGKILL during Ray's start leaves (the spec and the id), then --resume
+    spec = load_spec(_spec(tmp_path / "b", ray_session, **small))
+    _prepare_folder(spec, resume=False)
+    second = run_sweep(spec, resume=True, log=quiet)
+    assert first["parent_run_id"] != second["parent_run_id"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(ray_session)
+    for result, folder in ((first, tmp_path / "a"), (second, tmp_path / "b")):
+        parent = client.get_run(result["parent_run_id"])
+        assert parent.data.tags[SWEEP_ID_TAG] == (folder / "sweeps" / "same" / "sweep_id").read_text()
+        children = [
+            c for c in _children(ray_session, "same") if c.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        ]
+        assert len(children) == 2 and {c.data.tags["status"] for c in children} == {"completed"}
+    shutil.rmtree(tmp_path / "b" / "sweeps" / "same" / "tune")  # what "rename or --resume" once invited
+    with pytest.raises(ConfigError, match=r"this one has one \(optuna.journal\); pass --resume"):
+        run_sweep(_spec(tmp_path / "b", ray_session, **small), log=quiet)
+
+
+def test_a_sweep_started_before_sweep_ids_resumes_into_its_own_parent(tmp_path: Path) -> None:
+    """A folder an earlier version started has no sweep_id: its parent is the one its folder tag names."""
+    from mlflow.tracking import MlflowClient
+
+    from autoaccel.tracking import LEGACY_SWEEP_ID, ROLE_TAG, SWEEP_ID_TAG, SWEEP_ROLE, find_sweep_parent
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("old")
+    tags = {ROLE_TAG: SWEEP_ROLE, "autoaccel.sweep": "old"}
+    ours = client.create_run(experiment, tags={**tags, "folder": "/x/old"}).info.run_id
+    client.create_run(experiment, tags={**tags, "folder": "/elsewhere/old"})  # newer, same name, another folder
+    client.create_run(experiment, tags={**tags, "folder": "/x/old", SWEEP_ID_TAG: "abc"})  # a newer sweep's
+    found = find_sweep_parent(client, experiment, "old", sweep_id=LEGACY_SWEEP_ID, folder="/x/old")
+    assert found.info.run_id == ours
+    assert find_sweep_parent(client, experiment, "old", sweep_id="abc").data.tags["folder"] == "/x/old"
+    assert find_sweep_parent(client, experiment, "old", sweep_id="nope") is None
+
+
 def _count_epochs(db: Path) -> int:
     if not db.exists():
         return 0

@@ -23,7 +23,7 @@ from ray import tune
 from autoaccel import objective
 from autoaccel.optim import technique_label
 from autoaccel.redaction import redact_uri
-from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE, EpochWriter, Tracker, find_sweep_parent
+from autoaccel.tracking import ROLE_TAG, SWEEP_ID_TAG, SWEEP_ROLE, EpochWriter, Tracker, find_sweep_parent
 
 from ._asha import stopped_trials
 from ._checkpoints import CheckpointPruner
@@ -74,7 +74,7 @@ class SweepTracking(tune.Callback):
         self.writer = EpochWriter(self.tracker)
         client = self.tracker.client
         exp = self.tracker.experiment_id
-        parent = find_sweep_parent(client, exp, spec.name)
+        parent = find_sweep_parent(client, exp, spec.name, sweep_id=spec.sweep_id, folder=str(spec.folder))
         if parent is not None:
             self.parent = parent.info.run_id
             client.update_run(self.parent, status="RUNNING")
@@ -84,6 +84,7 @@ class SweepTracking(tune.Callback):
             workload = get_workload(**spec.workload)
             tags = {
                 "autoaccel.sweep": spec.name,
+                SWEEP_ID_TAG: spec.sweep_id,
                 ROLE_TAG: SWEEP_ROLE,
                 "workload": spec.workload["name"],
                 "folder": str(spec.folder),

@@ -3,7 +3,8 @@
 Layout of the sweep folder ``<storage>/<name>/``: ``spec.yaml`` (the validated spec, to refuse a changed one on
 ``--resume``), ``optuna.journal`` (the study; written only by the driver), ``asha.json`` (the scheduler's rungs),
 ``tune/`` (Ray's experiment: each trial's latest checkpoint, taken when it reports; a comparison's two phases in
-``tune/tuning`` and ``tune/final``, its progress in ``compare.json``), ``.lock`` (the running driver's), and by
+``tune/tuning`` and ``tune/final``, its progress in ``compare.json``), ``.lock`` (the running driver's),
+``sweep_id`` (this sweep's unique id: its parent MLflow run is found by it, never by the name alone), and by
 default ``mlflow.db`` + ``mlartifacts/``.
 
 What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 / Optuna 5.0 / MLflow 3.17):
@@ -31,6 +32,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,16 +41,18 @@ from typing import Any
 import yaml
 
 from autoaccel.errors import ConfigError
+from autoaccel.tracking import LEGACY_SWEEP_ID
 
 from .preflight import check_environment, cluster_address
 from .reruns import Point, final_points
-from .spec import TUNE_DIR, Phase, SweepSpec, load_spec
+from .spec import SWEEP_ID, TUNE_DIR, Phase, SweepSpec, load_spec
 from .trainable import train_sampled
 
 __all__ = ["run_sweep"]
 
 COMPARE_STATE = "compare.json"  # a comparison's finished phases and its final points
 LOCK_FILE = ".lock"  # held (flock) by the one driver running the sweep; names its process
+_STATE = frozenset({TUNE_DIR, "optuna.journal", COMPARE_STATE})  # + asha*.json: what a fresh start must not adopt
 
 
 def _scheduler(spec: SweepSpec, phase: Phase) -> Any:
@@ -88,21 +92,34 @@ def _init_ray(address: str | None) -> None:
 
 
 def _prepare_folder(spec: SweepSpec, resume: bool) -> None:
-    saved = spec.folder / "spec.yaml"
-    tune_dir = spec.folder / TUNE_DIR
+    """A resume needs the folder a start prepared (the spec and the sweep id: a driver killed while Ray was starting
+    left nothing else) and the same spec; a fresh start needs a folder with no sweep state to adopt (Ray's
+    experiment, the Optuna journal, ASHA's rungs, a comparison's progress), and gets a new sweep id."""
+    saved, identity = spec.folder / "spec.yaml", spec.folder / SWEEP_ID
     if resume:
-        if not saved.exists() or not tune_dir.exists():
+        if not saved.exists():
             raise ConfigError("--resume", str(spec.folder), "a sweep folder with a started sweep (none found)")
         before = yaml.safe_load(saved.read_text())
         if before != spec.raw:
             raise ConfigError("--resume", str(spec.path), f"the same spec as the started sweep ({saved})")
+        if not identity.exists():  # a folder an earlier version started: its parent run is found by folder
+            _write_atomically(identity, LEGACY_SWEEP_ID)
         return
-    if tune_dir.exists():
-        raise ConfigError(
-            "storage", str(spec.folder), "a folder without a sweep: this one has one; pass --resume or rename the sweep"
-        )
     spec.folder.mkdir(parents=True, exist_ok=True)
+    state = sorted(p.name for p in spec.folder.iterdir() if p.name in _STATE or p.match("asha*.json"))
+    if state:
+        allowed = f"a folder without a sweep: this one has one ({', '.join(state)}); pass --resume or rename the sweep"
+        raise ConfigError("storage", str(spec.folder), allowed)
+    # a start that failed before any of that state (a bad tracking server, Ray that would not start) blocks nothing:
+    # this start replaces its spec and its id, and its parent run, if it made one, is never found again
     saved.write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+    _write_atomically(identity, uuid.uuid4().hex)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def run_sweep(

@@ -49,9 +49,10 @@ from .trainable import REPORT_EVERY_S
 if TYPE_CHECKING:
     from .reruns import Point
 
-__all__ = ["SAMPLERS", "TUNE_DIR", "Phase", "SweepSpec", "load_spec"]
+__all__ = ["SAMPLERS", "SWEEP_ID", "TUNE_DIR", "Phase", "SweepSpec", "load_spec"]
 
 TUNE_DIR = "tune"  # Ray's experiment(s) in the sweep folder
+SWEEP_ID = "sweep_id"  # the file in the sweep folder with the sweep's unique id, tagged on its parent MLflow run
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 _TOP = (
     "study",
@@ -168,6 +169,11 @@ class SweepSpec:
     @property
     def mode(self) -> str:
         return self.modes[0]
+
+    @property
+    def sweep_id(self) -> str:
+        """The unique id the sweep in :attr:`folder` got when it started (the driver writes it there first)."""
+        return (self.folder / SWEEP_ID).read_text().strip()
 
 
 def _section(spec: Mapping[str, Any], key: str, table: tuple[Hyperparameter, ...], extra: Sequence[str] = ()) -> dict:
