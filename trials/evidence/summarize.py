@@ -284,6 +284,7 @@ if __name__ == "__main__":
         if claim not in CLAIMS:
             parser.error(f"claim {claim!r}: one of {', '.join(CLAIMS)}")
     FIGURES = args.figures
+    FIGURES.mkdir(parents=True, exist_ok=True)
     for name in args.claims or CLAIMS:
         print(f"\n## {name}")
         CLAIMS[name]()
