@@ -16,7 +16,8 @@
     <param> ...          one column per MLflow param (``optimizer.lr``, ``budget.epochs``, ``seeds`` ...), sorted by
                          name, typed from all its values: bool, int64, float64, else string; 'None'/'null' and an
                          absent (conditional) param are null,
-    final_metric float64, best_metric float64   last, and best per ``mode``, value of the ``metric`` history,
+    final_metric float64, best_metric float64   last (null for a diverged or errored run: it has no final result),
+                                                and best per ``mode``, value of the ``metric`` history,
     final_<key> float64 ...                     last value of every other logged metric, sorted by key,
     wall_time_s float64                         last ``time_s``,
     time_to_target_s float64, steps_to_target int64   ``time_s`` and ``step`` at the first epoch whose ``metric``
@@ -134,7 +135,6 @@ def write_parquet(runs: pa.Table, history: pa.Table, out_dir: str | Path) -> tup
 def read_parquet(folders: Sequence[str | Path], experiments: Sequence[str] = ()) -> tuple[pa.Table, pa.Table]:
     """The ``runs`` and ``history`` tables that :func:`write_parquet` wrote in ``folders``, joined (columns one
     folder lacks are null), restricted to ``experiments`` when given. Raises ``ValueError`` naming what is missing."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     runs, history = [], []
@@ -363,6 +363,9 @@ def _runs_table(
     for key in sorted({key for run_id in ids for key in params.get(run_id, {})}):
         name = key if key not in columns and key not in summary else f"param.{key}"
         columns[name] = _typed([params.get(run_id, {}).get(key) for run_id in ids])
+    failed = pc.is_in(columns["status"], pa.array(["diverged", "errored"]))
+    # a failed run has no final result: its last logged value is from before the failure, never a stand-in for one
+    summary["final_metric"] = pc.if_else(failed, pa.scalar(None, pa.float64()), summary["final_metric"])
     columns.update(summary)
     columns["start_time"] = pa.array([run[3] for run in trials], _TIMESTAMP)
     columns["end_time"] = pa.array([run[4] for run in trials], _TIMESTAMP)

@@ -74,14 +74,17 @@ class SweepTracking(tune.Callback):
         self.writer = EpochWriter(self.tracker)
         client = self.tracker.client
         exp = self.tracker.experiment_id
+        from autoaccel.workloads import get_workload
+
+        workload = get_workload(**spec.workload)
+        # what a diverged epoch holds only as the workload's finite stand-in (or a mean with one in it)
+        self.stand_ins = frozenset({*workload.metrics, "metric", "train_loss", f"{workload.metric}_std"})
+        self.seed_key = f"{workload.metric}_seed"
         parent = find_sweep_parent(client, exp, spec.name, sweep_id=spec.sweep_id, folder=str(spec.folder))
         if parent is not None:
             self.parent = parent.info.run_id
             client.update_run(self.parent, status="RUNNING")
         else:
-            from autoaccel.workloads import get_workload
-
-            workload = get_workload(**spec.workload)
             tags = {
                 "autoaccel.sweep": spec.name,
                 SWEEP_ID_TAG: spec.sweep_id,
@@ -223,9 +226,23 @@ class SweepTracking(tune.Callback):
             epoch = int(epoch_result.get("epoch", 0))
             if epoch <= self.logged[trial.trial_id]:
                 continue  # replayed after a resume from an older checkpoint: recorded already, same values
-            metrics = {k: v for k, v in epoch_result.items() if k not in _RAY_KEYS}
+            metrics = {k: v for k, v in self._measured(epoch_result).items() if k not in _RAY_KEYS}
             self.writer.put(run_id, metrics, step=epoch, tags=tags)
             self.logged[trial.trial_id], tags = epoch, None
+
+    def _measured(self, epoch: dict[str, Any]) -> dict[str, Any]:
+        """What an epoch measured. A diverged epoch keeps its bookkeeping, the optimizer's statistics and the values
+        of the seeds that did not diverge; the workload's finite stand-in (and any mean with one in it) is never
+        logged as if measured: the run's status says it diverged, and its history ends at its last real value."""
+        if epoch.get("status") != "diverged":
+            return epoch
+        kept = {}
+        for key, value in epoch.items():
+            seed = key.removeprefix(self.seed_key) if key.startswith(self.seed_key) else None
+            if key in self.stand_ins or (seed is not None and epoch.get(f"diverged_seed{seed}", 1.0)):
+                continue
+            kept[key] = value
+        return kept
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         stopped = trial.trial_id in stopped_trials(*self.phase.asha_paths(self.spec.folder))
@@ -245,7 +262,8 @@ class SweepTracking(tune.Callback):
         counted = status == "completed" and value is not None and math.isfinite(value)
         if counted and objective.is_better(value, self.best, self.spec.mode):
             self.best = value
-        shown = f"{self.spec.metric}={value:.5g}" if isinstance(value, float) else ""
+        failed = status in ("diverged", "errored")  # a stand-in, or a value from before the failure: not shown
+        shown = f"{self.spec.metric}={value:.5g}" if isinstance(value, float) and not failed else ""
         best = f" (best {self.best:.5g})" if self.best is not None else ""
         epochs = (trial.last_result or {}).get("epoch", 0)
         where = f"{self.phase.name} " if self.phase.name else ""

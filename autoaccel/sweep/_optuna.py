@@ -84,7 +84,8 @@ class TruthfulOptunaSearch(OptunaSearch):
         known = ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values
         for epoch_result in result.get("epochs") or [result]:
             step = int(epoch_result.get("epoch", 0))
-            if self.metric in epoch_result and step not in known:
+            measured = epoch_result.get("status") != "diverged"  # a diverged epoch's value is a stand-in
+            if self.metric in epoch_result and step not in known and measured:
                 ot_trial.report(epoch_result[self.metric], step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -95,9 +96,12 @@ class TruthfulOptunaSearch(OptunaSearch):
         if status == "interrupted":  # Ctrl-C: it continues on --resume, and is told then
             return None
         ot_trial.set_user_attr("status", status)
-        if status == "stopped_early":
-            self._report(trial_id, result)  # Tune hands the result that triggered the stop only to us here
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        if status in ("stopped_early", "diverged"):
+            # stopped: its values up to the stop are measured; diverged: its last result holds the workload's
+            # finite stand-in, not a measurement, so Optuna gets none of it and records a failure
+            if status == "stopped_early":
+                self._report(trial_id, result)  # Tune hands the result that triggered the stop only to us here
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED if status == "stopped_early" else TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return None
         return super().on_trial_complete(trial_id, result, error)
