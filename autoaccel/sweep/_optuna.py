@@ -97,11 +97,12 @@ class TruthfulOptunaSearch(OptunaSearch):
             return None
         ot_trial.set_user_attr("status", status)
         if status in ("stopped_early", "diverged"):
-            # stopped: its values up to the stop are measured; diverged: its last result holds the workload's
-            # finite stand-in, not a measurement, so Optuna gets none of it and records a failure
-            if status == "stopped_early":
-                self._report(trial_id, result)  # Tune hands the result that triggered the stop only to us here
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED if status == "stopped_early" else TrialState.FAIL)
+            # Both end short of the budget with only their measured epochs as intermediate values (a diverged
+            # result's value is the workload's finite stand-in: never told). PRUNED, not FAIL, for the diverged one
+            # too: TPE ranks pruned trials below every completed one, so it learns to avoid where training diverges,
+            # while a FAIL would teach it nothing; the status attribute says which it was.
+            self._report(trial_id, result)  # Tune hands the result that triggered the stop only to us here
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)
             return None
         return super().on_trial_complete(trial_id, result, error)

@@ -13,7 +13,8 @@ What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 
 - Trials stopped by ASHA are told to Optuna as PRUNED and recorded in MLflow as ``stopped_early`` with the epochs
   they reached, not as finished runs with a low-fidelity value.
 - Diverged trials report a finite worst value to Ray (its schedulers need a number), so no trial hangs on a NaN;
-  that stand-in is never a measurement: Optuna records the trial FAIL and MLflow does not log it.
+  that stand-in is never a measurement: Optuna gets only the measured epochs (the trial PRUNED, status diverged)
+  and MLflow does not log it.
 - ``Tuner.restore`` forgets the scheduler: ASHA's rungs are persisted here and reloaded on ``--resume``.
 - After every run (and every resume) no MLflow run and no Optuna trial is left RUNNING.
 - SIGTERM (systemd, Slurm, Kubernetes, ``timeout``) takes Ctrl-C's path, and Tune's SIGINT handler does not outlive
