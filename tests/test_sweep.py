@@ -152,6 +152,11 @@ def test_trial_that_raises_once_is_retried_from_its_checkpoint(ray_session: Any,
     assert len(children) == 2 and {c.data.tags["status"] for c in children} == {"completed"}
     for child in children:  # the retried trial's history has no gap and no duplicate
         assert _epochs_logged(result["tracking_uri"], child.info.run_id) == [1, 2, 3, 4]
+    assert sorted(int(c.data.tags["crashes"]) for c in children) == [0, 1]  # the recovered crash is counted
+    from autoaccel.analysis import export_experiments
+
+    runs = export_experiments(["flaky"], result["tracking_uri"])[0].to_pandas()
+    assert sorted(runs["crashes"]) == [0, 1]
 
 
 def test_a_sweep_with_an_errored_trial_exits_1(

@@ -650,6 +650,13 @@ def _failures(runs: pd.DataFrame) -> Section:
     )
     by = ["phase", "family"] if is_comparison(runs) else "family"
     section.tables.append(("Statuses per family", failure_accounting(runs, by=by)))
+    crashed = runs[runs["crashes"].fillna(0) > 0] if "crashes" in runs else runs.iloc[:0]
+    if len(crashed):
+        section.text.append(
+            f"{len(crashed)} trial(s) crashed {int(crashed['crashes'].sum())} time(s) in all and were retried from"
+            " their last checkpoint (each resumes exactly: its result is the uninterrupted run's):"
+            f" {', '.join(crashed['trial_id'].astype(str))}."
+        )
     return section
 
 

@@ -255,7 +255,9 @@ class SweepTracking(tune.Callback):
         self._connect()
         run_id = self._child(trial)
         self.writer.flush()  # its epochs first: a finished run has its whole history
-        self.tracker.finish(run_id, status, {"epochs": self.logged[trial.trial_id]})
+        # a trial that crashed and was retried from its checkpoint says so (before, a recovered crash left no trace)
+        crashes = getattr(trial, "num_failures", 0)
+        self.tracker.finish(run_id, status, {"epochs": self.logged[trial.trial_id], "crashes": crashes})
         self.finished[trial.trial_id] = status
         value = (trial.last_result or {}).get(self.spec.metric)
         # only a whole budget's value counts as the best so far: a stopped trial's is from fewer epochs
