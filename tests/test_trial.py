@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -350,3 +351,41 @@ def test_a_schedule_drives_a_trial() -> None:
     config = _config({"base": "sgd", "lr": 0.1}, epochs=4, schedule="step", warmup_steps=0)
     run_trial(config, report=lambda metrics, _: seen.append(metrics["lr"]))
     assert seen[0] == pytest.approx(0.1) and seen[-1] == pytest.approx(0.001)
+
+
+def test_an_unreadable_checkpoint_is_named_and_a_sweep_trial_starts_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated checkpoint: `train` (and Trial) say which file, exit 2; a sweep's trial (restart_if_unreadable)
+    warns and starts over, and ends exactly where an uninterrupted run ends."""
+    from autoaccel.errors import DataError
+    from autoaccel.run import Trial
+
+    config = _config({"base": "sgd", "lr": 0.1, "momentum": 0.9}, epochs=4)
+    fresh = run_trial(config)
+    run_trial({**config, "budget": {**config["budget"], "epochs": 2}}, checkpoint_dir=tmp_path)
+    checkpoint = tmp_path / CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    with pytest.raises(DataError, match=re.escape(f"{checkpoint}: an unreadable checkpoint")):
+        Trial(config, tmp_path)
+    with pytest.warns(RuntimeWarning, match="starts over from its first epoch"):
+        trial = Trial(config, tmp_path, restart_if_unreadable=True)
+    assert trial.epoch == 0
+    for _ in trial.epochs():
+        pass
+    assert _without_time([trial.summary()]) == _without_time([fresh])
+    checkpoint.write_bytes(b"")  # an empty file: what a full disk can leave
+    command = [
+        "train",
+        "--workload",
+        "quadratic",
+        "--epochs",
+        "2",
+        "--checkpoint-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+    ]
+    assert main(command) == 2
+    shown = capsys.readouterr().err
+    assert f"{checkpoint}: an unreadable checkpoint" in shown and "Traceback" not in shown

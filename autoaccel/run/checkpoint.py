@@ -4,12 +4,15 @@ trial continues bit for bit (3 epochs + resume + 3 epochs = 6 epochs)."""
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from autoaccel.errors import DataError
 
 __all__ = ["CHECKPOINT", "load_checkpoint", "rng_state", "save_checkpoint", "seed_everything", "set_rng_state"]
 
@@ -59,4 +62,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """What :func:`save_checkpoint` wrote, loaded on the CPU (RNG states must stay CPU tensors; ``load_state_dict``
     moves the rest onto the parameters' device). The caller restores the random states last, with
     :func:`set_rng_state`."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:  # truncated or damaged
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "truncated"
+        raise DataError(f"{path}: an unreadable checkpoint ({type(error).__name__}: {reason})") from error

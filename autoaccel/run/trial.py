@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from autoaccel import objective
-from autoaccel.errors import ConfigError
+from autoaccel.errors import ConfigError, DataError
 from autoaccel.optim import (
     budget_progress,
     build_optimizer,
@@ -197,7 +197,9 @@ class Trial:
     ``Trial(config, checkpoint_dir).epochs()`` yields each epoch's metrics (with ``status``) once its checkpoint is
     written (with ``autosave=False`` only when the caller calls :meth:`save`: a sweep checkpoints when it reports);
     a trial resumed from a finished checkpoint yields its last epoch again, so a caller that lost the report still
-    receives it. :meth:`summary` is the final result.
+    receives it. :meth:`summary` is the final result. An unreadable (truncated, damaged) checkpoint is a
+    :class:`~autoaccel.errors.DataError` naming the file, or with ``restart_if_unreadable`` a warning and a start
+    from the first epoch (what a sweep's trial does: the epochs it repeats come out the same).
     """
 
     def __init__(
@@ -205,6 +207,7 @@ class Trial:
         config: Mapping[str, Any],
         checkpoint_dir: str | os.PathLike[str] | None = None,
         autosave: bool = True,
+        restart_if_unreadable: bool = False,
     ) -> None:
         self.autosave = autosave
         self.config, self.workload = validate_trial_config(config)
@@ -214,7 +217,13 @@ class Trial:
         self.history: list[dict[str, Any]] = []
         self.epoch, self.step, self.elapsed, self.status = 0, 0, 0.0, "completed"
         if self.path is not None and self.path.exists():
-            self._load()
+            try:
+                self._load()
+            except DataError as error:  # truncated or damaged: the file is named; nothing of it was applied
+                if not restart_if_unreadable:
+                    raise
+                # a sweep's trial starts over: training is deterministic, so it repeats the lost epochs exactly
+                warnings.warn(f"{error}; the trial starts over from its first epoch", RuntimeWarning, stacklevel=2)
 
     def _load(self) -> None:
         trial = self.setup

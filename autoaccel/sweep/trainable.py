@@ -55,6 +55,7 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
                 },
                 local / f"seed_{seed}",
                 autosave=False,
+                restart_if_unreadable=True,
             )
             for seed in seeds
         ]
