@@ -52,6 +52,10 @@ def _num(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def _speed(value: float) -> str:
+    return "never" if value == 0 else _num(value)  # the baseline reached the target, the technique never did
+
+
 def _verdict_rows(table: pd.DataFrame, extra: dict[str, str] | None = None) -> pd.DataFrame:
     """The verdict columns the evidence cites, in words: ratio [95% interval] (n seeds), wins, speed-up, failures."""
     rows = []
@@ -63,11 +67,11 @@ def _verdict_rows(table: pd.DataFrame, extra: dict[str, str] | None = None) -> p
                 "technique": row.family,
                 "baseline": row.baseline
                 + ("" if row.baseline_setting == row.setting else f" ({row.baseline_setting.rsplit(' / ', 1)[-1]})"),
-                f"final {row.metric} ratio [95% CI]": f"{_num(row.ratio)} [{_num(row.ratio_ci_low)}, "
-                f"{_num(row.ratio_ci_high)}]",
+                "metric": row.metric,
+                "ratio [95% CI]": f"{_num(row.ratio)} [{_num(row.ratio_ci_low)}, {_num(row.ratio_ci_high)}]",
                 "seeds": n,
                 "wins": f"{round(row.win_rate * n) if n else 0}/{n}",
-                "speed-up to target (n)": f"{_num(row.speedup)} ({int(row.speedup_n)})",
+                "speed-up to target (n)": f"{_speed(row.speedup)} ({int(row.speedup_n)})",
                 "failed (technique / baseline)": f"{_num(100 * row.failure_rate)}% / "
                 f"{_num(100 * row.baseline_failure_rate)}%",
                 "tuning diverged": f"{_num(100 * row.tuning_diverged_rate)}% of {int(row.tuning_trials)}",
