@@ -266,7 +266,9 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
 
 
 def test_comparison_specs_are_checked_before_anything_runs(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"compare\.baselines\.twin_sgd.*families sgd, exploding_sgd, slow_sgd all"):
+    with pytest.raises(
+        ConfigError, match=r"compare\.baselines\.twin_sgd.*families sgd, exploding_sgd, slow_sgd, half_batch_sgd all"
+    ):
         load_spec(_spec(tmp_path, compare={"tuning": {"trials_per_family": 2}}))
     with pytest.raises(ConfigError, match=r"compare\.baselines\.twin_sgd = 'nope'"):
         load_spec(_spec(tmp_path, compare={"baselines": {"twin_sgd": "nope"}}))
@@ -274,6 +276,11 @@ def test_comparison_specs_are_checked_before_anything_runs(tmp_path: Path) -> No
         load_spec(_spec(tmp_path, search={"num_samples": 4}))
     with pytest.raises(ConfigError, match=r"compare\.final\.seeds"):
         load_spec(_spec(tmp_path, compare={"final": {"seeds": []}}))
+    # a family at its own batch (32) needs its baseline at one batch, or at 32 itself
+    baselines = {f: "sgd" for f in ("twin_sgd", "anderson_sgd", "exploding_sgd", "slow_sgd", "half_batch_sgd")}
+    with pytest.raises(ConfigError, match=r"compare\.final\.batch_sizes = \[16, 64\].*one batch size for sgd"):
+        load_spec(_spec(tmp_path, compare={"final": {"batch_sizes": [16, 64]}, "baselines": baselines}))
+    load_spec(_spec(tmp_path, compare={"final": {"batch_sizes": [32, 64]}, "baselines": baselines}))
     assert not (tmp_path / "sweeps").exists()  # nothing written
 
 
@@ -387,9 +394,15 @@ def test_a_report_from_exported_parquet_is_the_stores_report_offline(tmp_path: P
     assert "autoaccel report --parquet" in markdown  # the reproduce section says how it was made
     assert main(["report", *folders, "--experiment", "second", "--out", str(tmp_path / "one")]) == 0
     assert set(pd.read_parquet(tmp_path / "one" / "verdict.parquet")["experiment"]) == {"second"}
-    for bad in (["--parquet", str(tmp_path)], [*folders, "--experiment", "third"], folders):
+    twice = ["--parquet", str(tmp_path / "first"), *folders]  # a folder given twice: each run counted once
+    assert main(["report", *twice, "--out", str(tmp_path / "twice")]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "twice" / "verdict.parquet"), expected)
+    into_input = ["--parquet", str(tmp_path / "first"), "--out", str(tmp_path / "first")]
+    for bad in (["--parquet", str(tmp_path)], [*folders, "--experiment", "third"], folders, into_input):
         with pytest.raises(SystemExit) as error:
-            sys.exit(main(["report", *bad, *(["--out", str(tmp_path / "x")] if bad is not folders else [])]))
+            sys.exit(
+                main(["report", *bad, *(["--out", str(tmp_path / "x")] if bad not in (folders, into_input) else [])])
+            )
         assert error.value.code == 2, bad
 
 

@@ -389,3 +389,37 @@ def test_an_unreadable_checkpoint_is_named_and_a_sweep_trial_starts_over(
     assert main(command) == 2
     shown = capsys.readouterr().err
     assert f"{checkpoint}: an unreadable checkpoint" in shown and "Traceback" not in shown
+
+
+def test_when_one_seeds_checkpoint_is_unreadable_every_seed_starts_over(tmp_path: Path) -> None:
+    """A sweep trial trains its seeds in lockstep: if one seed must start over, all do (else the merged reports mix
+    epochs), and each then ends exactly where an uninterrupted run of it ends."""
+    from autoaccel.run import Trial
+    from autoaccel.sweep.trainable import in_lockstep
+
+    config = _config({"base": "sgd", "lr": 0.1, "momentum": 0.9}, epochs=3)
+    for seed in (0, 1):  # one epoch of each, checkpointed: where a sweep's trial stood when its driver died
+        next(Trial({**config, "seed": seed}, tmp_path / f"seed_{seed}").epochs())
+    broken = tmp_path / "seed_1" / CHECKPOINT
+    broken.write_bytes(broken.read_bytes()[:100])
+
+    def seed_trial(seed: int) -> Trial:
+        return Trial({**config, "seed": seed}, tmp_path / f"seed_{seed}", restart_if_unreadable=True)
+
+    with pytest.warns(RuntimeWarning, match=re.escape(str(broken))):
+        trials = in_lockstep(seed_trial, [0, 1])
+    assert [t.epoch for t in trials] == [0, 0]
+    for seed, trial in zip((0, 1), trials, strict=True):
+        for _ in trial.epochs():
+            pass
+        assert _without_time([trial.summary()]) == _without_time([run_trial({**config, "seed": seed})])
+
+
+def test_a_specs_schedule_defaults_never_reach_a_family_with_another_schedule() -> None:
+    """A spec's budget with schedule step (gamma left out) merged with a family's budget.schedule cosine is a valid
+    budget: step's default factor is applied when the schedule runs, not written into the budget."""
+    spec_budget = check_budget({"epochs": 2, "schedule": "step"})
+    assert spec_budget["gamma"] is None
+    family = check_budget({**spec_budget, "schedule": "cosine"})
+    assert lr_factor(10, 10, family, 5) == pytest.approx(0.0)
+    assert lr_factor(8, 10, spec_budget, 5) == pytest.approx(0.01)  # two milestones passed: 0.1²

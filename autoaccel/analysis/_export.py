@@ -146,8 +146,16 @@ def read_parquet(folders: Sequence[str | Path], experiments: Sequence[str] = ())
                 raise ValueError(f"{path}: no such file (a folder written by `autoaccel export` or `report`)")
         runs.append(pq.read_table(paths[0]))
         history.append(pq.read_table(paths[1]))
-    runs_table = pa.concat_tables(runs, promote_options="permissive")
-    history_table = pa.concat_tables(history, promote_options="permissive")
+    try:
+        runs_table = pa.concat_tables(runs, promote_options="permissive")
+        history_table = pa.concat_tables(history, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # one column typed differently in two exports
+        raise ValueError(f"{', '.join(map(str, folders))}: tables that do not join ({error})") from None
+    # the same folder twice, or overlapping exports: each run once (a run counted twice would double its weight)
+    first = {run_id: i for i, run_id in reversed(list(enumerate(runs_table.column("run_id").to_pylist())))}
+    if len(first) < runs_table.num_rows:
+        runs_table = runs_table.take(sorted(first.values()))
+        history_table = pa.Table.from_pandas(history_table.to_pandas().drop_duplicates(), preserve_index=False)
     if experiments:
         found = set(runs_table.column("experiment").to_pylist())
         missing = [e for e in experiments if e not in found]

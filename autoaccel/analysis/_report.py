@@ -234,7 +234,8 @@ def _seed_matrix(rows: pd.DataFrame, history: pd.DataFrame, mode: str) -> pd.Dat
         if run_id not in matrix:
             matrix[run_id] = np.nan
         last = matrix[run_id].last_valid_index()
-        matrix.loc[matrix.index >= (last if last is not None else 0), run_id] = objective.worst(mode)
+        # from the epoch after its last logged value (its last real one: a diverged epoch's stand-in is not logged)
+        matrix.loc[matrix.index > (last if last is not None else 0), run_id] = objective.worst(mode)
     return matrix.sort_index().ffill()
 
 
@@ -598,9 +599,12 @@ def _profiles(runs: pd.DataFrame, mode: str) -> Section:
         setting=runs["workload"].astype(str)
         + (" / batch " + runs["budget.batch_size"].astype(str) if "budget.batch_size" in runs else "")
     )
+    # a setting only one family ran (a family at a batch of its own) ranks nothing: it would be a free win
+    ranked = settings.groupby("setting")["family"].transform("nunique") > 1
+    settings = settings[ranked]
     if settings["setting"].nunique() < 2:
         section.missing.append(
-            "one workload and one batch size: profiles and top-k need several settings (export "
+            "fewer than two settings that several families ran: profiles and top-k need several (export "
             "several sweeps together: `autoaccel report --experiment A --experiment B`)"
         )
         return section
@@ -654,7 +658,7 @@ def _failures(runs: pd.DataFrame) -> Section:
     if len(crashed):
         section.text.append(
             f"{len(crashed)} trial(s) crashed {int(crashed['crashes'].sum())} time(s) in all and were retried from"
-            " their last checkpoint (each resumes exactly: its result is the uninterrupted run's):"
+            " their last checkpoint (a retry repeats the lost epochs exactly):"
             f" {', '.join(crashed['trial_id'].astype(str))}."
         )
     return section

@@ -186,6 +186,8 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError("--tracking-uri", args.tracking_uri, "left out with --parquet (the tables are the data)")
         if not args.out:
             raise ConfigError("--out", None, "a folder for the report (required with --parquet)")
+        if any(Path(args.out).resolve() == Path(folder).resolve() for folder in args.parquet):
+            raise ConfigError("--out", args.out, "a folder other than the --parquet ones (the report writes tables)")
         return _report_and_print(args.experiment or [], None, args.out, args.parquet)
     if not args.experiment:
         raise ConfigError("--experiment", None, "an experiment (sweep) name, or --parquet FOLDER")

@@ -19,6 +19,7 @@ __all__ = ["BUDGET", "SCHEDULES", "check_budget", "lr_factor"]
 # base learning rate is its max_lr; momentum is not cycled); exponential = ExponentialLR stepped once per epoch.
 SCHEDULES = ("constant", "cosine", "step", "linear", "onecycle", "exponential")
 STEP_MILESTONES = (0.5, 0.75)
+STEP_GAMMA = 0.1  # step's factor when the budget leaves gamma out
 ONECYCLE = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1.0e4}
 _GAMMA_SCHEDULES = ("step", "exponential")
 
@@ -67,8 +68,6 @@ def check_budget(budget: Mapping[str, Any] | None, key: str = "budget", complete
         raise ConfigError(f"{key}.gamma", gamma, f"only with schedule step or exponential (here: {schedule})")
     if schedule == "exponential" and gamma is None:
         raise ConfigError(f"{key}.gamma", None, "the factor per epoch in (0, 1], required by schedule exponential")
-    if schedule == "step" and gamma is None:
-        full["gamma"] = 0.1
     if schedule == "onecycle" and full["warmup_steps"]:
         allowed = "0 with schedule onecycle (it warms up itself, over its first 30%)"
         raise ConfigError(f"{key}.warmup_steps", full["warmup_steps"], allowed)
@@ -80,6 +79,8 @@ def lr_factor(step: float, total: int, budget: Mapping[str, Any], steps_per_epoc
     warm-up over ``warmup_steps``, then ``budget["schedule"]`` over the rest. ``step`` may be fractional (an
     optimizer's own clock, AdaScale's τ / S)."""
     warmup, schedule, gamma = budget["warmup_steps"], budget["schedule"], budget["gamma"]
+    if gamma is None:  # left out of the budget (a spec's default must not reach a family with another schedule)
+        gamma = STEP_GAMMA
     if step < warmup:
         return (step + 1) / warmup
     t, span = step - warmup, max(total - warmup, 1)

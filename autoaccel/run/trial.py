@@ -216,6 +216,7 @@ class Trial:
         self.checkpoint_dir = str(checkpoint_dir) if checkpoint_dir is not None else None
         self.history: list[dict[str, Any]] = []
         self.epoch, self.step, self.elapsed, self.status = 0, 0, 0.0, "completed"
+        self.restarted = False  # its checkpoint was unreadable, and it started over
         if self.path is not None and self.path.exists():
             try:
                 self._load()
@@ -224,6 +225,7 @@ class Trial:
                     raise
                 # a sweep's trial starts over: training is deterministic, so it repeats the lost epochs exactly
                 warnings.warn(f"{error}; the trial starts over from its first epoch", RuntimeWarning, stacklevel=2)
+                self.restarted = True
 
     def _load(self) -> None:
         trial = self.setup

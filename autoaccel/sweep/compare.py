@@ -97,15 +97,25 @@ def check_compare(raw: Any, space: SearchSpace, tuning_seeds: Sequence[int], bat
         if family == baseline:
             raise ConfigError(f"compare.baselines.{family}", baseline, "another family (a family is not its own)")
     baselines = {**_inferred(stacks, space, skip=set(given)), **dict(given)}
+    fixed = {f: b for f in space.families if (b := _fixed_batch(space, f)) is not None}
+    for family, batch in fixed.items():
+        baseline = baselines.get(family)
+        theirs = (fixed[baseline],) if baseline in fixed else tuple(batch_sizes)
+        if baseline is not None and batch not in theirs and len(theirs) > 1:
+            allowed = (
+                f"one batch size for {baseline}: {family} runs at its own batch {batch} and is measured against "
+                f"{baseline} at {baseline}'s batch, which must be one (fix it in {baseline}'s space)"
+            )
+            raise ConfigError("compare.final.batch_sizes", list(batch_sizes), allowed)
     return Compare(
         families=tuple(space.families),
-        trials_per_family=tuning["trials_per_family"],
+        trials_per_family=tuning.get("trials_per_family", TUNING[0].default),  # the section may leave it out
         top=final.get("top", FINAL[0].default),
         seeds=tuple(seeds),
         batch_sizes=tuple(batch_sizes),
         baselines=baselines,
         stacks={f: "+".join(s) for f, s in stacks.items()},
-        fixed_batches={f: b for f in space.families if (b := _fixed_batch(space, f)) is not None},
+        fixed_batches=fixed,
     )
 
 

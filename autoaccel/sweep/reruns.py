@@ -34,6 +34,7 @@ from autoaccel.config import Hyperparameter, check_all, check_int_list, parse_va
 from autoaccel.errors import ConfigError
 from autoaccel.optim import validate_config
 from autoaccel.redaction import redact_uri
+from autoaccel.run.budget import check_budget
 from autoaccel.tracking import find_sweep_parent, flatten
 
 from .space import to_config
@@ -162,12 +163,19 @@ def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -
         f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.status = 'completed'",
         max_results=50000,
     )
+    # the source spec's budget, completed: what a trial ran with beyond it is what its space sampled (a schedule),
+    # part of the configuration the study re-runs
+    given = {k.removeprefix("budget."): _value(v) for k, v in parent.data.params.items() if k.startswith("budget.")}
+    try:
+        budget: dict[str, Any] | None = check_budget(given)
+    except ConfigError:  # a parent from before budgets were logged whole: batch size only, as before
+        budget = None
     rows = []
     for run in children:
         value = run.data.metrics.get("metric")
         if value is None or not math.isfinite(value):
             continue
-        rows.append((run.data.tags.get("family", "all"), trial_params(run), value, run.info.run_id))
+        rows.append((run.data.tags.get("family", "all"), trial_params(run, budget), value, run.info.run_id))
     if not rows:
         raise ConfigError("study.from", experiment, "a sweep with at least one completed trial (none yet)")
     rows = objective.ranked(rows, lambda row: row[2], mode)

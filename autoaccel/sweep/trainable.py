@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +44,18 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
         if restored is not None:
             with restored.as_directory() as folder:
                 shutil.copytree(folder, local, dirs_exist_ok=True)
-        trials = [
-            Trial(
-                {
-                    "workload": payload["workload"],
-                    "optimizer": sample.optimizer,
-                    "budget": budget,
-                    "seed": seed,
-                    "device": _device(payload["device"]),
-                },
-                local / f"seed_{seed}",
-                autosave=False,
-                restart_if_unreadable=True,
-            )
-            for seed in seeds
-        ]
+
+        def seed_trial(seed: int) -> Trial:
+            config = {
+                "workload": payload["workload"],
+                "optimizer": sample.optimizer,
+                "budget": budget,
+                "seed": seed,
+                "device": _device(payload["device"]),
+            }
+            return Trial(config, local / f"seed_{seed}", autosave=False, restart_if_unreadable=True)
+
+        trials = in_lockstep(seed_trial, seeds)
         metric = trials[0].workload.metric
         node = {"node_id": ray.get_runtime_context().get_node_id()}  # where it trained (a retry may move it)
         milestones, pending, last = sorted(payload.get("milestones", ())), [], time.monotonic()
@@ -76,6 +73,19 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
                 pending, last = [], time.monotonic()
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def in_lockstep(seed_trial: Callable[[int], Trial], seeds: Sequence[int]) -> list[Trial]:
+    """Each seed's trial, resumed from its checkpoint. When one seed's checkpoint was unreadable and that seed
+    started over, every seed starts over (their checkpoints deleted): seeds left at different epochs would make
+    every merged report mix epochs."""
+    trials = [seed_trial(seed) for seed in seeds]
+    if any(t.restarted for t in trials) and any(t.epoch for t in trials):
+        for trial in trials:
+            if trial.path is not None:
+                trial.path.unlink(missing_ok=True)
+        trials = [seed_trial(seed) for seed in seeds]
+    return trials
 
 
 def _lockstep(trials: Sequence[Trial]) -> Iterator[list[dict[str, Any]]]:
