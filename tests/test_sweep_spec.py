@@ -247,3 +247,30 @@ def test_budget_keys_a_space_samples_are_checked(tmp_path: Path, budget_param: s
     with pytest.raises(ConfigError) as error:
         load_spec(_write(tmp_path, {**GOOD, "space": str(space)}))
     assert error.value.key.startswith(f"space ({space}) budget") and allowed in error.value.allowed
+
+
+def test_a_study_reruns_what_its_source_trials_sampled_of_the_budget(tmp_path: Path) -> None:
+    """A source trial that trained with a sampled schedule (a Demon comparison's sgd_step family) is re-run with
+    it; the budget keys its spec set (epochs) are the study's own to choose."""
+    from mlflow.tracking import MlflowClient
+
+    from autoaccel.sweep.reruns import top_configurations
+    from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("source")
+    parent = client.create_run(experiment, tags={ROLE_TAG: SWEEP_ROLE, "autoaccel.sweep": "source", "mode": "min"})
+    client.log_param(parent.info.run_id, "budget.epochs", "4")
+    child = client.create_run(
+        experiment,
+        tags={"mlflow.parentRunId": parent.info.run_id, "status": "completed", "family": "sgd_step"},
+    ).info.run_id
+    params = {"optimizer.base": "sgd", "optimizer.lr": "0.1", "budget.epochs": "4", "budget.batch_size": "16"}
+    params |= {"budget.schedule": "step", "budget.gamma": "0.3", "budget.warmup_steps": "0", "budget.steps": "None"}
+    for key, value in params.items():
+        client.log_param(child, key, value)
+    client.log_metric(child, "metric", 0.5)
+    [(family, config, value, run_id)] = top_configurations(uri, "source", 1, "family")
+    assert (family, value, run_id) == ("sgd_step", 0.5, child)
+    assert config == {"base": "sgd", "lr": 0.1, "budget.batch_size": 16, "budget.schedule": "step", "budget.gamma": 0.3}
