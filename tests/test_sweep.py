@@ -400,6 +400,14 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     study = _study(tmp_path / "sweeps" / "killed", "killed")
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states and states.count(TrialState.COMPLETE) == 6
+    by_trial = {c.data.tags["trial_id"]: c for c in children}
+    for trial in study.trials:  # Optuna and MLflow agree trial by trial: each ask names its Ray trial
+        ray_id = trial.user_attrs["ray_trial_id"]
+        if trial.state == TrialState.COMPLETE:
+            assert by_trial[ray_id].data.tags["status"] == "completed"
+        else:  # an ask the dead driver made after Ray's last snapshot: closed, and named as such
+            assert trial.user_attrs["status"] == "abandoned", trial.user_attrs
+            assert ray_id not in by_trial or by_trial[ray_id].data.tags["status"] == "interrupted"
     assert json.loads(summary.read_text())["resumed_from_checkpoint"] >= 1  # mid-run trials continued
     # every checkpoint a snapshot could name was kept until the end; then each trial keeps its latest only
     kept = [sorted(d.name for d in t.glob("checkpoint_*")) for t in (tmp_path / "sweeps" / "killed" / "tune").iterdir()]

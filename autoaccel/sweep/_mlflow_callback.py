@@ -405,7 +405,9 @@ def _redacted(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _close_optuna_study(spec: SweepSpec, study_name: str) -> None:
     """Optuna trials still RUNNING after fit() belong to no live Ray trial (the driver died between asking Optuna
-    and recording the trial): mark them FAIL so the study does not count them as pending forever."""
+    and Ray's experiment snapshot recording the trial): mark them FAIL, status ``abandoned``, so the study does not
+    count them as pending forever. Each names its Ray trial (``ray_trial_id``), the MLflow child run with that
+    ``trial_id`` (left ``interrupted``, with whatever epochs it logged) is its record."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -417,5 +419,5 @@ def _close_optuna_study(spec: SweepSpec, study_name: str) -> None:
     except KeyError:
         return
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(frozen._trial_id, "status", "interrupted")
+        storage.set_trial_user_attr(frozen._trial_id, "status", "abandoned")
         storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)

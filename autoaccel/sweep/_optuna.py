@@ -29,6 +29,9 @@ def make_sampler(name: str, seed: int) -> Any:
     }[name]()
 
 
+RAY_TRIAL_ID = "ray_trial_id"  # the Optuna trial's user attribute naming the Ray trial it was asked for
+
+
 class DefineByRun:
     """``space.suggest`` as OptunaSearch's space (only ``family``'s configurations when given), picklable (Ray
     saves the searcher with the experiment)."""
@@ -71,6 +74,13 @@ class TruthfulOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
             return None
         return ot_trial
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:  # the ask, bound to its Ray trial: MLflow's child run has the same trial_id tag
+            ot_trial.set_user_attr(RAY_TRIAL_ID, trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._report(trial_id, result)
