@@ -229,7 +229,7 @@ def adahessian() -> None:
             }
         ),
     )
-    _spread(runs, "Spread of the tuning trials' results (robustness to hyperparameters)", phase="tuning")
+    _tuning_outcomes(runs, "Tuning trials per family (robustness to hyperparameters: how many configurations work)")
     _forest(table, FIGURES / "adahessian.png", "AdaHessian vs Adam", "{family} · {setting}")
 
 
@@ -279,6 +279,26 @@ def lookahead() -> None:
     _print("Lookahead against its inner optimizer", _verdict_rows(table, {"comparison": "where"}))
     _spread(runs, "Spread over seeds of the final runs (the variance claim)", phase="final")
     _forest(table, FIGURES / "lookahead.png", "Lookahead vs its inner optimizer", "{family} · {where}")
+
+
+def _tuning_outcomes(runs: pd.DataFrame, title: str) -> None:
+    """Per comparison and family: how its tuning trials ended, and the best and median whole-budget result."""
+    rows = []
+    for (experiment, family), own in runs[runs["phase"] == "tuning"].groupby(["experiment", "family"]):
+        done = own.loc[own["status"] == "completed", "final_metric"]
+        counts = own["status"].value_counts()
+        mode = own["mode"].iloc[0]
+        rows.append(
+            {
+                "comparison": experiment,
+                "family": family,
+                "trials": len(own),
+                **{s: int(counts.get(s, 0)) for s in ("completed", "stopped_early", "diverged", "errored")},
+                "best completed": _num(objective.best(done, mode)) if len(done) else "–",
+                "median completed": _num(float(done.median())) if len(done) else "–",
+            }
+        )
+    _print(title, pd.DataFrame(rows))
 
 
 def _spread(runs: pd.DataFrame, title: str, phase: str) -> None:
