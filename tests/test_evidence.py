@@ -23,7 +23,7 @@ EVIDENCE = ROOT / "docs" / "evidence"
 def _runs() -> list[tuple[str, str, list[str]]]:
     """(name, spec, --set overrides) of every `run` line of run.sh, its shell variables expanded."""
     text = RUN.read_text().replace("\\\n", " ")
-    variables = dict(re.findall(r"^([A-Z])=(\S+)$", text, flags=re.MULTILINE))
+    variables = {k: shlex.split(v)[0] for k, v in re.findall(r"^([A-Z])=(.+)$", text, flags=re.MULTILINE)}
     runs = []
     for line in text.splitlines():
         if not line.startswith("run "):

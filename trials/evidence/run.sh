@@ -27,6 +27,11 @@ A=trials/evidence/anderson.yaml
 run evidence-anderson-b40 $A
 run evidence-anderson-b4 $A --set budget.batch_size=4
 run evidence-anderson-b320 $A --set budget.batch_size=320
+# the noisy quadratic: batch noise ∝ 1/batch, none at full batch (512), where AA's gain on a quadratic is known
+Q="workload={name: quadratic}"
+run evidence-anderson-quadratic-b8 $A --set "$Q" --set budget.epochs=30 --set budget.batch_size=8
+run evidence-anderson-quadratic-b64 $A --set "$Q" --set budget.epochs=30 --set budget.batch_size=64
+run evidence-anderson-quadratic-b512 $A --set "$Q" --set budget.epochs=30 --set budget.batch_size=512
 run evidence-anderson-burgers1d trials/evidence/anderson_burgers.yaml
 run evidence-anderson-burgers100d trials/evidence/anderson_burgers.yaml --set workload.dim=100
 
