@@ -141,25 +141,32 @@ def _forest(table: pd.DataFrame, path: Path, title: str, label: str) -> None:
 
 
 def anderson() -> None:
-    names = ["evidence-anderson-b4", "evidence-anderson-b40", "evidence-anderson-b320"]
+    batches = [
+        f"evidence-anderson-{w}" for w in ("b4", "b40", "b320", "quadratic-b8", "quadratic-b64", "quadratic-b512")
+    ]
     pde = ["evidence-anderson-burgers1d", "evidence-anderson-burgers100d"]
-    loaded = _load(names + pde)
+    loaded = _load(batches + pde)
     if loaded is None:
         return
     runs, history = loaded
     table = verdict_table(runs)
-    table = table.assign(order=table["batch_size"]).sort_values(["workload", "order", "family"])
+    order = {name: i for i, name in enumerate(batches + pde)}
+    table = table.assign(order=table["experiment"].map(order)).sort_values(["order", "family"])
+    table = table.assign(where=table["experiment"].str.removeprefix("evidence-anderson-"))
     # how often the moving average was on, per final run of AA auto: the RSD criterion at work
     averaging = history[history["key"] == "aa_averaging_fraction"].merge(
         runs[(runs["phase"] == "final")][["run_id", "experiment", "family"]], on="run_id"
     )
-    on = averaging.groupby(["experiment", "family"])["value"].mean().rename("averaging on (share of steps)")
+    on = averaging.groupby(["experiment", "family"])["value"].mean().rename("averaging_on")
     table = table.join(on, on=["experiment", "family"])
     _print(
-        "Anderson acceleration: AA without (off) and with (auto) the moving average, each against its base",
-        _verdict_rows(table).assign(**{"averaging on": [_num(v, 2) for v in table["averaging on (share of steps)"]]}),
+        "Anderson acceleration without the moving average (off), with it switched by the RSD criterion (auto) and"
+        " always on (on), each against its base optimizer",
+        _verdict_rows(table, {"comparison": "where"}).assign(
+            **{"averaging on (share of steps)": [_num(v, 2) for v in table["averaging_on"]]}
+        ),
     )
-    _forest(table, FIGURES / "anderson.png", "Anderson acceleration vs its base optimizer", "{family} · {setting}")
+    _forest(table, FIGURES / "anderson.png", "Anderson acceleration vs its base optimizer", "{family} · {where}")
 
 
 def demon() -> None:
