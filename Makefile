@@ -31,7 +31,7 @@ demo: install
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/autoaccel compare trials/quickstart.yaml
 
-# docs/evidence.md: every seed paper's claim re-measured with `autoaccel compare` (about an hour on 2 CPU cores);
+# docs/evidence.md: every seed paper's claim re-measured with `autoaccel compare` (about 50 minutes on 2 CPU cores);
 # the tables land in docs/evidence/, the summary's tables and figures come from them.
 evidence: install
 	trials/evidence/run.sh
