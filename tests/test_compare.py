@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from autoaccel.analysis import build_report, export_experiments, tuning_curves, verdict_table
+from autoaccel.analysis import build_report, export_experiments, read_parquet, tuning_curves, verdict_table
 from autoaccel.cli import main
 from autoaccel.errors import ConfigError
 from autoaccel.sweep import load_spec, run_sweep
@@ -427,3 +428,17 @@ def test_comparisons_reported_together_keep_their_own_pairs_direction_and_config
     assert len(table) == 2 and set(table["verdict"]) == {"better"} and (table["win_rate"] == 1.0).all()
     assert table.loc["accuracies", "mode"] == "max" and table.loc["errors", "mode"] == "min"
     assert (table["n_seeds"] == 3).all()  # seed 1 of one comparison is not paired with seed 1 of the other
+
+
+def test_exports_that_disagree_about_a_run_are_refused(tmp_path: Path) -> None:
+    """Two exports of one comparison at different moments hold the same run with different rows: no one run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _comparison_store(uri, "first", {("base", 16): [0.4, 0.45, 0.42], ("fam", 16): [0.3, 0.31, 0.33]})
+    assert main(["export", "--experiment", "first", "--tracking-uri", uri, "--out", str(tmp_path / "old")]) == 0
+    table = pd.read_parquet(tmp_path / "old" / "runs.parquet")
+    table.loc[0, "status"] = "interrupted"  # what an export taken while it still ran would hold
+    (tmp_path / "new").mkdir()
+    table.to_parquet(tmp_path / "new" / "runs.parquet")
+    shutil.copy(tmp_path / "old" / "history.parquet", tmp_path / "new" / "history.parquet")
+    with pytest.raises(ValueError, match="differ between folders"):
+        read_parquet([tmp_path / "old", tmp_path / "new"])

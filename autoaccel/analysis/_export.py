@@ -151,10 +151,19 @@ def read_parquet(folders: Sequence[str | Path], experiments: Sequence[str] = ())
         history_table = pa.concat_tables(history, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # one column typed differently in two exports
         raise ValueError(f"{', '.join(map(str, folders))}: tables that do not join ({error})") from None
-    # the same folder twice, or overlapping exports: each run once (a run counted twice would double its weight)
-    first = {run_id: i for i, run_id in reversed(list(enumerate(runs_table.column("run_id").to_pylist())))}
-    if len(first) < runs_table.num_rows:
-        runs_table = runs_table.take(sorted(first.values()))
+    # the same folder twice, or overlapping exports: each run once (a run counted twice would double its weight);
+    # a run whose rows differ between folders (an older export beside a newer one) is no one run: refused
+    ids = runs_table.column("run_id").to_pylist()
+    if len(set(ids)) < len(ids):
+        frame = runs_table.to_pandas()
+        distinct = frame.astype(str).drop_duplicates()
+        differing = sorted(set(distinct["run_id"][distinct["run_id"].duplicated()]))
+        if differing:
+            raise ValueError(
+                f"{', '.join(map(str, folders))}: run(s) {', '.join(differing[:5])} differ between folders (exports "
+                "of different moments?): give each run once"
+            )
+        runs_table = runs_table.take(sorted({run_id: i for i, run_id in reversed(list(enumerate(ids)))}.values()))
         history_table = pa.Table.from_pandas(history_table.to_pandas().drop_duplicates(), preserve_index=False)
     if experiments:
         found = set(runs_table.column("experiment").to_pylist())
