@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP_VERSION := 26.3
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo evidence lint bench clean
+.PHONY: install test demo evidence faults lint bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ DEMO_DIR := sweeps/admissions-quickstart
 demo: install
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/autoaccel compare trials/quickstart.yaml
+
+# The fault campaign (tests/test_faults.py): a sweep's driver killed at seeded points and resumed, its records
+# checked; 5 cases of 1–2 minutes each, so not part of `make test`.
+faults: install
+	AUTOACCEL_FAULTS=1 $(PY) -m pytest -q tests/test_faults.py
 
 # docs/evidence.md: every seed paper's claim re-measured with `autoaccel compare` (about 50 minutes on 2 CPU cores);
 # the tables land in docs/evidence/, the summary's tables and figures come from them.
