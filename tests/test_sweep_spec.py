@@ -3,6 +3,7 @@ allowed, before anything starts."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,11 @@ def test_what_this_machine_cannot_give_is_refused_before_ray_starts(
 
     if ray.is_initialized():  # one an earlier test on this worker left: this case is about a local sweep's own
         ray.shutdown()
+    cpus = (os.cpu_count() or 1) + 1  # more CPUs than this machine has: the trial would stay pending forever
+    path = _write(tmp_path, {**GOOD, "resources": {"cpu": cpus, "gpu": 0}})
+    assert main(["sweep", str(path), "--check"]) == 2
+    shown = capsys.readouterr().err
+    assert f"resources.cpu = {float(cpus)!r}: at most the {cpus - 1} CPU(s) of this machine" in shown, shown
     gpus = torch.cuda.device_count() + 1  # more than this machine has: a local Ray would wait for them forever
     path = _write(tmp_path, {**GOOD, "resources": {"cpu": 1, "gpu": gpus}, "device": "auto"})
     assert main(["sweep", str(path)]) == 2

@@ -22,10 +22,10 @@ def cluster_address(address: str | None) -> str | None:
 def check_environment(spec: SweepSpec, address: str | None = None) -> None:
     """Raise DataError when the workload's data is unusable (``Workload.check_data``; not for a cluster, whose data
     may be on its workers only), ConfigError when the tracking store cannot be reached, or when a trial asks for more
-    GPUs than the Ray it will run on has (Ray would wait for them forever): this machine's for a local sweep, the Ray
-    this program joined itself (``ray.init`` before ``run_sweep``) as that Ray counts them. A cluster given by
-    ``address`` or RAY_ADDRESS is not joined yet: ``autoaccel cluster validate`` checks its nodes against the
-    cluster's file."""
+    CPUs or GPUs than the Ray it will run on has (Ray would keep it pending forever): this machine's for a local
+    sweep, the Ray this program joined itself (``ray.init`` before ``run_sweep``) as that Ray counts them. A cluster
+    given by ``address`` or RAY_ADDRESS is not joined yet: ``autoaccel cluster validate`` checks its nodes against
+    the cluster's file."""
     from autoaccel.workloads import get_workload
 
     check_tracking_uri(spec.tracking_uri, source=str(spec.path))
@@ -33,15 +33,16 @@ def check_environment(spec: SweepSpec, address: str | None = None) -> None:
     joined = ray is not None and ray.is_initialized() and len(ray.nodes()) > 1  # a cluster this program joined
     if not cluster_address(address) and not joined:  # a cluster's data may live on its workers only
         get_workload(**spec.workload).check_data()  # bad data: one DataError now, not one per trial inside Ray
-    gpus = spec.resources["gpu"]
-    if not gpus or cluster_address(address):
+    if cluster_address(address):
         return
     if ray is not None and ray.is_initialized():
-        there, where = ray.cluster_resources().get("GPU", 0), "the Ray this program started or joined"
+        resources, where = ray.cluster_resources(), "the Ray this program started or joined"
+        cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     else:
         import torch
 
-        there, where = torch.cuda.device_count(), "this machine (a local sweep)"
-    if gpus > there:
-        allowed = f"at most the {there:g} GPU(s) of {where}; --address joins a cluster"
-        raise ConfigError("resources.gpu", gpus, allowed, str(spec.path))
+        cpus, gpus, where = os.cpu_count() or 1, torch.cuda.device_count(), "this machine (a local sweep)"
+    for key, asked, there in (("cpu", spec.resources["cpu"], cpus), ("gpu", spec.resources["gpu"], gpus)):
+        if asked > there:  # Ray would keep the trial pending forever
+            allowed = f"at most the {there:g} {key.upper()}(s) of {where}; --address joins a cluster"
+            raise ConfigError(f"resources.{key}", asked, allowed, str(spec.path))
