@@ -9,8 +9,10 @@ trial; an ask the dead driver made after Ray's last snapshot is closed as ``aban
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -102,5 +104,23 @@ def test_sigkill_during_the_resume_itself_then_resume_again(tmp_path: Path) -> N
     db = folder / "mlflow.db"
     _kill_after(command, env, db, 8)
     _kill_after([*command, "--resume"], env, db, _count_epochs(db) + 6)
+    _resume(command, env)
+    _check(folder)
+
+
+def test_sigterm_to_the_whole_process_group_then_resume(tmp_path: Path) -> None:
+    """`kill -TERM -PGID` (a terminal closing, some supervisors): Ray's processes stop at once with the driver; the
+    trials they ran continue on --resume from their last checkpoints."""
+    command, env, folder = _sweep(tmp_path)
+    driver = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while _count_epochs(folder / "mlflow.db") < 8 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGTERM)
+    assert driver.wait(timeout=120) != 0  # its running trials errored with Ray's processes: not a clean end
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)  # whatever of the group outlived it
     _resume(command, env)
     _check(folder)

@@ -286,6 +286,40 @@ def test_each_sweep_has_its_own_parent_run_and_a_start_never_adopts_another(ray_
         run_sweep(_spec(tmp_path / "b", ray_session, **small), log=quiet)
 
 
+def test_a_sigterm_while_ray_starts_takes_the_ctrl_c_path(
+    ray_session: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ray.init installs its own SIGTERM handler while it starts Ray, `sys.exit(15)`: a SIGTERM then (a Slurm or
+    systemd stop at the wrong moment) exited 15 with no resume hint. It is Ctrl-C's path now: exit 130, the command
+    that continues the sweep, the parent run not left RUNNING; and that command completes the sweep."""
+    import signal as signals
+
+    from mlflow.tracking import MlflowClient
+
+    import autoaccel.sweep.driver as driver
+    from autoaccel.cli import main
+
+    small = {"name": "termed", "scheduler": {"type": "fifo"}, "budget": {"epochs": 2, "batch_size": 16}}
+    small["search"] = {"sampler": "random", "num_samples": 1, "max_concurrent": 1, "seed": 0}
+    path = _spec(tmp_path, ray_session, **small)
+
+    def sigterm_in_ray_init(address: Any) -> None:
+        sys.exit(signals.SIGTERM)  # what Ray's handler does when the signal lands inside ray.init
+
+    monkeypatch.setattr(driver, "_init_ray", sigterm_in_ray_init)
+    assert main(["sweep", str(path)]) == 130
+    assert f"continue with: autoaccel sweep {path} --resume" in capsys.readouterr().err
+    client = MlflowClient(ray_session)
+    parents = client.search_runs(
+        [client.get_experiment_by_name("termed").experiment_id], "tags.`autoaccel.role` = 'sweep'"
+    )
+    assert [p.info.status for p in parents] == ["KILLED"]
+    monkeypatch.undo()
+    assert main(["sweep", str(path), "--resume"]) == 0
+    children = _children(ray_session, "termed")
+    assert len(children) == 1 and children[0].data.tags["status"] == "completed"
+
+
 def test_a_sweep_started_before_sweep_ids_resumes_into_its_own_parent(tmp_path: Path) -> None:
     """A folder an earlier version started has no sweep_id: its parent is the one its folder tag names."""
     from mlflow.tracking import MlflowClient

@@ -214,8 +214,19 @@ def _start(spec: SweepSpec, resume: bool, address: str | None, log: Any) -> dict
 
 
 def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: str | None) -> dict[str, Any]:
-    _init_ray(address)
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt():  # while Ray is imported and starts, too
+        try:
+            _init_ray(address)
+        except (KeyboardInterrupt, SystemExit) as stop:
+            # ray.init puts its own SIGTERM handler in while it starts Ray (sys.exit(15)): either way it is the
+            # Ctrl-C path, whose --resume continues the sweep (its folder holds the spec and the sweep id)
+            if isinstance(stop, SystemExit) and stop.code != signal.SIGTERM:
+                raise
+            with contextlib.suppress(Exception):  # the parent run, if the store was up: not left RUNNING
+                connected.result()
+                tracking.client.set_terminated(tracking.parent, "KILLED")
+            raise KeyboardInterrupt from None
+    with _sigterm_as_interrupt():  # ray.init replaced ours
         return _run_phases(spec, tracking, connected, resume)
 
 
