@@ -8,8 +8,10 @@ import re
 __all__ = ["redact_uri"]
 
 # `scheme://user:password@`: the password runs to the last "@" of the URI (SQLAlchemy takes "/", "#", "?" and ":"
-# in a password unencoded); over-redacting a host is safe, leaking a password is not.
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][\w+.-]*://[^\s:/@?#]*):\S*@")
+# in a password unencoded); over-redacting a host is safe, leaking a password is not. A password with unencoded
+# spaces (SQLAlchemy takes those too) is recognised when its words hold no "/" or "@": a message with a port and a
+# path followed by an e-mail address stays as it is.
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][\w+.-]*://[^\s:/@?#]*):(?:[^\s@/]*(?: [^\s@/]+)+@|\S*@)")
 # query parameters whose values are secrets (password=, sslpassword=, client_secret=, token=, api_key=, ...)
 _SECRET_QUERY = re.compile(r"(?P<key>[?&;][^=&#\s]*(?:passw|pwd|secret|token|api_?key)[^=&#\s]*=)[^&;#\s]*", re.I)
 

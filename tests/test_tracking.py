@@ -87,6 +87,11 @@ def test_config_errors_and_unexpected_tracebacks_hide_passwords(capsys: pytest.C
         ("mysql://user:pa#ss@host/db", "mysql://user:***@host/db"),
         ("mysql://user:pa?s@s@host/db", "mysql://user:***@host/db"),
         ("postgresql://u@h/db?sslpassword=x;client_secret=y", "postgresql://u@h/db?sslpassword=***;client_secret=***"),
+        ("postgresql://user:pa ss word@host/db", "postgresql://user:***@host/db"),  # unencoded spaces
+        (
+            "see http://host:8080/path and mail admin@example.org",
+            "see http://host:8080/path and mail admin@example.org",
+        ),
         ("http://[::1", "http://[::1"),  # malformed: returned, never raises
         ("file:///a:b@c", "file:///a:b@c"),
         # a message naming the URL it called (as MLflow's errors do)
