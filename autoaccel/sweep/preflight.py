@@ -29,13 +29,13 @@ def check_environment(spec: SweepSpec, address: str | None = None) -> None:
     from autoaccel.workloads import get_workload
 
     check_tracking_uri(spec.tracking_uri, source=str(spec.path))
-    ray = sys.modules.get("ray")
-    joined = ray is not None and ray.is_initialized() and len(ray.nodes()) > 1  # a cluster this program joined
-    if not cluster_address(address) and not joined:  # a cluster's data may live on its workers only
-        get_workload(**spec.workload).check_data()  # bad data: one DataError now, not one per trial inside Ray
     if cluster_address(address):
-        return
-    if ray is not None and ray.is_initialized():
+        return  # its data may live on its workers only, and its resources are the cluster file's to check
+    ray = sys.modules.get("ray")
+    started = ray is not None and ray.is_initialized()
+    if not (started and len(ray.nodes()) > 1):  # not a cluster this program joined itself
+        get_workload(**spec.workload).check_data()  # bad data: one DataError now, not one per trial inside Ray
+    if started:
         resources, where = ray.cluster_resources(), "the Ray this program started or joined"
         cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     else:

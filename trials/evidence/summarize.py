@@ -140,17 +140,9 @@ def _forest(table: pd.DataFrame, path: Path, title: str, label: str) -> None:
     print(f"\n![{title}](evidence/{path.name})")
 
 
-def anderson() -> None:
-    batches = [
-        f"evidence-anderson-{w}" for w in ("b4", "b40", "b320", "quadratic-b8", "quadratic-b64", "quadratic-b512")
-    ]
-    pde = ["evidence-anderson-burgers1d", "evidence-anderson-burgers100d"]
-    loaded = _load(batches + pde)
-    if loaded is None:
-        return
-    runs, history = loaded
+def anderson(runs: pd.DataFrame, history: pd.DataFrame) -> None:
     table = verdict_table(runs)
-    order = {name: i for i, name in enumerate(batches + pde)}
+    order = {name: i for i, name in enumerate(COMPARISONS["anderson"])}
     table = table.assign(order=table["experiment"].map(order)).sort_values(["order", "family"])
     table = table.assign(where=table["experiment"].str.removeprefix("evidence-anderson-"))
     # how often the moving average was on, per final run of AA auto: the RSD criterion at work
@@ -169,17 +161,7 @@ def anderson() -> None:
     _forest(table, FIGURES / "anderson.png", "Anderson acceleration vs its base optimizer", "{family} · {where}")
 
 
-def demon() -> None:
-    names = [
-        "evidence-demon-admissions-b8",
-        "evidence-demon-admissions-b40",
-        "evidence-demon-quadratic-b32",
-        "evidence-demon-digits-b128",
-    ]
-    loaded = _load(names)
-    if loaded is None:
-        return
-    runs, _ = loaded
+def demon(runs: pd.DataFrame, history: pd.DataFrame) -> None:
     table = verdict_table(runs).sort_values(["setting", "family"])
     _print("Demon and each schedule against a constant rate (SGD with momentum)", _verdict_rows(table))
     # top-1 / top-3 finishes over the settings: per setting the median final metric over seeds, a failure the worst
@@ -216,11 +198,7 @@ def demon() -> None:
     )
 
 
-def adahessian() -> None:
-    loaded = _load(["evidence-adahessian-digits"])
-    if loaded is None:
-        return
-    runs, _ = loaded
+def adahessian(runs: pd.DataFrame, history: pd.DataFrame) -> None:
     table = verdict_table(runs)
     table = table.assign(points=100 * (table["median"] - table["baseline_median"]))
     _print(
@@ -239,11 +217,7 @@ def adahessian() -> None:
     _forest(table, FIGURES / "adahessian.png", "AdaHessian vs Adam", "{family} · {setting}")
 
 
-def adascale() -> None:
-    loaded = _load(["evidence-adascale-quadratic"])
-    if loaded is None:
-        return
-    runs, history = loaded
+def adascale(runs: pd.DataFrame, history: pd.DataFrame) -> None:
     table = verdict_table(runs)
     table = table.assign(S=table["batch_size"] / 8, rule=table["family"].str.rsplit("_", n=1).str[0])
     table = table.sort_values(["S", "rule"])
@@ -270,20 +244,11 @@ def adascale() -> None:
     _forest(table, FIGURES / "adascale.png", "Scaling rules at S × batch vs S = 1", "{family}")
 
 
-def lookahead() -> None:
-    names = [
-        "evidence-lookahead-admissions",
-        "evidence-lookahead-defaults-admissions",
-        "evidence-lookahead-defaults-digits",
-    ]
-    loaded = _load(names)
-    if loaded is None:
-        return
-    runs, _ = loaded
+def lookahead(runs: pd.DataFrame, history: pd.DataFrame) -> None:
     table = verdict_table(runs).sort_values(["experiment", "family"])
     table = table.assign(where=table["experiment"].str.removeprefix("evidence-lookahead-"))
     _print("Lookahead against its inner optimizer", _verdict_rows(table, {"comparison": "where"}))
-    _spread(runs, "Spread over seeds of the final runs (the variance claim)", phase="final")
+    _spread(runs, "Spread over seeds of the final runs (the variance claim)")
     _forest(table, FIGURES / "lookahead.png", "Lookahead vs its inner optimizer", "{family} · {where}")
 
 
@@ -307,9 +272,9 @@ def _tuning_outcomes(runs: pd.DataFrame, title: str) -> None:
     _print(title, pd.DataFrame(rows))
 
 
-def _spread(runs: pd.DataFrame, title: str, phase: str) -> None:
-    """Per comparison and family: the spread of the final metric over seeds (or tuning trials); a failure counted."""
-    rows = runs[runs["phase"] == phase]
+def _spread(runs: pd.DataFrame, title: str) -> None:
+    """Per comparison and family: the spread of the final runs' metric over seeds; a failure counted."""
+    rows = runs[runs["phase"] == "final"]
     rows = rows.assign(final_metric=rows["final_metric"].where(~rows["status"].isin(FAILED), np.inf))
     rows = rows[rows["status"].isin(("completed", *FAILED))]
     spread = seed_robustness(rows, by=("experiment", "family"))
@@ -319,6 +284,17 @@ def _spread(runs: pd.DataFrame, title: str, phase: str) -> None:
 
 
 CLAIMS = {"anderson": anderson, "demon": demon, "adahessian": adahessian, "adascale": adascale, "lookahead": lookahead}
+# each claim's comparisons (run.sh's names), in the order its table lists them
+COMPARISONS = {
+    "anderson": [
+        f"evidence-anderson-{w}"
+        for w in ("b4", "b40", "b320", "quadratic-b8", "quadratic-b64", "quadratic-b512", "burgers1d", "burgers100d")
+    ],
+    "demon": [f"evidence-demon-{w}" for w in ("admissions-b8", "admissions-b40", "quadratic-b32", "digits-b128")],
+    "adahessian": ["evidence-adahessian-digits"],
+    "adascale": ["evidence-adascale-quadratic"],
+    "lookahead": [f"evidence-lookahead-{w}" for w in ("admissions", "defaults-admissions", "defaults-digits")],
+}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -332,4 +308,6 @@ if __name__ == "__main__":
     FIGURES.mkdir(parents=True, exist_ok=True)
     for name in args.claims or CLAIMS:
         print(f"\n## {name}")
-        CLAIMS[name]()
+        loaded = _load(COMPARISONS[name])
+        if loaded is not None:
+            CLAIMS[name](*loaded)
