@@ -119,6 +119,7 @@ def _prepare_folder(spec: SweepSpec, resume: bool) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    """``text`` at ``path``: a reader (or a kill) never finds half of it."""
     partial = path.with_name(path.name + ".part")
     partial.write_text(text)
     partial.replace(path)
@@ -394,7 +395,4 @@ class _PhaseState:
 
     def save(self) -> None:
         points = None if self.points is None else [p.as_config()["point"] for p in self.points]
-        saved = {"done": self.done, "final": points}
-        partial = self.path.with_suffix(".part")
-        partial.write_text(json.dumps(saved, indent=1))
-        partial.replace(self.path)
+        _write_atomically(self.path, json.dumps({"done": self.done, "final": points}, indent=1))
