@@ -31,7 +31,7 @@ from typing import Any
 from autoaccel.config import Hyperparameter, check_all, check_int_list
 from autoaccel.errors import ConfigError
 
-from .space import SearchSpace, sample
+from .space import TAG, SearchSpace, sample
 
 __all__ = ["FINAL", "FINAL_PHASE", "TUNING", "TUNING_PHASE", "Compare", "check_compare"]
 
@@ -124,7 +124,7 @@ def _fixed_batch(space: SearchSpace, family: str) -> int | None:
     is a scale (AdaScale at S × the base batch, the linear scaling rule) and keeps its batch in its final runs,
     measured against a baseline at the baseline's own batch."""
     for param in space.params:
-        if param.name == f"budget.batch_size@{family}" and param.kind == "value" and len(param.when) == 1:
+        if param.name == f"budget.batch_size{TAG}{family}" and param.kind == "value" and len(param.when) == 1:
             return int(param.value)  # its one condition is the family's own
     return None
 
