@@ -4,11 +4,20 @@ Bases: :class:`DemonSGD`, :class:`DemonAdam`, :class:`AdaHessian` (and torch's S
 registry). Wrappers over any optimizer: :class:`Lookahead`, :class:`AndersonAcceleration`, :class:`AdaScale`.
 :func:`build_optimizer` builds a stack from a nested config; :func:`techniques` lists what exists and
 :func:`register_technique` adds one. A training loop asks a stack what it needs through :func:`needs_closure`,
-:func:`micro_batches`, :func:`needs_create_graph`, :func:`set_horizon` and :func:`budget_progress`, never through
-its classes.
+:func:`micro_batches`, :func:`needs_create_graph`, :func:`averages_gradients`, :func:`set_horizon` and
+:func:`budget_progress`, never through its classes; :func:`average_` is the mean over data-parallel workers that
+the loop and AdaHessian share (:func:`worker_count`, :func:`worker_rank`: the process group's).
 """
 
-from ._protocol import budget_progress, micro_batches, needs_closure, needs_create_graph, set_horizon
+from ._data_parallel import average_, planned_workers, worker_count, worker_rank
+from ._protocol import (
+    averages_gradients,
+    budget_progress,
+    micro_batches,
+    needs_closure,
+    needs_create_graph,
+    set_horizon,
+)
 from ._registry import (
     TECHNIQUES,
     Technique,
@@ -35,6 +44,8 @@ __all__ = [
     "Lookahead",
     "OptimizerWrapper",
     "Technique",
+    "average_",
+    "averages_gradients",
     "budget_progress",
     "build_optimizer",
     "demon_momentum",
@@ -43,9 +54,12 @@ __all__ = [
     "needs_closure",
     "needs_create_graph",
     "optimizer_statistics",
+    "planned_workers",
     "register_technique",
     "set_horizon",
     "technique_label",
     "techniques",
     "validate_config",
+    "worker_count",
+    "worker_rank",
 ]

@@ -8,6 +8,9 @@ An optimizer may declare any of these; torch's own declare none, and the default
   loss divided by the count before one ``step`` (AdaScale estimates the gradient variance across them).
 - ``needs_create_graph`` (default False): the next ``step``'s ``backward`` must keep the graph; asked before every
   step (AdaHessian's Hessian-vector product, on its refresh steps).
+- ``averages_gradients`` (default False): under ``torch.distributed``, ``step`` averages the workers' gradients
+  itself, so the loop must leave them as each worker computed them (AdaHessian: its Hessian-vector product
+  differentiates the worker's own graph-carrying gradient, which an all-reduce would cut off).
 - ``set_horizon(total_steps)``: the run's length in optimizer steps, known once the loop knows its budget (Demon's
   T, when the config left it out).
 - ``budget_progress`` (default: none, the loop counts its steps): the budget's steps spent so far, when the
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["budget_progress", "micro_batches", "needs_closure", "needs_create_graph", "set_horizon"]
+__all__ = [
+    "averages_gradients",
+    "budget_progress", "micro_batches", "needs_closure", "needs_create_graph", "set_horizon"]
 
 
 def needs_closure(optimizer: Any) -> bool:
@@ -34,6 +39,10 @@ def micro_batches(optimizer: Any) -> int:
 
 def needs_create_graph(optimizer: Any) -> bool:
     return bool(getattr(optimizer, "needs_create_graph", False))
+
+
+def averages_gradients(optimizer: Any) -> bool:
+    return bool(getattr(optimizer, "averages_gradients", False))
 
 
 def budget_progress(optimizer: Any) -> float | None:

@@ -82,6 +82,10 @@ class OptimizerWrapper(Optimizer):
     def needs_create_graph(self) -> bool:
         return _protocol.needs_create_graph(self.optimizer)
 
+    @property
+    def averages_gradients(self) -> bool:
+        return _protocol.averages_gradients(self.optimizer)
+
     def set_horizon(self, total_steps: int) -> None:
         _protocol.set_horizon(self.optimizer, total_steps)
 

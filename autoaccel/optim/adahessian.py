@@ -24,6 +24,10 @@ The backward pass before a refresh step must build the graph: ``loss.backward(cr
 parameter (a constant gradient) have a zero Hessian row and get D = 0 instead of crashing the double backward;
 their step is then η m̂/ε, as the rule says for zero curvature: give them their own group with a smaller lr.
 After the Hessian-vector product the gradients are detached, which frees the double-backward graph at once.
+
+Under ``torch.distributed`` (data-parallel workers, without DDP's gradient averaging, which cannot carry the graph)
+``step()`` averages the workers' gradients and Hessian estimates itself (``averages_gradients``); the probes agree
+because every worker's generator starts from the same ``seed``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 
 from autoaccel.config import Hyperparameter, check_all
 
+from ._data_parallel import average_
 from ._stateful import NamespacedStateOptimizer
 
 __all__ = ["ADAHESSIAN_HYPERPARAMETERS", "AdaHessian"]
@@ -144,6 +149,8 @@ class AdaHessian(NamespacedStateOptimizer):
         """A scheduled refresh, or a parameter that has no Hessian estimate yet."""
         return self.steps % self.update_each == 0 or any(p not in self.state for p in params)
 
+    averages_gradients = True  # under torch.distributed: see the module's docstring
+
     @property
     def needs_create_graph(self) -> bool:
         """Whether the next ``step()`` refreshes the Hessian (so its backward needs ``create_graph=True``).
@@ -201,7 +208,11 @@ class AdaHessian(NamespacedStateOptimizer):
         if any(p.grad.is_sparse for p in params):
             raise RuntimeError("AdaHessian does not support sparse gradients")
         refresh = bool(params) and self._refresh_due(params)
-        diagonal = dict(zip(params, self._hessian_diagonal(params), strict=True)) if refresh else {}
+        estimates = self._hessian_diagonal(params) if refresh else []
+        # Data-parallel: every worker drew the same probes z (same seed), so the mean of their z ⊙ H_w z is the
+        # estimate for the mean loss; it goes with the gradients through one all-reduce.
+        average_([p.grad for p in params] + estimates)
+        diagonal = dict(zip(params, estimates, strict=True)) if refresh else {}
         for group in self.param_groups:
             self._update_group(group, diagonal)
         self.steps += 1

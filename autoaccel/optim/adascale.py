@@ -33,6 +33,7 @@ from torch.optim import Optimizer
 
 from autoaccel.config import Hyperparameter, check_all
 
+from ._data_parallel import worker_count
 from ._wrapper import OptimizerWrapper, iter_stack
 
 __all__ = ["ADASCALE_HYPERPARAMETERS", "AdaScale"]
@@ -87,7 +88,7 @@ class AdaScale(OptimizerWrapper):
             ADASCALE_HYPERPARAMETERS,
             {"scale": scale, "num_gradients_to_accumulate": num_gradients_to_accumulate, "smoothing": smoothing},
         )
-        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.world_size = worker_count()
         self.num_gradients_to_accumulate: int = hyper["num_gradients_to_accumulate"]
         n = self.world_size * self.num_gradients_to_accumulate
         if n < 2:
@@ -145,7 +146,7 @@ class AdaScale(OptimizerWrapper):
 
     # -- the gain -----------------------------------------------------------------------------------------------
     def _check_accumulation(self) -> None:
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        world = worker_count()
         if world != self.world_size:
             raise RuntimeError(
                 f"AdaScale was built with world size {self.world_size} and steps with {world}: build it after "
