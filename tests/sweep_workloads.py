@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -35,3 +36,20 @@ class SlowQuadratic(NoisyQuadratic):
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
         time.sleep(self.config["delay"])
         return super().evaluate(model)
+
+
+class DyingQuadratic(NoisyQuadratic):
+    """The data-parallel worker of rank 1 dies (SIGKILL: no exception, no cleanup) at its first training step while
+    the file ``marker`` exists, which it deletes first: once per marker, so a restarted worker group trains on."""
+
+    name = "dying_quadratic"
+    options = (*NoisyQuadratic.options, Hyperparameter("marker", str, "", "file whose presence kills rank 1"))
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        import torch.distributed as dist
+
+        marker = self.config["marker"]
+        if dist.is_initialized() and dist.get_rank() == 1 and os.path.exists(marker):
+            os.remove(marker)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().loss(model, batch)

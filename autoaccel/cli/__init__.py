@@ -228,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     train.add_argument("--checkpoint-dir", help="checkpoint every epoch there; resume from a checkpoint found there")
+    train.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="data-parallel worker processes on this machine (gloo; NCCL with one GPU each); the global batch is "
+        "workers × batch size",
+    )
     train.add_argument("--output-json", help="write the final metrics there")
     train.add_argument("--tracking-uri", help="also record an MLflow run there (e.g. sqlite:///mlflow.db)")
     train.add_argument("--experiment", default="autoaccel-train", help="MLflow experiment (with --tracking-uri)")

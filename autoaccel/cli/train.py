@@ -14,6 +14,7 @@ from autoaccel.config import apply_overrides
 from autoaccel.errors import ConfigError
 from autoaccel.redaction import redact_uri
 from autoaccel.run import run_trial, validate_trial_config
+from autoaccel.run.data_parallel import run_data_parallel
 
 __all__ = ["train_command", "trial_config_from_args"]
 
@@ -59,6 +60,17 @@ def _line(metrics: dict[str, Any], budget: dict[str, Any], metric: str) -> str:
 
 def train_command(args: argparse.Namespace) -> int:
     config, workload = validate_trial_config(trial_config_from_args(args))  # bad input fails here, before any work
+    if args.workers < 1:
+        raise ConfigError("--workers", args.workers, "an integer ≥ 1")
+    import torch
+
+    from autoaccel.optim import build_optimizer, planned_workers
+
+    try:  # the optimizer as each worker will build it (AdaScale counts workers × accumulation), before any work
+        with planned_workers(args.workers):
+            build_optimizer([torch.zeros(1, requires_grad=True)], config["optimizer"])  # a stand-in parameter
+    except (ValueError, TypeError) as error:  # a constructor's rule across keys
+        raise ConfigError("optimizer", config["optimizer"], str(error)) from None
     tracker = run_id = None
     if args.tracking_uri:
         from autoaccel.optim import technique_label
@@ -68,7 +80,7 @@ def train_command(args: argparse.Namespace) -> int:
         check_tracking_uri(uri, key="--tracking-uri")
         tracker = Tracker(uri, args.experiment)
         label = technique_label(config["optimizer"])
-        tags = {"workload": workload.name, "family": label, "seed": config["seed"]}
+        tags = {"workload": workload.name, "family": label, "seed": config["seed"], "world_size": args.workers}
         run_id = tracker.start_run(f"{workload.name}-{label}-s{config['seed']}", config, tags)
 
     def report(metrics: dict[str, Any], _: str | None) -> None:
@@ -77,7 +89,10 @@ def train_command(args: argparse.Namespace) -> int:
             tracker.log_epoch(run_id, metrics, step=metrics["epoch"])
 
     try:
-        result = run_trial(config, report=report, checkpoint_dir=args.checkpoint_dir)
+        if args.workers > 1:
+            result = run_data_parallel(config, args.workers, report=report, checkpoint_dir=args.checkpoint_dir)
+        else:
+            result = run_trial(config, report=report, checkpoint_dir=args.checkpoint_dir)
     except BaseException as error:  # the MLflow run still ends in a terminal state
         if tracker is not None:
             tracker.finish(run_id, "errored" if isinstance(error, Exception) else "interrupted")

@@ -31,6 +31,8 @@ import torch
 from autoaccel import objective
 from autoaccel.errors import ConfigError, DataError
 from autoaccel.optim import (
+    average_,
+    averages_gradients,
     budget_progress,
     build_optimizer,
     micro_batches,
@@ -39,11 +41,14 @@ from autoaccel.optim import (
     optimizer_statistics,
     set_horizon,
     validate_config,
+    worker_count,
+    worker_rank,
 )
 from autoaccel.workloads import Workload, get_workload
 
 from .budget import check_budget, lr_factor
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .data_parallel import average_scalar, broadcast_module, gather, rank_seed, share
 from .device import DEVICES, resolve_device
 
 __all__ = ["Report", "Trial", "run_trial", "validate_trial_config"]
@@ -89,11 +94,16 @@ class _Setup:
         self.config, self.workload = config, workload
         budget = config["budget"]
         self.device = resolve_device(config["device"])
+        # one of `workers` data-parallel workers (autoaccel.run.data_parallel), or the only one
+        self.rank, self.workers = worker_rank(), worker_count()
         workload.setup(self.device)
         seed_everything(config["seed"])
         self.model = workload.model().to(self.device)
-        self.batch_size = budget["batch_size"]
-        self.steps_per_epoch = workload.steps_per_epoch(self.batch_size)
+        if self.workers > 1:
+            broadcast_module(self.model)
+        self.batch_size = budget["batch_size"]  # per worker: the global batch is workers × batch_size
+        self.global_batch = self.batch_size * self.workers
+        self.steps_per_epoch = workload.steps_per_epoch(self.global_batch)
         self.total_steps = budget["steps"] or budget["epochs"] * self.steps_per_epoch
         self.epochs = budget["epochs"] or math.ceil(budget["steps"] / self.steps_per_epoch)
         self.optimizer = build_optimizer(self.model.parameters(), config["optimizer"])
@@ -103,12 +113,15 @@ class _Setup:
             allowed = f"at least the optimizer's {self.micro_batches} micro-batches per step (AdaScale's accumulation)"
             raise ConfigError("budget.batch_size", self.batch_size, allowed)
         self.closure = needs_closure(self.optimizer)
+        self.average_gradients = self.workers > 1 and not averages_gradients(self.optimizer)
         # the schedule follows the budget spent: the step count, or the optimizer's own clock (AdaScale's τ / S)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda step: lr_factor(self.spent(step), self.total_steps, budget, self.steps_per_epoch),
         )
-        self.generator = torch.Generator().manual_seed(config["seed"])
+        self.generator = torch.Generator().manual_seed(config["seed"])  # the data order: the same on every worker
+        if self.workers > 1:  # after the optimizer: AdaHessian's probe seed is the same on every worker
+            seed_everything(rank_seed(config["seed"], self.rank))
 
     def create_graph(self) -> bool:
         return needs_create_graph(self.optimizer)
@@ -147,10 +160,13 @@ class _Setup:
                     loss = workload.loss(model, batch)
                     if backward:
                         loss.backward(create_graph=self.create_graph())
+                        if self.average_gradients:
+                            self.average(model)
                 with torch.no_grad():
                     for buffer, saved in buffers:
                         buffer.copy_(saved)
-                return loss.detach()
+                # every worker's safeguard must take the same decision: on the mean loss
+                return average_scalar(loss) if self.workers > 1 else loss.detach()
 
             loss = opt.step(closure)
         else:
@@ -162,9 +178,16 @@ class _Setup:
                 part_loss = workload.loss(model, part) / len(parts)
                 part_loss.backward(create_graph=create_graph)
                 loss += part_loss.detach()
+            if self.average_gradients:
+                self.average(model)
             opt.step()
         self.scheduler.step()
         return loss
+
+    @staticmethod
+    def average(model: torch.nn.Module) -> None:
+        """The workers' mean gradient in every worker's ``.grad``."""
+        average_([p.grad for p in model.parameters() if p.grad is not None])
 
     def statistics(self) -> dict[str, float]:
         stats = optimizer_statistics(self.optimizer)
@@ -232,11 +255,15 @@ class Trial:
         saved = load_checkpoint(self.path)
         if saved["config"] != self.config:
             raise ConfigError("checkpoint_dir", str(self.path), "a checkpoint of this same trial config")
+        written_by = saved.get("world_size", 1)
+        if written_by != trial.workers:
+            allowed = f"a checkpoint written by {trial.workers} worker(s), as this trial has (it was {written_by})"
+            raise ConfigError("checkpoint_dir", str(self.path), allowed)
         trial.model.load_state_dict(saved["model"])
         trial.optimizer.load_state_dict(saved["optimizer"])
         trial.scheduler.load_state_dict(saved["scheduler"])
         trial.generator.set_state(saved["generator"])
-        set_rng_state(saved["rng"])
+        set_rng_state(saved["rng_per_rank"][trial.rank] if trial.workers > 1 else saved["rng"])
         self.epoch, self.step, self.elapsed, self.history, self.status = (
             saved[k] for k in ("epoch", "step", "time_s", "history", "status")
         )
@@ -260,30 +287,38 @@ class Trial:
         started = time.perf_counter()
         trial.model.train()
         total, count = torch.zeros((), device=trial.device), 0
-        for batch in workload.batches(trial.batch_size, trial.generator):
+        for batch in workload.batches(trial.global_batch, trial.generator):
             if trial.spent(self.step) >= trial.total_steps:
                 break
-            if trial.micro_batches > workload.batch_size_of(batch):
-                continue  # a last batch too small to give each of AdaScale's S micro-batches an example
+            if trial.workers * trial.micro_batches > workload.batch_size_of(batch):
+                continue  # a last batch too small to give each worker's (AdaScale's) micro-batches an example
+            if trial.workers > 1:
+                batch = workload.split(batch, trial.workers)[trial.rank]
             total += trial.step(batch)
             count, self.step = count + 1, self.step + 1
         if count == 0 and not self.finished:
             raise RuntimeError(f"epoch {self.epoch + 1} trained no step: every batch is smaller than the micro-batches")
-        train_loss = (total / max(count, 1)).item()
+        mean_loss = total / max(count, 1)
+        train_loss = (average_scalar(mean_loss) if trial.workers > 1 else mean_loss).item()
         trial.model.eval()
-        evaluated = workload.evaluate(trial.model) if math.isfinite(train_loss) else {}
+        evaluated = workload.evaluate(trial.model) if math.isfinite(train_loss) and trial.rank == 0 else {}
+        seconds = time.perf_counter() - started
+        if trial.workers > 1:  # rank 0's evaluation and clock: every worker takes the same decisions
+            broadcast_module(trial.model, parameters=False)
+            evaluated, seconds = share((evaluated, seconds))
         if not evaluated or not all(math.isfinite(v) for v in evaluated.values()):
             self.status = "diverged"
             evaluated = {name: workload.worst for name in workload.metrics}
             train_loss = 1.0e6
         self.epoch += 1
-        self.elapsed += time.perf_counter() - started
+        self.elapsed += seconds
         metrics = {
             "epoch": self.epoch,
             "budget_epochs": trial.budget_epochs(self.epoch, self.step),
             "step": self.step,
             "time_s": self.elapsed,
             "train_loss": train_loss,
+            "world_size": trial.workers,
             **evaluated,
             **trial.statistics(),
         }
@@ -298,6 +333,10 @@ class Trial:
         if self.path is None:
             raise ValueError("Trial.save() needs the trial's checkpoint_dir")
         trial = self.setup
+        # data-parallel: every worker calls save (a collective); rank 0 writes every rank's random state
+        per_rank = gather(rng_state()) if trial.workers > 1 else None
+        if trial.rank != 0:
+            return
         state = {
             "config": self.config,
             "epoch": self.epoch,
@@ -309,6 +348,8 @@ class Trial:
             "optimizer": trial.optimizer.state_dict(),
             "scheduler": trial.scheduler.state_dict(),
             "generator": trial.generator.get_state(),
+            "world_size": trial.workers,
+            "rng_per_rank": per_rank,
         }
         save_checkpoint(self.path, state)
 
