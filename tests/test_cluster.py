@@ -25,6 +25,7 @@ from autoaccel.cluster.launch import (
 from autoaccel.cluster.validate import validate_cluster
 from autoaccel.errors import ConfigError
 from autoaccel.redaction import redact_uri
+from autoaccel.sweep.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOUD, ONPREM = ROOT / "cluster.yaml", ROOT / "cluster.onprem.yaml"
@@ -472,3 +473,18 @@ def test_a_command_is_printed_without_the_password_it_carries(capsys: pytest.Cap
     assert run_command(["true", "--set", "tracking.uri=postgresql://u:s3cr3t@db/mlflow"]) == 0
     printed = capsys.readouterr().err
     assert "tracking.uri=postgresql://u:***@db/mlflow" in printed and "s3cr3t" not in printed
+
+
+def test_multi_worker_trials_must_fit_the_cluster_at_its_concurrency(tmp_path: Path) -> None:
+    """4 workers × {cpu 8, gpu 1} fit the GPU nodes; 16 do not; 2 such trials at once would need 8 workers."""
+    four = {"workers": 4, "cpu": 8, "gpu": 1}
+    fits = _spec(tmp_path, resources=four, search={"max_concurrent": 1})
+    assert validate_cluster(CLOUD, [fits]) == []
+    too_many = _spec(tmp_path, "many.yaml", resources={**four, "workers": 16}, search={"max_concurrent": 1})
+    line = _only(validate_cluster(CLOUD, [too_many]), f"{too_many}: resources.workers: 16 workers × {{cpu: 8, gpu: 1}}")
+    assert "would never start" in line
+    crowded = _spec(tmp_path, "crowded.yaml", resources=four, search={"max_concurrent": 3})
+    line = _only(validate_cluster(CLOUD, [crowded]), f"{crowded}: search.max_concurrent: 3 trials at once")
+    assert "set search.max_concurrent to at most 2" in line
+    with pytest.raises(ConfigError, match=r"resources\.gpu"):  # NCCL: one whole GPU per worker
+        load_spec(_spec(tmp_path, "half.yaml", resources={**four, "gpu": 0.5}))

@@ -42,7 +42,7 @@ _LAZY = {
         "_robustness",
     ),
     **dict.fromkeys(("final_runs", "tuning_curves", "verdict_rule", "verdict_table"), "_compare"),
-    **dict.fromkeys(("SECTIONS", "build_report", "markdown_table"), "_report"),
+    **dict.fromkeys(("SECTIONS", "adascale_by_scale", "build_report", "markdown_table"), "_report"),
 }
 __all__ = sorted(_LAZY)
 

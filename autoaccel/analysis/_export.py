@@ -10,6 +10,7 @@
     status string        completed | stopped_early | diverged | errored | interrupted,
     epochs int64,
     crashes int64        times the trial crashed and was retried from its checkpoint (null: not recorded),
+    world_size int64     its data-parallel workers (null: not recorded, runs from before multi-worker trials),
     metric_name string   the key the ``metric`` history holds (the parent's ``workload_metric`` tag),
     mode string          its direction, min | max (the parent's ``workload_mode`` tag),
     target float64       the workload's target for time-to-target (the parent's ``target`` tag),
@@ -371,6 +372,7 @@ def _runs_table(
         "status": _strings(t.get("status") for t in own),
         "epochs": pa.array([_int(t.get("epochs")) for t in own], pa.int64()),
         "crashes": pa.array([_int(t.get("crashes")) for t in own], pa.int64()),
+        "world_size": pa.array([_int(t.get("world_size")) for t in own], pa.int64()),
         # The ``metric`` history holds the workload's primary metric; the sweep may rank by another one.
         "metric_name": _strings(s.get("workload_metric", s.get("metric")) for s in sweep),
         "mode": _strings(mode),

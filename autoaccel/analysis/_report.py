@@ -51,7 +51,7 @@ from ._sensitivity import (
     sensitivity_heatmap,
 )
 
-__all__ = ["SECTIONS", "build_report"]
+__all__ = ["SECTIONS", "adascale_by_scale", "build_report"]
 
 # (x, y) pairs the papers study, shown as heat maps when both were sampled
 HEATMAP_PAIRS = (
@@ -322,7 +322,44 @@ def _overview(runs: pd.DataFrame, experiments: Sequence[str], metric: str, mode:
         }
     )
     section.tables.append(("Best completed configurations", table.reset_index(drop=True)))
+    scales = adascale_by_scale(runs)
+    if scales is not None:
+        section.tables.append((f"AdaScale by scale S (S = workers × accumulation unless set; {metric})", scales))
     return section
+
+
+def adascale_by_scale(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """AdaScale's runs grouped by their scale S: the ``adascale.scale`` they set, else data-parallel workers
+    (``world_size``; 1 where not recorded) × accumulated micro-batches. Per S: how many runs, how many completed
+    (a failed run counts, with no value), the median final metric and gain of the completed ones. None without
+    AdaScale runs."""
+    accumulation = "optimizer.adascale.num_gradients_to_accumulate"
+    if accumulation not in runs:
+        return None
+    own = runs[runs[accumulation].notna()].copy()
+    if own.empty:
+        return None
+    workers = own["world_size"].fillna(1) if "world_size" in own else pd.Series(1, index=own.index)
+    scale = workers * own[accumulation].astype(float)
+    if "optimizer.adascale.scale" in own:
+        scale = own["optimizer.adascale.scale"].astype(float).fillna(scale)
+    own["S"], own["workers"] = scale, workers
+    rows = []
+    for (s, n), group in own.groupby(["S", "workers"]):
+        done = group[group["status"].isin(_FINISHED)]
+        rows.append(
+            {
+                "S": s,
+                "workers": int(n),
+                "runs": len(group),
+                "completed": len(done),
+                "median final metric": float(done["final_metric"].median()) if len(done) else np.nan,
+                "median final gain": float(done["final_adascale_gain"].median())
+                if len(done) and "final_adascale_gain" in done
+                else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _techniques(runs: pd.DataFrame, history: pd.DataFrame, mode: str, metric: str) -> Section:

@@ -301,6 +301,8 @@ def _check_trial(
     problems = []
     if nodes is not None:
         problems += _resource_problems(spec.resources, nodes, source, cluster)
+        if spec.workers > 1:
+            problems += _worker_problems(spec.resources, spec.max_concurrent, nodes, source, cluster)
     problems += _storage_problems(spec.raw.get("storage", "sweeps"), shared, source, cluster)
     problems += _tracking_problems((spec.raw.get("tracking") or {}).get("uri"), source)
     return problems
@@ -334,6 +336,34 @@ def _resource_problems(resources: Mapping[str, float], nodes: list[NodeType], so
             fix = "ask for at most what one node offers, or add a larger node type"
         problems.append(_line(source, "resources", problem, fix))
     return problems
+
+
+def _worker_problems(
+    resources: Mapping[str, float], concurrent: int, nodes: list[NodeType], source: str, cluster: str
+) -> list[str]:
+    """Whether ``workers`` workers of {cpu, gpu} each fit the cluster at its largest, ``concurrent`` trials at a time:
+    Tune does not see a trial's Ray Train workers, so trials beyond that start, wait for workers that never come,
+    and fail after ``failure.worker_start_timeout_s``. Node types whose size is known only at start are left out."""
+    workers, cpu, gpu = int(resources["workers"]), resources["cpu"], resources["gpu"]
+    hosts = [node for node in nodes if node.count > 0 and (node.cpu is None or node.cpu >= cpu)]
+    if any(node.cpu is None or (gpu > 0 and node.gpu is None) for node in hosts):
+        return []  # some capacity is unknown offline
+    slots = 0  # workers the cluster holds at its largest (each node type at its own maximum)
+    for node in hosts:
+        per_node = [int(node.cpu // cpu)] + ([int(node.gpu // gpu)] if gpu > 0 else [])
+        slots += node.count * min(per_node)
+    request = f"{workers} workers × {{cpu: {cpu:g}, gpu: {gpu:g}}}"
+    if slots < workers:
+        problem = f"{request} exceed {cluster} at its largest ({slots} such workers fit): its trials would never start"
+        return [_line(source, "resources.workers", problem, "ask for fewer workers, or add nodes")]
+    if concurrent * workers > slots:
+        problem = (
+            f"{concurrent} trials at once × {request} need {concurrent * workers} workers; {cluster} holds {slots}: "
+            "the trials beyond that would wait for workers and fail"
+        )
+        fix = f"set search.max_concurrent to at most {slots // workers}, or add nodes"
+        return [_line(source, "search.max_concurrent", problem, fix)]
+    return []
 
 
 def _storage_problems(storage: Any, shared: tuple[str, ...], source: str, cluster: str) -> list[str]:

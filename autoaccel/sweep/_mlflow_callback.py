@@ -220,7 +220,9 @@ class SweepTracking(tune.Callback):
             self.first_report = time.monotonic() - self.started
             self._say(f"first report from trial {trial.trial_id}")
         node = result.get("node_id")
-        tags = {"node": node} if node and self.nodes.get(trial.trial_id) != node else None
+        tags = None
+        if node and self.nodes.get(trial.trial_id) != node:  # where it trains (rank 0), and on how many workers
+            tags = {"node": node, "world_size": int(result.get("world_size", 1))}
         self.nodes[trial.trial_id] = node
         for epoch_result in result.get("epochs") or [result]:
             epoch = int(epoch_result.get("epoch", 0))
@@ -391,6 +393,8 @@ _RAY_KEYS = {
     "epochs_planned",
     "node_id",
     "epochs",
+    "world_size",  # a tag
+    "checkpoint_path",  # Ray Train's, forwarded by TuneReportCallback
 }
 
 

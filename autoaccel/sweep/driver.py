@@ -43,11 +43,12 @@ from typing import Any
 import yaml
 
 from autoaccel.errors import ConfigError
+from autoaccel.ports import free_loopback_port
 from autoaccel.tracking import LEGACY_SWEEP_ID
 
 from .preflight import check_environment, cluster_address
 from .reruns import Point, final_points
-from .spec import SWEEP_ID, TUNE_DIR, Phase, SweepSpec, load_spec
+from .spec import DRIVER_RESOURCES, SWEEP_ID, TUNE_DIR, Phase, SweepSpec, load_spec
 from .trainable import train_sampled
 
 __all__ = ["run_sweep"]
@@ -76,7 +77,7 @@ def _scheduler(spec: SweepSpec, phase: Phase) -> Any:
     return PerFamily({f: asha(phase.asha_path(spec.folder, f)) for f in phase.families})
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, spec: SweepSpec) -> None:
     import ray
 
     if ray.is_initialized():
@@ -86,11 +87,24 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         return
     # A new local Ray, private to this sweep: without address="local", ray.init joins the cluster a `ray start` on
-    # this machine last began (and the sweep would run on it, or hang on its authentication). No dashboard; a token
-    # guards every connection (_private_ray_environment).
-    ray.init(
-        address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False
+    # this machine last began (and the sweep would run on it, or hang on its authentication). A token guards every
+    # connection (_private_ray_environment). No dashboard, unless trials have several workers: Ray Train frees the
+    # workers of a trial ASHA stopped only through the State API, which the dashboard serves (ray-project/ray#54305);
+    # it then listens on loopback, at a port its processes are told (with several Ray instances on one machine they
+    # would not find it themselves).
+    dashboard: dict[str, Any] = {"include_dashboard": False}
+    if spec.workers > 1:
+        port = free_loopback_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        dashboard = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+    context = ray.init(
+        address="local", log_to_driver=False, logging_level="ERROR", configure_logging=False, **dashboard
     )
+    if spec.workers > 1 and context.dashboard_url != f"127.0.0.1:{dashboard['dashboard_port']}":
+        ray.shutdown()
+        raise RuntimeError(
+            f"Ray's dashboard took {context.dashboard_url}, not the free port it was given: run the sweep again"
+        )
 
 
 def _prepare_folder(spec: SweepSpec, resume: bool) -> None:
@@ -217,7 +231,7 @@ def _start(spec: SweepSpec, resume: bool, address: str | None, log: Any) -> dict
 def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: str | None) -> dict[str, Any]:
     with _sigterm_as_interrupt():  # while Ray is imported and starts, too
         try:
-            _init_ray(address)
+            _init_ray(address, spec)
         except (KeyboardInterrupt, SystemExit) as stop:
             # ray.init puts its own SIGTERM handler in while it starts Ray (sys.exit(15)): either way it is the
             # Ctrl-C path, whose --resume continues the sweep (its folder holds the spec and the sweep id)
@@ -317,9 +331,19 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         "milestones": getattr(scheduler, "milestones", []),  # where ASHA decides: the trials report there
         "report_every_s": spec.checkpoint_every_s,
     }
-    resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
-    trainable = tune.with_resources(tune.with_parameters(train_sampled, payload=payload), resources)
     tune_dir = phase.tune_dir(spec.folder)
+    resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
+    if spec.workers > 1:  # the trial drives a Ray Train job: its workers ask for the resources, Ray places them
+        payload.update(
+            workers=spec.workers,
+            resources=dict(spec.resources),
+            max_failures=spec.max_failures,
+            worker_start_timeout_s=spec.worker_start_timeout_s,
+            train_storage=str(tune_dir),
+        )
+        resources = dict(DRIVER_RESOURCES)
+    trainable = tune.with_resources(tune.with_parameters(train_sampled, payload=payload), resources)
+    concurrent = _concurrency(spec)
     if restore:
         # Unfinished trials continue from their checkpoints; errored ones get another chance from theirs too: a dead
         # driver can leave a trial errored that was not at fault. (Optuna keeps the FAIL it was told: it cannot
@@ -341,7 +365,7 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         tuner = tune.Tuner(
             trainable,
             param_space={"point": tune.grid_search([p.as_config()["point"] for p in points or ()])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=spec.workers == 1),
             run_config=run_config,
         )
         return tuner.fit()
@@ -375,12 +399,26 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
             metric=spec.metric,
             mode=spec.mode,
             num_samples=spec.num_samples,
-            max_concurrent_trials=spec.max_concurrent,
-            reuse_actors=True,
+            max_concurrent_trials=concurrent,
+            reuse_actors=spec.workers == 1,  # a Ray Train driver is not reusable (and cheap)
         ),
         run_config=run_config,
     )
     return tuner.fit()
+
+
+def _concurrency(spec: SweepSpec) -> int:
+    """Trials at once: the spec's ``max_concurrent``, or, on a Ray this program started, no more multi-worker trials
+    than its CPUs and GPUs hold. Tune cannot see a trial's Ray Train workers (they are not in its placement group):
+    it would start trials whose workers then wait for each other's resources until their start times out. On a
+    cluster ``autoaccel cluster validate`` checks the same against the cluster file."""
+    import ray
+
+    if spec.workers == 1 or len(ray.nodes()) > 1:
+        return spec.max_concurrent
+    there, needs = ray.cluster_resources(), spec.trial_needs()
+    fits = [int(there.get(key.upper(), 0) // needs[key]) for key in ("cpu", "gpu") if needs[key] > 0]
+    return max(1, min([spec.max_concurrent, *fits]))
 
 
 class _PhaseState:

@@ -42,7 +42,10 @@ def check_environment(spec: SweepSpec, address: str | None = None) -> None:
         import torch
 
         cpus, gpus, where = os.cpu_count() or 1, torch.cuda.device_count(), "this machine (a local sweep)"
-    for key, asked, there in (("cpu", spec.resources["cpu"], cpus), ("gpu", spec.resources["gpu"], gpus)):
-        if asked > there:  # Ray would keep the trial pending forever
+    needs = spec.trial_needs()
+    for key, there in (("cpu", cpus), ("gpu", gpus)):
+        if needs[key] > there:  # Ray would keep the trial pending forever
             allowed = f"at most the {there:g} {key.upper()}(s) of {where}; --address joins a cluster"
-            raise ConfigError(f"resources.{key}", asked, allowed, str(spec.path))
+            if spec.workers > 1:
+                allowed = f"{spec.workers} workers × {key} ≤ {allowed}"
+            raise ConfigError(f"resources.{key}", spec.resources[key], allowed, str(spec.path))

@@ -206,26 +206,30 @@ def sample(space: SearchSpace, n: int, seed: int = 0, family: str | None = None)
     return [to_config(space.suggest(study.ask(), family)) for _ in range(n)]
 
 
-def build_sample(drawn: Sample) -> Any:
-    """Validate and build the sample's optimizer on a stand-in parameter; return the optimizer.
+def build_sample(drawn: Sample, workers: int = 1) -> Any:
+    """Validate and build the sample's optimizer on a stand-in parameter, as a trial of ``workers`` data-parallel
+    workers would; return the optimizer.
 
     Building (not only ``validate_config``) also catches the constructors' cross-key rules, such as AdaScale's ≥ 2
-    gradients per step or Anderson's frequency being a multiple of store_every.
+    gradients per step (world size × accumulation) or Anderson's frequency being a multiple of store_every.
     """
     import torch
 
-    from autoaccel.optim import build_optimizer
+    from autoaccel.optim import build_optimizer, planned_workers
 
-    return build_optimizer([torch.zeros(1, requires_grad=True)], copy.deepcopy(drawn.optimizer))
+    with planned_workers(workers):
+        return build_optimizer([torch.zeros(1, requires_grad=True)], copy.deepcopy(drawn.optimizer))
 
 
-def check(space: SearchSpace, n: int = 50, seed: int = 0, family: str | None = None) -> list[Sample]:
-    """Draw ``n`` samples (of ``family`` only, when given) and build each; the first impossible one raises a
-    :class:`ConfigError` that shows it."""
+def check(
+    space: SearchSpace, n: int = 50, seed: int = 0, family: str | None = None, workers: int = 1
+) -> list[Sample]:
+    """Draw ``n`` samples (of ``family`` only, when given) and build each (for trials of ``workers`` workers); the
+    first impossible one raises a :class:`ConfigError` that shows it."""
     samples = sample(space, n, seed, family)
     for i, drawn in enumerate(samples):
         try:
-            build_sample(drawn)
+            build_sample(drawn, workers)
         except (ValueError, TypeError) as error:  # ConfigError is a ValueError; constructors raise plain ones
             where = f"sample {i} of {n} (random sampler, seed {seed}): {json.dumps(drawn.params)}"
             if isinstance(error, ConfigError):

@@ -9,7 +9,9 @@
     search: {sampler: tpe, num_samples: 24, max_concurrent: 2, seed: 0, metric: val_mse, mode: min}
     scheduler: {type: asha, grace_period: 3, reduction_factor: 3}   # or {type: fifo}
     seeds: [0]                            # each configuration trains once per seed, in lockstep; the mean is ranked
-    resources: {cpu: 1, gpu: 0}           # per trial; fractional gpu packs trials onto one device
+    resources: {cpu: 1, gpu: 0}           # per trial; fractional gpu packs trials onto one device; with
+                                          # workers: N > 1 a trial is a data-parallel job of N workers, each
+                                          # with cpu and gpu (0 or 1: NCCL needs a GPU per worker)
     failure: {max_failures: 2, checkpoint_every_s: 10}   # retries of a trial that raised, from its last
                                           # checkpoint, taken at most this many seconds apart (0: every epoch)
     storage: sweeps                       # the sweep folder is <storage>/<name>; relative to the working directory
@@ -49,7 +51,7 @@ from .trainable import REPORT_EVERY_S
 if TYPE_CHECKING:
     from .reruns import Point
 
-__all__ = ["SAMPLERS", "SWEEP_ID", "TUNE_DIR", "Phase", "SweepSpec", "load_spec"]
+__all__ = ["DRIVER_RESOURCES", "SAMPLERS", "SWEEP_ID", "TUNE_DIR", "Phase", "SweepSpec", "load_spec"]
 
 TUNE_DIR = "tune"  # Ray's experiment(s) in the sweep folder
 SWEEP_ID = "sweep_id"  # the file in the sweep folder with the sweep's unique id, tagged on its parent MLflow run
@@ -81,9 +83,15 @@ _ASHA = (
     Hyperparameter("reduction_factor", float, 3.0, "keep the best 1/η at each rung", 1.0, low_open=True),
 )
 _RESOURCES = (
-    Hyperparameter("cpu", float, 1.0, "CPUs per trial", 0.0, low_open=True),
-    Hyperparameter("gpu", float, 0.0, "GPUs per trial (fractions share a device)", 0.0),
+    Hyperparameter("cpu", float, 1.0, "CPUs per trial (per worker when workers > 1)", 0.0, low_open=True),
+    Hyperparameter("gpu", float, 0.0, "GPUs per trial (fractions share a device; per worker: 0 or 1)", 0.0),
+    Hyperparameter("workers", int, 1, "data-parallel workers per trial (> 1: a Ray Train job)", 1),
 )
+# What the Tune trial of a multi-worker trial holds itself: it only drives its Ray Train workers, which Ray places
+# apart (they are not part of the trial's placement group). No CPU: a sliver of one would split a node whose CPUs the
+# workers fill exactly (4 workers × 12 CPUs on a 48-CPU node), and that node would then hold one worker fewer. Ray
+# wants some resource per trial: one MiB of memory, which every node has.
+DRIVER_RESOURCES = {"cpu": 0, "gpu": 0, "memory": 2**20}
 _FAILURE = (
     Hyperparameter("max_failures", int, 1, "retries of a trial that raised", 0),
     Hyperparameter(
@@ -92,6 +100,13 @@ _FAILURE = (
         REPORT_EVERY_S,
         "seconds of a trial's work a crash may cost: it reports and checkpoints at least this often (0: every epoch)",
         0.0,
+    ),
+    Hyperparameter(
+        "worker_start_timeout_s",
+        float,
+        300.0,
+        "seconds a multi-worker trial waits for its workers (an autoscaling cluster adds nodes) before it fails",
+        1.0,
     ),
 )
 # What every trial reports besides the workload's metrics.
@@ -146,6 +161,7 @@ class SweepSpec:
     resources: dict[str, float]
     max_failures: int
     checkpoint_every_s: float
+    worker_start_timeout_s: float
     folder: Path
     tracking_uri: str
     experiment: str
@@ -158,6 +174,19 @@ class SweepSpec:
     @property
     def metric(self) -> str:
         return self.metrics[0]
+
+    @property
+    def workers(self) -> int:
+        return int(self.resources["workers"])
+
+    def trial_needs(self) -> dict[str, float]:
+        """What one running trial occupies in all, ``{"cpu": …, "gpu": …}``: its workers' (its driver takes none)."""
+        if self.workers == 1:
+            return {"cpu": self.resources["cpu"], "gpu": self.resources["gpu"]}
+        return {
+            "cpu": self.workers * self.resources["cpu"],
+            "gpu": self.workers * self.resources["gpu"],
+        }
 
     @property
     def phases(self) -> tuple[Phase, ...]:
@@ -216,6 +245,13 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     workload = get_workload(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
 
     budget = check_budget(raw.get("budget"))
+    # first: a space's optimizers are built as a trial of this many workers builds them
+    resources = _section(raw, "resources", _RESOURCES)
+    if resources["gpu"] > 1 and not float(resources["gpu"]).is_integer():
+        raise ConfigError("resources.gpu", resources["gpu"], "a fraction ≤ 1 or a whole number of GPUs")
+    if resources["workers"] > 1 and resources["gpu"] not in (0, 1):
+        allowed = "0 or 1 per worker when workers > 1 (NCCL gives each worker one whole GPU)"
+        raise ConfigError("resources.gpu", resources["gpu"], allowed)
 
     storage = raw.get("storage", "sweeps")
     if not isinstance(storage, str) or not storage:
@@ -231,7 +267,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         points, study = study_points(study, resolve_tracking_uri(None, folder.parent / str(source)))
         space_path = None
     else:
-        space_path, space, samples = _space(path, raw.get("space"))
+        space_path, space, samples = _space(path, raw.get("space"), resources["workers"])
         for sample in samples:  # a sampled budget.<key> must be a budget key with a valid value, with the spec's
             check_budget(sample.budget, f"space ({space_path}) budget", complete=False)
             check_budget({**raw.get("budget", {}), **sample.budget}, f"space ({space_path}) budget")
@@ -274,11 +310,8 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         batch = budget["batch_size"] or workload.default_batch_size
         compare = check_compare(raw["compare"], space, seeds, batch)
         for family in compare.families:  # every family builds, not only those 20 random draws happened to pick
-            check(space, n=5, seed=0, family=family)
+            check(space, n=5, seed=0, family=family, workers=resources["workers"])
 
-    resources = _section(raw, "resources", _RESOURCES)
-    if resources["gpu"] > 1 and not float(resources["gpu"]).is_integer():
-        raise ConfigError("resources.gpu", resources["gpu"], "a fraction ≤ 1 or a whole number of GPUs")
     failure = _section(raw, "failure", _FAILURE)
     device = raw.get("device", "auto")
     if device not in ("auto", "cpu", "cuda"):
@@ -318,6 +351,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         resources=resources,
         max_failures=failure["max_failures"],
         checkpoint_every_s=failure["checkpoint_every_s"],
+        worker_start_timeout_s=failure["worker_start_timeout_s"],
         folder=folder,
         tracking_uri=resolve_tracking_uri(uri, folder),
         experiment=experiment,
@@ -329,14 +363,14 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     )
 
 
-def _space(path: Path, space_file: Any) -> tuple[Path, SearchSpace, list[Any]]:
+def _space(path: Path, space_file: Any, workers: int) -> tuple[Path, SearchSpace, list[Any]]:
     if not isinstance(space_file, str):
         raise ConfigError("space", space_file, "the path of a search-space YAML file, relative to the spec")
     space_path = (path.parent / space_file).resolve()
     if not space_path.is_file():
         raise ConfigError("space", space_file, f"an existing search-space file, relative to the spec ({space_path})")
     space = load_space(space_path)
-    samples = check(space, n=20, seed=0)  # errors name the space file; impossible stacks fail here
+    samples = check(space, n=20, seed=0, workers=workers)  # errors name the space file; impossible stacks fail here
     return space_path, space, samples
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autoaccel.run import Trial, resolve_device
+from autoaccel.run.data_parallel import gather, share
 
 from .space import Sample, to_config
 
@@ -31,16 +32,94 @@ REPORT_EVERY_S = 10.0  # at most this long between two reports (and checkpoints)
 
 def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
     """The Ray trainable: one sampled configuration, trained for every seed in lockstep. ``payload``: the workload,
-    budget, seeds and device, ``milestones`` (the epochs the scheduler decides at) and ``report_every_s``."""
-    import ray
+    budget, seeds and device, ``milestones`` (the epochs the scheduler decides at), ``report_every_s``, and for a
+    multi-worker trial ``workers``, ``resources`` (per worker), ``max_failures``, ``worker_start_timeout_s`` and
+    ``train_storage`` (where Ray Train keeps the trial's checkpoints)."""
     from ray import tune
+
+    if payload.get("workers", 1) > 1:
+        _drive_workers(params, payload)
+        return
+
+    def report(metrics: dict[str, Any], folder: Path) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    _train(params, payload, tune.get_checkpoint(), report, _device(payload["device"]))
+
+
+def _drive_workers(params: dict[str, Any], payload: dict[str, Any]) -> None:
+    """A multi-worker trial: this Tune trial builds a Ray Train ``TorchTrainer`` (Ray Train V2's pattern for
+    Train inside Tune) whose workers each run :func:`_train_worker`; ``TuneReportCallback`` forwards rank 0's
+    reports to Tune. Ray Train keeps the checkpoints (``train_storage``/``train-<trial id>``, the name without a
+    timestamp: a retried or resumed trial finds them and continues from the latest) and restarts the worker group
+    from there when a worker dies (``max_failures`` times). Workers that do not all start within
+    ``worker_start_timeout_s`` fail the trial, with Ray Train's error, instead of waiting forever."""
+    import os
+
+    import ray.train
+    import ray.train.torch
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    # read by Ray Train's controller, which it passes on to (train/v2/_internal/constants.py)
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(payload["worker_start_timeout_s"])
+    resources = payload["resources"]
+    gpu = resources["gpu"] > 0
+    per_worker = {"CPU": resources["cpu"], **({"GPU": resources["gpu"]} if gpu else {})}
+    trainer = ray.train.torch.TorchTrainer(
+        _train_worker,
+        train_loop_config={"params": params, "payload": payload},
+        torch_config=ray.train.torch.TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=payload["workers"], use_gpu=gpu, resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"train-{tune.get_context().get_trial_id()}",
+            storage_path=payload["train_storage"],
+            callbacks=[TuneReportCallback()],
+            # a starved worker group (its start timed out) fails at once: retrying it would wait as long again
+            failure_config=ray.train.FailureConfig(max_failures=payload["max_failures"], controller_failure_limit=0),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    trainer.fit()
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker of a multi-worker trial: its rank of the torch.distributed group Ray Train set up. Every
+    worker reports (Ray Train waits for all); rank 0's report carries the checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    rank = ray.train.get_context().get_world_rank()
+
+    def report(metrics: dict[str, Any], folder: Path) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    payload = config["payload"]
+    device = _device(payload["device"])
+    if device.startswith("cuda"):
+        device = str(ray.train.torch.get_device())  # this worker's own GPU (NCCL: one per rank)
+    _train(config["params"], payload, ray.train.get_checkpoint(), report, device)
+
+
+def _train(
+    params: dict[str, Any],
+    payload: dict[str, Any],
+    restored: Any,
+    report: Callable[[dict[str, Any], Path], None],
+    device: str,
+) -> None:
+    """Train every seed of a configuration in lockstep, resumed from ``restored`` (a Ray checkpoint, or None), and
+    ``report(metrics, checkpoint folder)`` at rungs, at the end and every ``report_every_s``."""
+    import ray
 
     warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
     sample, seeds = plan(params, payload["seeds"])
     budget = {**payload["budget"], **sample.budget}
     local = Path(tempfile.mkdtemp(prefix="autoaccel-trial-"))
     try:
-        restored = tune.get_checkpoint()
         if restored is not None:
             with restored.as_directory() as folder:
                 shutil.copytree(folder, local, dirs_exist_ok=True)
@@ -51,25 +130,30 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
                 "optimizer": sample.optimizer,
                 "budget": budget,
                 "seed": seed,
-                "device": _device(payload["device"]),
+                "device": device,
             }
             return Trial(config, local / f"seed_{seed}", autosave=False, restart_if_unreadable=True)
 
         trials = in_lockstep(seed_trial, seeds)
         metric = trials[0].workload.metric
-        node = {"node_id": ray.get_runtime_context().get_node_id()}  # where it trained (a retry may move it)
+        node_id = ray.get_runtime_context().get_node_id()  # where it trained (a retry may move it)
+        if trials[0].setup.workers > 1:  # every node its workers ran on
+            node_id = ",".join(sorted(set(gather(node_id))))
+        node = {"node_id": node_id}
         milestones, pending, last = sorted(payload.get("milestones", ())), [], time.monotonic()
         for per_seed in _lockstep(trials):
             merged = _merge(per_seed, seeds, metric)
             pending.append(merged)
             ends = all(t.finished for t in trials) or merged["status"] == "diverged"
             due = time.monotonic() - last >= payload.get("report_every_s", REPORT_EVERY_S)
+            if trials[0].setup.workers > 1:  # every worker saves and reports together: on rank 0's clock
+                due = share(due)
             rung = bool(milestones) and merged["budget_epochs"] >= milestones[0]  # ASHA decides at the first after
             milestones = [m for m in milestones if m > merged["budget_epochs"]]
             if ends or due or rung:
                 for trial in trials:
                     trial.save()
-                tune.report({**merged, **node, "epochs": pending}, checkpoint=tune.Checkpoint.from_directory(local))
+                report({**merged, **node, "epochs": pending}, local)
                 pending, last = [], time.monotonic()
     finally:
         shutil.rmtree(local, ignore_errors=True)
