@@ -48,3 +48,31 @@ def test_cuda_exact_resume(name):
     train(fresh, fresh_opt, 6, start=4, **options)
     for p, q in zip(fresh.parameters(), expected, strict=True):
         assert torch.equal(p, q)
+
+
+def test_nccl_data_parallel_trial_matches_one_process():
+    """The NCCL path of `run_data_parallel` on as many GPUs as there are (NCCL allows one rank per device): a
+    data-parallel AdaScale trial completes on CUDA and reports its world size; with 2+ GPUs, 2 workers of batch b
+    train as one process of batch 2b (the CPU/gloo test's claim, on NCCL)."""
+    from autoaccel.run import run_data_parallel, run_trial
+
+    workers = min(torch.cuda.device_count(), 2)
+    accumulate = 1 if workers == 2 else 2  # AdaScale needs 2 gradients per step
+    config = {
+        "workload": {"name": "quadratic", "samples": 128, "dim": 8},
+        "optimizer": {"base": "sgd", "lr": 0.05, "adascale": {"num_gradients_to_accumulate": accumulate}},
+        "budget": {"epochs": 2, "batch_size": 16 // workers},
+        "seed": 3,
+        "device": "cuda",
+    }
+    together = run_data_parallel(config, workers)
+    assert together["status"] == "completed" and together["world_size"] == workers
+    alone = run_trial(
+        {
+            **config,
+            "optimizer": {**config["optimizer"], "adascale": {"num_gradients_to_accumulate": 2}},
+            "budget": {"epochs": 2, "batch_size": 16},
+        }
+    )
+    assert together["adascale_gain"] == pytest.approx(alone["adascale_gain"], rel=1e-4)
+    assert together["metric"] == pytest.approx(alone["metric"], rel=1e-4)

@@ -181,11 +181,11 @@ def test_typed_param_columns_and_nulls_for_absent_params(store: str) -> None:
 def test_column_order_is_fixed_then_sorted(store: str) -> None:
     runs, history = export_experiments(["sweep-min"], store)
     names = runs.column_names
-    assert names[:18] == [
+    assert names[:19] == [
         "run_id", "experiment", "sweep", "trial_id", "workload", "family", "technique", "seed", "phase", "baseline",
-        "status", "epochs", "crashes", "metric_name", "mode", "target", "sweep_metric", "sweep_mode",
+        "status", "epochs", "crashes", "world_size", "metric_name", "mode", "target", "sweep_metric", "sweep_mode",
     ]  # fmt: skip
-    params = names[18 : names.index("final_metric")]
+    params = names[19 : names.index("final_metric")]
     assert params == sorted(params) and "optimizer.lr" in params
     finals = [n for n in names if n.startswith("final_") and n != "final_metric"]
     assert finals == sorted(finals)

@@ -124,3 +124,60 @@ def test_sigterm_to_the_whole_process_group_then_resume(tmp_path: Path) -> None:
         os.killpg(driver.pid, signal.SIGKILL)  # whatever of the group outlived it
     _resume(command, env)
     _check(folder)
+
+
+# -- multi-worker trials (Ray Train inside Tune) -----------------------------------------------------------------
+
+
+def _workers_sweep(tmp_path: Path, name: str, marker: Path | None = None) -> tuple[list[str], dict[str, str], Path]:
+    """One 2-worker trial of 5 epochs (SlowQuadratic: time to kill it mid-run), checkpointed every epoch; with
+    ``marker`` its rank-1 worker is SIGKILLed at its first step (DyingQuadratic), once."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    workload = {"name": "sweep_workloads:SlowQuadratic", "samples": 128, "delay": 0.5}
+    if marker is not None:
+        marker.write_text("once")
+        workload = {"name": "sweep_workloads:DyingQuadratic", "samples": 128, "marker": str(marker)}
+    spec = _spec(
+        tmp_path,
+        name=name,
+        workload=workload,
+        budget={"epochs": EPOCHS, "batch_size": 16},
+        search={"sampler": "random", "num_samples": 1, "max_concurrent": 1, "seed": 0},
+        scheduler={"type": "fifo"},
+        resources={"workers": 2, "cpu": 0.5},
+        failure={"max_failures": 1, "checkpoint_every_s": 0, "worker_start_timeout_s": 60},
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
+    return [sys.executable, "-m", "autoaccel.cli", "sweep", str(spec)], env, tmp_path / "sweeps" / name
+
+
+def _values(folder: Path) -> list[float]:
+    """The one trial's metric history, epoch by epoch, after checking that every epoch is there once."""
+    from mlflow.tracking import MlflowClient
+
+    (run,) = _children(f"sqlite:///{folder / 'mlflow.db'}", folder.name)
+    assert run.data.tags["status"] == "completed" and run.data.tags["world_size"] == "2"
+    history = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").get_metric_history(run.info.run_id, "metric")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, EPOCHS + 1))
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+def test_a_killed_worker_and_a_killed_driver_cost_a_2_worker_trial_nothing(tmp_path: Path) -> None:
+    """The same 2-worker trial three times: undisturbed; with its rank-1 worker SIGKILLed (Ray Train restarts the
+    group from the last checkpoint); with the sweep's driver SIGKILLed mid-trial and the sweep resumed (the Tune
+    trial starts a new TorchTrainer of the same name, which continues from Ray Train's checkpoint). Each history is
+    whole and every value equal, bit for bit."""
+    command, env, folder = _workers_sweep(tmp_path / "plain", "plain")
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=400)
+    plain = _values(folder)
+
+    marker = tmp_path / "kill-rank-1"
+    command, env, folder = _workers_sweep(tmp_path / "worker", "worker", marker)
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=400)
+    assert not marker.exists()  # the worker was killed
+    assert _values(folder) == plain
+
+    command, env, folder = _workers_sweep(tmp_path / "driver", "driver")
+    _kill_after(command, env, folder / "mlflow.db", 2)
+    _resume(command, env)
+    assert _values(folder) == plain

@@ -303,7 +303,7 @@ def test_a_sigterm_while_ray_starts_takes_the_ctrl_c_path(
     small["search"] = {"sampler": "random", "num_samples": 1, "max_concurrent": 1, "seed": 0}
     path = _spec(tmp_path, ray_session, **small)
 
-    def sigterm_in_ray_init(address: Any) -> None:
+    def sigterm_in_ray_init(address: Any, workers: int = 1) -> None:
         sys.exit(signals.SIGTERM)  # what Ray's handler does when the signal lands inside ray.init
 
     monkeypatch.setattr(driver, "_init_ray", sigterm_in_ray_init)

@@ -135,6 +135,11 @@ def test_what_this_machine_cannot_give_is_refused_before_ray_starts(
     assert main(["sweep", str(path), "--check"]) == 2
     shown = capsys.readouterr().err
     assert f"resources.cpu = {float(cpus)!r}: at most the {cpus - 1} CPU(s) of this machine" in shown, shown
+    workers = os.cpu_count() or 1  # one CPU each fits; their trial's total does not
+    path = _write(tmp_path, {**GOOD, "resources": {"workers": workers + 1, "cpu": 1, "gpu": 0}})
+    assert main(["sweep", str(path), "--check"]) == 2
+    shown = capsys.readouterr().err
+    assert f"resources.cpu = 1.0: {workers + 1} workers × cpu ≤ the {workers} CPU(s) of this machine" in shown, shown
     gpus = torch.cuda.device_count() + 1  # more than this machine has: a local Ray would wait for them forever
     path = _write(tmp_path, {**GOOD, "resources": {"cpu": 1, "gpu": gpus}, "device": "auto"})
     assert main(["sweep", str(path)]) == 2

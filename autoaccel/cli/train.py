@@ -14,7 +14,7 @@ from autoaccel.config import apply_overrides
 from autoaccel.errors import ConfigError
 from autoaccel.redaction import redact_uri
 from autoaccel.run import run_trial, validate_trial_config
-from autoaccel.run.data_parallel import run_data_parallel
+from autoaccel.run.processes import run_data_parallel
 
 __all__ = ["train_command", "trial_config_from_args"]
 

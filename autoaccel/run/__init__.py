@@ -18,6 +18,7 @@ _LAZY = {
     "resolve_device": "device",
     "Report": "trial",
     "Trial": "trial",
+    "run_data_parallel": "processes",
     "run_trial": "trial",
     "validate_trial_config": "trial",
 }

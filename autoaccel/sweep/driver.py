@@ -77,7 +77,7 @@ def _scheduler(spec: SweepSpec, phase: Phase) -> Any:
     return PerFamily({f: asha(phase.asha_path(spec.folder, f)) for f in phase.families})
 
 
-def _init_ray(address: str | None, spec: SweepSpec) -> None:
+def _init_ray(address: str | None, workers: int = 1) -> None:
     import ray
 
     if ray.is_initialized():
@@ -93,14 +93,20 @@ def _init_ray(address: str | None, spec: SweepSpec) -> None:
     # it then listens on loopback, at a port its processes are told (with several Ray instances on one machine they
     # would not find it themselves).
     dashboard: dict[str, Any] = {"include_dashboard": False}
-    if spec.workers > 1:
+    if workers > 1:
         port = free_loopback_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         dashboard = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
     context = ray.init(
-        address="local", log_to_driver=False, logging_level="ERROR", configure_logging=False, **dashboard
+        address="local",
+        log_to_driver=False,
+        logging_level="ERROR",
+        configure_logging=False,
+        # nobody scrapes a private Ray's metrics: without them each node's agent opens no Prometheus port
+        _system_config={"enable_metrics_collection": False},
+        **dashboard,
     )
-    if spec.workers > 1 and context.dashboard_url != f"127.0.0.1:{dashboard['dashboard_port']}":
+    if workers > 1 and context.dashboard_url != f"127.0.0.1:{dashboard['dashboard_port']}":
         ray.shutdown()
         raise RuntimeError(
             f"Ray's dashboard took {context.dashboard_url}, not the free port it was given: run the sweep again"
@@ -231,7 +237,7 @@ def _start(spec: SweepSpec, resume: bool, address: str | None, log: Any) -> dict
 def _run(spec: SweepSpec, tracking: Any, connected: Any, resume: bool, address: str | None) -> dict[str, Any]:
     with _sigterm_as_interrupt():  # while Ray is imported and starts, too
         try:
-            _init_ray(address, spec)
+            _init_ray(address, spec.workers)
         except (KeyboardInterrupt, SystemExit) as stop:
             # ray.init puts its own SIGTERM handler in while it starts Ray (sys.exit(15)): either way it is the
             # Ctrl-C path, whose --resume continues the sweep (its folder holds the spec and the sweep id)

@@ -45,7 +45,6 @@ def check_environment(spec: SweepSpec, address: str | None = None) -> None:
     needs = spec.trial_needs()
     for key, there in (("cpu", cpus), ("gpu", gpus)):
         if needs[key] > there:  # Ray would keep the trial pending forever
-            allowed = f"at most the {there:g} {key.upper()}(s) of {where}; --address joins a cluster"
-            if spec.workers > 1:
-                allowed = f"{spec.workers} workers × {key} ≤ {allowed}"
+            bound = f"the {there:g} {key.upper()}(s) of {where}; --address joins a cluster"
+            allowed = f"{spec.workers} workers × {key} ≤ {bound}" if spec.workers > 1 else f"at most {bound}"
             raise ConfigError(f"resources.{key}", spec.resources[key], allowed, str(spec.path))

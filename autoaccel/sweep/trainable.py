@@ -63,6 +63,9 @@ def _drive_workers(params: dict[str, Any], payload: dict[str, Any]) -> None:
 
     # read by Ray Train's controller, which it passes on to (train/v2/_internal/constants.py)
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(payload["worker_start_timeout_s"])
+    # The controller forwards reports to Tune when it polls the workers, every 2 s by default: ASHA would decide on
+    # reports that old, and each trial would end up to 2 s after its workers did. A poll is one small RPC per worker.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     resources = payload["resources"]
     gpu = resources["gpu"] > 0
     per_worker = {"CPU": resources["cpu"], **({"GPU": resources["gpu"]} if gpu else {})}
@@ -100,7 +103,10 @@ def _train_worker(config: dict[str, Any]) -> None:
     payload = config["payload"]
     device = _device(payload["device"])
     if device.startswith("cuda"):
+        import torch
+
         device = str(ray.train.torch.get_device())  # this worker's own GPU (NCCL: one per rank)
+        torch.cuda.set_device(device)  # where NCCL's object collectives (rank 0's shared metrics) stage their data
     _train(config["params"], payload, ray.train.get_checkpoint(), report, device)
 
 
@@ -140,7 +146,11 @@ def _train(
         if trials[0].setup.workers > 1:  # every node its workers ran on
             node_id = ",".join(sorted(set(gather(node_id))))
         node = {"node_id": node_id}
-        milestones, pending, last = sorted(payload.get("milestones", ())), [], time.monotonic()
+        # a restored trial re-sends the epochs its checkpoint holds: the driver may not have recorded the last of
+        # them (Ray Train checkpoints a multi-worker trial apart from Tune's snapshot, so after a killed driver it
+        # can be ahead of what was logged); the tracking callback skips the epochs it has
+        pending = _replayed(trials, seeds, metric) if restored is not None else []
+        milestones, last = sorted(payload.get("milestones", ())), time.monotonic()
         for per_seed in _lockstep(trials):
             merged = _merge(per_seed, seeds, metric)
             pending.append(merged)
@@ -170,6 +180,22 @@ def in_lockstep(seed_trial: Callable[[int], Trial], seeds: Sequence[int]) -> lis
                 trial.path.unlink(missing_ok=True)
         trials = [seed_trial(seed) for seed in seeds]
     return trials
+
+
+def _replayed(trials: Sequence[Trial], seeds: Sequence[int], metric: str) -> list[dict[str, Any]]:
+    """The merged reports of every epoch the seeds' restored checkpoints hold, round by round as :func:`_lockstep`
+    made them (a seed that had finished stays at its last epoch); each seed's last epoch with its own status."""
+    if not all(t.history for t in trials):
+        return []
+    rounds = []
+    for r in range(max(len(t.history) for t in trials)):
+        per_seed = []
+        for trial in trials:
+            index = min(r, len(trial.history) - 1)
+            status = trial.status if index == len(trial.history) - 1 else "completed"
+            per_seed.append({**trial.history[index], "status": status, "epochs_planned": trial.setup.planned_epochs()})
+        rounds.append(_merge(per_seed, seeds, metric))
+    return rounds
 
 
 def _lockstep(trials: Sequence[Trial]) -> Iterator[list[dict[str, Any]]]:

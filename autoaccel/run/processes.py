@@ -1,0 +1,134 @@
+"""A trial on N worker processes of this machine, one torch.distributed group (gloo; NCCL with one GPU each):
+``autoaccel train --workers N``, and what tests and benchmarks use to train data-parallel without Ray. How the
+workers share the trial: :mod:`autoaccel.run.data_parallel`."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import pickle
+import queue
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from autoaccel.ports import free_loopback_port
+
+from .trial import run_trial
+
+__all__ = ["run_data_parallel"]
+
+# How long a collective waits for a slow worker (rank 0 evaluating a large validation set) before the group fails.
+COLLECTIVE_TIMEOUT_S = 600.0
+
+
+def run_data_parallel(
+    config: Mapping[str, Any],
+    workers: int,
+    report: Any = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """:func:`~autoaccel.run.run_trial` on ``workers`` processes of this machine (gloo; NCCL with one GPU per
+    worker when the config's device is CUDA). Rank 0's epochs go to ``report`` here, in this process; its summary
+    is returned. A worker that fails stops the others, and its error is raised here (a worker that dies without
+    one: a ``RuntimeError`` naming its rank and exit code)."""
+    import torch.multiprocessing as mp
+
+    device = str(config.get("device", "auto"))
+    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if gpu and torch.cuda.device_count() < workers:
+        raise RuntimeError(f"{workers} workers on NCCL need one GPU each; this machine has {torch.cuda.device_count()}")
+    context = mp.get_context("spawn")
+    inbox = context.Queue()
+    address = f"tcp://127.0.0.1:{free_loopback_port()}"
+    processes = [
+        context.Process(
+            target=_worker,
+            args=(rank, workers, address, "nccl" if gpu else "gloo", dict(config), checkpoint_dir, inbox),
+            daemon=True,
+        )
+        for rank in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        while True:
+            try:
+                kind, payload = inbox.get(timeout=0.2)
+            except queue.Empty:
+                _raise_if_killed(processes)
+                if any(p.exitcode not in (None, 0) for p in processes):
+                    raise RuntimeError(f"a data-parallel worker of {workers} exited without a result") from None
+                continue
+            if kind == "epoch" and report is not None:
+                report(*payload)
+            elif kind == "error":
+                # a worker's error may only be its collective noticing that another worker was killed: that first
+                for process in processes:
+                    process.join(timeout=2)
+                _raise_if_killed(processes, payload)
+                raise payload
+            elif kind == "result":
+                for process in processes:
+                    process.join()
+                return payload
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+
+
+def _raise_if_killed(processes: list[Any], then: BaseException | None = None) -> None:
+    """A RuntimeError naming the first worker that a signal ended (no Python error of its own to send)."""
+    for rank, process in enumerate(processes):
+        if process.exitcode is not None and process.exitcode < 0:
+            died = f"data-parallel worker {rank} of {len(processes)} died (signal {-process.exitcode})"
+            raise RuntimeError(died) from then
+
+
+def _worker(
+    rank: int,
+    workers: int,
+    address: str,
+    backend: str,
+    config: dict[str, Any],
+    checkpoint_dir: str | None,
+    outbox: Any,
+) -> None:
+    try:
+        if backend == "nccl":
+            torch.cuda.set_device(rank)
+            config = {**config, "device": f"cuda:{rank}"}
+        dist.init_process_group(
+            backend,
+            init_method=address,
+            rank=rank,
+            world_size=workers,
+            timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
+        )
+
+        def report(metrics: dict[str, Any], folder: str | None) -> None:
+            if rank == 0:
+                outbox.put(("epoch", (metrics, folder)))
+
+        result = run_trial(config, report=report, checkpoint_dir=checkpoint_dir)
+        if rank == 0:
+            outbox.put(("result", result))
+    except BaseException as error:
+        try:
+            pickle.dumps(error)
+            sent: BaseException = error
+        except Exception:  # an exception that does not pickle still arrives, as its text
+            sent = RuntimeError(f"data-parallel worker {rank}: {traceback.format_exc()}")
+        outbox.put(("error", sent))
+        raise SystemExit(1) from None
+    finally:
+        if dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
