@@ -1,5 +1,5 @@
-"""A loopback port nothing listens on now, for a server this program starts itself (a local process group's
-rendezvous, a private Ray's dashboard). Another program may take it before ours binds: the caller checks."""
+"""A loopback port nothing listens on now, for a server this program starts itself (a private Ray's dashboard).
+Another program may take it before ours binds: the caller checks."""
 
 from __future__ import annotations
 

@@ -181,3 +181,38 @@ def test_a_killed_worker_and_a_killed_driver_cost_a_2_worker_trial_nothing(tmp_p
     _kill_after(command, env, folder / "mlflow.db", 2)
     _resume(command, env)
     assert _values(folder) == plain
+
+
+def test_a_starved_multi_worker_trial_fails_with_the_reason_instead_of_waiting(tmp_path: Path) -> None:
+    """Something else holds the CPUs a trial's second worker needs (as a leaked worker group would): the trial fails
+    after `failure.worker_start_timeout_s`, its run says why, and the sweep ends."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from autoaccel.sweep import run_sweep
+
+    if ray.is_initialized():
+        ray.shutdown()
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    hog = placement_group([{"CPU": 1.5}])
+    ray.get(hog.ready())
+    try:
+        spec = _spec(
+            tmp_path,
+            name="starved",
+            budget={"epochs": 2, "batch_size": 16},
+            search={"sampler": "random", "num_samples": 1, "max_concurrent": 1, "seed": 0},
+            scheduler={"type": "fifo"},
+            resources={"workers": 2, "cpu": 0.5},
+            failure={"max_failures": 0, "worker_start_timeout_s": 5},
+        )
+        started = time.monotonic()
+        run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
+        assert time.monotonic() - started < 120
+        (run,) = _children(f"sqlite:///{tmp_path / 'sweeps' / 'starved' / 'mlflow.db'}", "starved")
+        assert run.data.tags["status"] == "errored"
+        assert "worker group startup timed out after 5.0 seconds waiting for 2 workers" in run.data.tags["error"]
+    finally:
+        remove_placement_group(hog)
+        ray.shutdown()

@@ -3,6 +3,7 @@ local Ray the sweep starts itself, recorded in a real MLflow store (no mocks).""
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from pathlib import Path
@@ -51,16 +52,18 @@ def test_a_sweep_of_two_worker_trials(own_ray: Any, tmp_path: Path) -> None:
         "workload": {"name": "quadratic", "samples": 256},
         "space": str(_space(tmp_path)),
         "budget": {"epochs": 3, "batch_size": 16},
-        "search": {"sampler": "random", "num_samples": 3, "max_concurrent": 1, "seed": 2},
+        "search": {"sampler": "random", "num_samples": 3, "max_concurrent": 3, "seed": 2},
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-        "resources": {"workers": 2, "cpu": 0.5},
+        "resources": {"workers": 2, "cpu": 1},  # a trial holds both CPUs: one at a time, whatever the spec says
         # a leaked worker group would starve the next trial: it then fails in 60 s instead of hanging
         "failure": {"max_failures": 1, "checkpoint_every_s": 0, "worker_start_timeout_s": 60},
         "storage": str(tmp_path / "sweeps"),
     }
     path = tmp_path / "workers.yaml"
     path.write_text(yaml.safe_dump(spec))
-    run_sweep(path)
+    log = io.StringIO()
+    run_sweep(path, log=log)
+    assert "1 trial(s) at a time, not 3: each holds 2 workers (2 CPU, 0 GPU in all)" in log.getvalue()
 
     ray = own_ray
     client = MlflowClient(f"sqlite:///{tmp_path / 'sweeps' / 'workers' / 'mlflow.db'}")

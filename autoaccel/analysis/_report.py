@@ -329,26 +329,28 @@ def _overview(runs: pd.DataFrame, experiments: Sequence[str], metric: str, mode:
 
 
 def adascale_by_scale(runs: pd.DataFrame) -> pd.DataFrame | None:
-    """AdaScale's runs grouped by their scale S: the ``adascale.scale`` they set, else data-parallel workers
-    (``world_size``; 1 where not recorded) × accumulated micro-batches. Per S: how many runs, how many completed
-    (a failed run counts, with no value), the median final metric and gain of the completed ones. None without
-    AdaScale runs."""
-    accumulation = "optimizer.adascale.num_gradients_to_accumulate"
-    if accumulation not in runs:
+    """AdaScale's runs grouped by workload and scale S: the ``adascale.scale`` they set, else data-parallel workers
+    (``world_size``; 1 where not recorded) × accumulated micro-batches (1 where left at its default). Per group: how
+    many runs, how many completed (a failed run counts, with no value), the median final metric and gain of the
+    completed ones. None without AdaScale runs."""
+    if "technique" not in runs:
         return None
-    own = runs[runs[accumulation].notna()].copy()
+    own = runs[runs["technique"].astype(str).str.contains("adascale")].copy()
     if own.empty:
         return None
-    workers = own["world_size"].fillna(1) if "world_size" in own else pd.Series(1, index=own.index)
-    scale = workers * own[accumulation].astype(float)
+    column = "optimizer.adascale.num_gradients_to_accumulate"
+    accumulation = own[column].astype(float).fillna(1.0) if column in own else pd.Series(1.0, index=own.index)
+    workers = own["world_size"].astype(float).fillna(1.0) if "world_size" in own else pd.Series(1.0, index=own.index)
+    scale = workers * accumulation
     if "optimizer.adascale.scale" in own:
         scale = own["optimizer.adascale.scale"].astype(float).fillna(scale)
     own["S"], own["workers"] = scale, workers
     rows = []
-    for (s, n), group in own.groupby(["S", "workers"]):
+    for (workload, s, n), group in own.groupby(["workload", "S", "workers"], dropna=False):
         done = group[group["status"].isin(_FINISHED)]
         rows.append(
             {
+                "workload": workload,
                 "S": s,
                 "workers": int(n),
                 "runs": len(group),

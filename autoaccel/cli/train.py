@@ -14,7 +14,7 @@ from autoaccel.config import apply_overrides
 from autoaccel.errors import ConfigError
 from autoaccel.redaction import redact_uri
 from autoaccel.run import run_trial, validate_trial_config
-from autoaccel.run.processes import run_data_parallel
+from autoaccel.run.processes import check_workers, run_data_parallel
 
 __all__ = ["train_command", "trial_config_from_args"]
 
@@ -60,8 +60,7 @@ def _line(metrics: dict[str, Any], budget: dict[str, Any], metric: str) -> str:
 
 def train_command(args: argparse.Namespace) -> int:
     config, workload = validate_trial_config(trial_config_from_args(args))  # bad input fails here, before any work
-    if args.workers < 1:
-        raise ConfigError("--workers", args.workers, "an integer ≥ 1")
+    check_workers(config["device"], args.workers)
     import torch
 
     from autoaccel.optim import build_optimizer, planned_workers

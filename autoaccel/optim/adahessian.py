@@ -275,7 +275,12 @@ class AdaHessian(NamespacedStateOptimizer):
         self.n_samples = int(extra["n_samples"])
         self.seed = int(extra["seed"])
         self._generators = {}
+        # A data-parallel worker resumes from rank 0's checkpoint, whose probes were drawn on rank 0's GPU: a single
+        # saved GPU generator belongs to this optimizer's single GPU, whatever its index.
+        saved_gpus = [d for d in extra["generators"] if torch.device(d).type == "cuda"]
+        own_gpus = {p.device for group in self.param_groups for p in group["params"] if p.device.type == "cuda"}
+        moved = {saved_gpus[0]: next(iter(own_gpus))} if len(saved_gpus) == 1 and len(own_gpus) == 1 else {}
         for device, gen_state in extra["generators"].items():
             if torch.device(device).type == "cuda" and not torch.cuda.is_available():
                 continue  # a GPU checkpoint resumed on CPU: the probes restart from the seed
-            self._generator(torch.device(device)).set_state(gen_state.cpu())
+            self._generator(torch.device(moved.get(device, device))).set_state(gen_state.cpu())

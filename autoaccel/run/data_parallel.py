@@ -13,12 +13,15 @@ How the workers share one trial (:class:`~autoaccel.run.Trial` does all of it wh
   Hessian-vector product needs a double backward, which DDP does not support; AdaHessian averages its gradients
   and Hessian estimates itself (``averages_gradients``). A loss that steers a decision (Anderson's safeguard) is
   averaged too, so every worker decides alike: parameters stay bit-equal on every rank without a broadcast.
+- Every epoch the workers compare a digest of their parameters: equal by construction, but a kernel that rounds
+  differently on another node's hardware would let them drift apart unseen; rank 0's are then broadcast (a warning).
 - Rank 0 evaluates and its metrics (and its clock) are shared, so every worker agrees on divergence and on the end.
 - Rank 0 writes the checkpoint, with every rank's random state; a trial resumes only with the same world size.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -28,7 +31,7 @@ from torch import nn
 
 from autoaccel.optim import average_
 
-__all__ = ["average_scalar", "broadcast_module", "gather", "rank_seed", "share"]
+__all__ = ["agree", "average_scalar", "broadcast_module", "gather", "rank_seed", "share"]
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -42,6 +45,18 @@ def broadcast_module(module: nn.Module, parameters: bool = True) -> None:
     with torch.no_grad():
         for tensor in tensors:
             dist.broadcast(tensor, src=0)
+
+
+def agree(module: nn.Module) -> bool:
+    """Whether every worker holds the same parameters, bit for bit (a digest of their bytes, compared once per
+    epoch). If not — a kernel that rounds differently on another node's hardware — rank 0's are broadcast."""
+    digest = hashlib.blake2b(digest_size=16)
+    for p in module.parameters():
+        digest.update(p.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    if len(set(gather(digest.hexdigest()))) == 1:
+        return True
+    broadcast_module(module)
+    return False
 
 
 def share(value: Any) -> Any:

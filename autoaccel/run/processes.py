@@ -9,6 +9,10 @@ import datetime
 import os
 import pickle
 import queue
+import shutil
+import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -16,11 +20,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from autoaccel.ports import free_loopback_port
+from autoaccel.errors import ConfigError
 
+from .device import resolve_device
 from .trial import run_trial
 
-__all__ = ["run_data_parallel"]
+__all__ = ["check_workers", "run_data_parallel"]
 
 # How long a collective waits for a slow worker (rank 0 evaluating a large validation set) before the group fails.
 COLLECTIVE_TIMEOUT_S = 600.0
@@ -35,16 +40,18 @@ def run_data_parallel(
     """:func:`~autoaccel.run.run_trial` on ``workers`` processes of this machine (gloo; NCCL with one GPU per
     worker when the config's device is CUDA). Rank 0's epochs go to ``report`` here, in this process; its summary
     is returned. A worker that fails stops the others, and its error is raised here (a worker that dies without
-    one: a ``RuntimeError`` naming its rank and exit code)."""
+    one: a ``RuntimeError`` naming its rank and exit code).
+
+    Nothing listens beyond loopback: the workers meet through a file (no TCP store) and connect over ``lo``
+    (``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME``, unless set already). A worker whose launcher dies stops too."""
     import torch.multiprocessing as mp
 
-    device = str(config.get("device", "auto"))
-    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if gpu and torch.cuda.device_count() < workers:
-        raise RuntimeError(f"{workers} workers on NCCL need one GPU each; this machine has {torch.cuda.device_count()}")
+    check_workers(str(config.get("device", "auto")), workers)
+    gpu = torch.device(resolve_device(str(config.get("device", "auto")))).type == "cuda"
     context = mp.get_context("spawn")
     inbox = context.Queue()
-    address = f"tcp://127.0.0.1:{free_loopback_port()}"
+    rendezvous = tempfile.mkdtemp(prefix="autoaccel-rendezvous-")
+    address = f"file://{os.path.join(rendezvous, 'store')}"
     processes = [
         context.Process(
             target=_worker,
@@ -82,6 +89,21 @@ def run_data_parallel(
                 process.terminate()
         for process in processes:
             process.join()
+        shutil.rmtree(rendezvous, ignore_errors=True)
+
+
+def check_workers(device: str, workers: int) -> None:
+    """A :class:`ConfigError` when ``workers`` data-parallel processes cannot run here on ``device``."""
+    if workers < 1:
+        raise ConfigError("--workers", workers, "an integer ≥ 1")
+    if workers == 1:
+        return
+    if device.startswith("cuda:"):
+        raise ConfigError("--device", device, "cuda or auto with --workers: each worker takes a GPU of its own")
+    gpus = torch.cuda.device_count()
+    if (device == "cuda" or (device == "auto" and gpus)) and gpus < workers:
+        allowed = f"at most {gpus}: NCCL needs a GPU per worker, and this machine has {gpus}"
+        raise ConfigError("--workers", workers, allowed)
 
 
 def _raise_if_killed(processes: list[Any], then: BaseException | None = None) -> None:
@@ -101,10 +123,12 @@ def _worker(
     checkpoint_dir: str | None,
     outbox: Any,
 ) -> None:
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+    for variable in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+        os.environ.setdefault(variable, "lo")
     try:
-        if backend == "nccl":
+        if backend == "nccl":  # the config keeps "cuda" (its checkpoint is every rank's): this rank's GPU is current
             torch.cuda.set_device(rank)
-            config = {**config, "device": f"cuda:{rank}"}
         dist.init_process_group(
             backend,
             init_method=address,
@@ -132,3 +156,10 @@ def _worker(
         if dist.is_initialized():
             with contextlib.suppress(Exception):
                 dist.destroy_process_group()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker once its launcher is gone (killed: it could not stop us), instead of training on unseen."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)

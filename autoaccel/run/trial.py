@@ -48,7 +48,7 @@ from autoaccel.workloads import Workload, get_workload
 
 from .budget import check_budget, lr_factor
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from .data_parallel import average_scalar, broadcast_module, gather, rank_seed, share
+from .data_parallel import agree, average_scalar, broadcast_module, gather, rank_seed, share
 from .device import DEVICES, resolve_device
 
 __all__ = ["Report", "Trial", "run_trial", "validate_trial_config"]
@@ -300,6 +300,13 @@ class Trial:
             raise RuntimeError(f"epoch {self.epoch + 1} trained no step: every batch is smaller than the micro-batches")
         mean_loss = total / max(count, 1)
         train_loss = (average_scalar(mean_loss) if trial.workers > 1 else mean_loss).item()
+        if trial.workers > 1 and not agree(trial.model):
+            warnings.warn(
+                f"the data-parallel workers' parameters differed after epoch {self.epoch + 1}: rank 0's were "
+                "broadcast (a kernel that rounds differently on another node?)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         trial.model.eval()
         evaluated = workload.evaluate(trial.model) if math.isfinite(train_loss) and trial.rank == 0 else {}
         seconds = time.perf_counter() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shlex
 import sys
 import tempfile
@@ -157,6 +158,10 @@ class SweepTracking(tune.Callback):
             extra = "pip install 'autoaccel[dashboard]'"
             self._say(f"live Optuna view: `optuna-dashboard {journal}` (serves on 127.0.0.1; {extra})")
 
+    def say(self, text: str) -> None:
+        """A line of the sweep's progress log, from the driver."""
+        self._say(text)
+
     def _say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.log, flush=True)
 
@@ -185,6 +190,7 @@ class SweepTracking(tune.Callback):
                 **({"source_run": source} if source else {}),
                 "status": "running",
                 "epochs": 0,
+                "world_size": self.spec.workers,  # what it asked for; its first report says what it measured
                 "autoaccel.sweep": self.spec.name,
             }
             self.runs[trial_id] = self.tracker.start_run(f"{fam}-{trial_id}", params, tags, parent_id=self.parent)
@@ -251,15 +257,16 @@ class SweepTracking(tune.Callback):
         self._end(trial, trial_status(trial.last_result, stopped=stopped))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "errored")
+        self._end(trial, "errored", _error_line(trial))
 
-    def _end(self, trial: Any, status: str) -> None:
+    def _end(self, trial: Any, status: str, why: str = "") -> None:
         self._connect()
         run_id = self._child(trial)
         self.writer.flush()  # its epochs first: a finished run has its whole history
         # a trial that crashed and was retried from its checkpoint says so (before, a recovered crash left no trace)
         crashes = getattr(trial, "num_failures", 0)
-        self.tracker.finish(run_id, status, {"epochs": self.logged[trial.trial_id], "crashes": crashes})
+        tags = {"epochs": self.logged[trial.trial_id], "crashes": crashes, **({"error": why} if why else {})}
+        self.tracker.finish(run_id, status, tags)
         self.finished[trial.trial_id] = status
         value = (trial.last_result or {}).get(self.spec.metric)
         # only a whole budget's value counts as the best so far: a stopped trial's is from fewer epochs
@@ -274,7 +281,7 @@ class SweepTracking(tune.Callback):
         self.phase_done += 1
         self._say(
             f"[{where}{self.phase_done}/{self.phase_trials}] {trial.trial_id} {self.families.get(trial.trial_id)}: "
-            f"{status} after {epochs} epoch(s) {shown}{best}"
+            f"{status} after {epochs} epoch(s) {shown}{best}" + (f": {why}" if why else "")
         )
 
     # -- phases and the end of the sweep --------------------------------------------------------------------------
@@ -371,6 +378,20 @@ class SweepTracking(tune.Callback):
         for row in rows:
             first.setdefault(row["family"], row)
         return list(first.values())
+
+
+def _error_line(trial: Any) -> str:
+    """What a trial's error says, from its traceback's last exception line on (e.g. Ray Train's "worker group startup
+    timed out after 300 seconds waiting for 2 workers"), on one line, at most 400 characters, without any URI's
+    password; empty when Ray wrote none."""
+    try:
+        text = Path(trial.error_file).read_text()
+    except (OSError, TypeError):  # no error file (Ray had no local trial folder)
+        return ""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b.*:", line)]
+    said = " ".join(line.strip() for line in lines[starts[-1] :] if line.strip()) if starts else ""
+    return redact_uri(said)[:400]
 
 
 _RAY_KEYS = {

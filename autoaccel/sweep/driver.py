@@ -350,6 +350,12 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         resources = dict(DRIVER_RESOURCES)
     trainable = tune.with_resources(tune.with_parameters(train_sampled, payload=payload), resources)
     concurrent = _concurrency(spec)
+    if concurrent < spec.max_concurrent:
+        needs = spec.trial_needs()
+        tracking.say(
+            f"{concurrent} trial(s) at a time, not {spec.max_concurrent}: each holds {spec.workers} workers "
+            f"({needs['cpu']:g} CPU, {needs['gpu']:g} GPU in all), and this machine's Ray has no more"
+        )
     if restore:
         # Unfinished trials continue from their checkpoints; errored ones get another chance from theirs too: a dead
         # driver can leave a trial errored that was not at fault. (Optuna keeps the FAIL it was told: it cannot

@@ -316,6 +316,9 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     device = raw.get("device", "auto")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError("device", device, "one of auto, cpu, cuda")
+    if device == "cpu" and resources["workers"] > 1 and resources["gpu"] > 0:
+        allowed = "auto or cuda when workers > 1 have a GPU each (NCCL trains on GPUs), or resources.gpu: 0"
+        raise ConfigError("device", device, allowed)
     if device == "cuda" and resources["gpu"] == 0:
         raise ConfigError(
             "device", device, "auto or cpu when resources.gpu is 0 (a trial uses only the GPU it asks for)"

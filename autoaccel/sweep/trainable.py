@@ -82,7 +82,8 @@ def _drive_workers(params: dict[str, Any], payload: dict[str, Any]) -> None:
             callbacks=[TuneReportCallback()],
             # a starved worker group (its start timed out) fails at once: retrying it would wait as long again
             failure_config=ray.train.FailureConfig(max_failures=payload["max_failures"], controller_failure_limit=0),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # the latest only, as a single-process trial keeps (Ray Train deletes the older once the new is stored)
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
         ),
     )
     trainer.fit()
@@ -101,13 +102,15 @@ def _train_worker(config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
     payload = config["payload"]
-    device = _device(payload["device"])
-    if device.startswith("cuda"):
+    if payload["resources"]["gpu"] > 0:
         import torch
 
-        device = str(ray.train.torch.get_device())  # this worker's own GPU (NCCL: one per rank)
-        torch.cuda.set_device(device)  # where NCCL's object collectives (rank 0's shared metrics) stage their data
-    _train(config["params"], payload, ray.train.get_checkpoint(), report, device)
+        if not torch.cuda.is_available():
+            raise RuntimeError("resources.gpu > 0 but this Ray Train worker sees no CUDA device (NCCL needs one)")
+        # this worker's own GPU (NCCL: one per rank) becomes the current one, which "cuda" means: the trial config
+        # (and its checkpoint, every rank's) stays the same on every rank
+        torch.cuda.set_device(ray.train.torch.get_device())
+    _train(config["params"], payload, ray.train.get_checkpoint(), report, _device(payload["device"]))
 
 
 def _train(
@@ -223,7 +226,7 @@ def _device(device: str) -> str:
     leaves CUDA_VISIBLE_DEVICES set for zero-GPU workers on a GPU node)."""
     import ray
 
-    return str(resolve_device(device, gpu_granted=bool(ray.get_gpu_ids())))
+    return resolve_device(device, gpu_granted=bool(ray.get_gpu_ids())).type  # "cuda": the current device
 
 
 def plan(config: Mapping[str, Any], seeds: Sequence[int]) -> tuple[Sample, tuple[int, ...]]:
