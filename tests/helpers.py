@@ -168,8 +168,9 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-def listening_addresses_of_children() -> set[str]:
-    """The local addresses that this process's child processes listen on (TCP, Linux: /proc)."""
+def listening_addresses_of_children(marker: str = "spawn_main") -> set[str]:
+    """The local addresses that this process's child processes whose command line holds ``marker`` (by default the
+    ``multiprocessing`` spawned ones, not a Ray an earlier test left running) listen on (TCP, Linux: /proc)."""
     import ipaddress
     import os
 
@@ -178,6 +179,9 @@ def listening_addresses_of_children() -> set[str]:
         try:
             with open(f"/proc/{pid}/stat") as handle:
                 if handle.read().rsplit(")", 1)[1].split()[1] != me:  # the field after the state: the parent
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if marker.encode() not in handle.read():
                     continue
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")

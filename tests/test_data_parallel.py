@@ -7,6 +7,8 @@ import datetime
 import ipaddress
 import multiprocessing
 import os
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -129,12 +131,16 @@ def test_two_workers_train_as_one_process_with_twice_the_batch(two_ranks: dict) 
     assert together["step"] == alone["step"]
 
 
-def test_local_workers_listen_on_loopback_only() -> None:
-    """`autoaccel train --workers N`: the workers meet through a file and connect over loopback; no socket of theirs
-    listens on another interface at any moment of the run."""
-    import threading
-    import time
+def _stop_after(epoch: int) -> Any:
+    def report(metrics: dict[str, Any], _: Any) -> None:
+        if metrics["epoch"] == epoch:
+            raise KeyboardInterrupt  # the run is cut here; rank 0 wrote this epoch's checkpoint first
 
+    return report
+
+
+def _listening_while(run: Any) -> tuple[Any, set[str]]:
+    """``run()``'s result, and every address its worker processes listened on meanwhile."""
     from helpers import listening_addresses_of_children
 
     seen: set[str] = set()
@@ -148,24 +154,18 @@ def test_local_workers_listen_on_loopback_only() -> None:
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        run_data_parallel({**_config(STACKS["lookahead"], epochs=3), "workload": {**WORKLOAD, "samples": 2048}}, 2)
+        return run(), seen
     finally:
         done.set()
         watcher.join()
-    assert seen and all(ipaddress.ip_address(a).is_loopback for a in seen), seen
 
 
-def _stop_after(epoch: int) -> Any:
-    def report(metrics: dict[str, Any], _: Any) -> None:
-        if metrics["epoch"] == epoch:
-            raise KeyboardInterrupt  # the run is cut here; rank 0 wrote this epoch's checkpoint first
-
-    return report
-
-
-def test_a_two_worker_trial_resumes_exactly(tmp_path: Path) -> None:
+def test_a_two_worker_trial_resumes_exactly_and_listens_on_loopback_only(tmp_path: Path) -> None:
+    """Cut after epoch 2 (or a little later), resumed: the same values as a whole run, bit for bit. And the local
+    workers meet through a file and connect over loopback: no socket of theirs listens on another interface."""
     config = _config(STACKS["anderson"], epochs=8)
-    whole = run_data_parallel(config, 2, checkpoint_dir=tmp_path / "whole")
+    whole, seen = _listening_while(lambda: run_data_parallel(config, 2, checkpoint_dir=tmp_path / "whole"))
+    assert seen and all(ipaddress.ip_address(a).is_loopback for a in seen), seen
     with pytest.raises(KeyboardInterrupt):
         run_data_parallel(config, 2, report=_stop_after(2), checkpoint_dir=tmp_path / "cut")
     saved = torch.load(tmp_path / "cut" / "trial.pt", weights_only=True)
