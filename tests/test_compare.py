@@ -206,6 +206,7 @@ def _spec(tmp_path: Path, name: str = "known-answers", half_batch: bool = True, 
     return path
 
 
+@pytest.mark.slow
 def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     spec = load_spec(_spec(tmp_path))
     assert spec.compare.baselines["anderson_sgd"] == "sgd"
@@ -287,6 +288,7 @@ def test_comparison_specs_are_checked_before_anything_runs(tmp_path: Path) -> No
     assert not (tmp_path / "sweeps").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_a_comparison_interrupted_mid_tuning_resumes_to_the_same_shape(tmp_path: Path) -> None:
     """Ctrl-C while a later family tunes: finished phases are not re-run, the interrupted one continues, and the
     final runs follow; one child run per trial, nothing RUNNING."""

@@ -79,6 +79,7 @@ def _history(uri: str, run_id: str) -> list[int]:
     return [m.step for m in MlflowClient(uri).get_metric_history(run_id, "train_loss")]
 
 
+@pytest.mark.slow
 def test_fractional_gpu_trials_run_on_the_gpu_nodes_two_per_node(cluster: Any, tmp_path: Path) -> None:
     from autoaccel.sweep import run_sweep
 
@@ -95,6 +96,7 @@ def test_fractional_gpu_trials_run_on_the_gpu_nodes_two_per_node(cluster: Any, t
     assert not list((tmp_path / "shared").rglob("mlruns"))
 
 
+@pytest.mark.slow
 def test_a_two_worker_trial_spreads_over_two_nodes(cluster: Any, tmp_path: Path) -> None:
     """2 workers × 2 CPUs: no node holds both, so Ray Train places one on each worker node; they train as one
     gloo group across the nodes, and the run names both."""
@@ -116,6 +118,7 @@ def test_a_two_worker_trial_spreads_over_two_nodes(cluster: Any, tmp_path: Path)
     assert _history(result["tracking_uri"], child.info.run_id) == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_losing_a_worker_node_mid_sweep(cluster: Any, tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
@@ -170,6 +173,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_tracking_through_a_real_mlflow_server(cluster: Any, tmp_path: Path) -> None:
     from autoaccel.cluster.launch import tracking_serve_command
     from autoaccel.sweep import run_sweep

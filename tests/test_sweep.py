@@ -360,6 +360,7 @@ def _kill_session(process: subprocess.Popen) -> None:
 
 
 # SIGTERM (what systemd, Slurm and `timeout` send) takes Ctrl-C's path; test_compare.py sends SIGINT itself
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Path, how: str) -> None:
     from mlflow.tracking import MlflowClient
@@ -517,6 +518,7 @@ def test_multi_objective_sweep_with_nsga2(ray_session: Any, tmp_path: Path) -> N
     assert result["statuses"] == {"completed": 3}
 
 
+@pytest.mark.slow
 def test_robustness_study_reruns_the_best_configuration_over_seeds_and_batch_sizes(
     ray_session: Any, tmp_path: Path
 ) -> None:

@@ -42,6 +42,7 @@ def own_ray() -> Any:
     os.environ.pop("RAY_API_SERVER_ADDRESS", None)
 
 
+@pytest.mark.slow
 def test_a_sweep_of_two_worker_trials(own_ray: Any, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
