@@ -7,6 +7,7 @@ import datetime
 import ipaddress
 import multiprocessing
 import os
+import re
 import threading
 import time
 import warnings
@@ -163,16 +164,16 @@ def _listening_while(run: Any) -> tuple[Any, set[str]]:
 def test_a_two_worker_trial_resumes_exactly_and_listens_on_loopback_only(tmp_path: Path) -> None:
     """Cut after epoch 2 (or a little later), resumed: the same values as a whole run, bit for bit. And the local
     workers meet through a file and connect over loopback: no socket of theirs listens on another interface."""
-    config = _config(STACKS["anderson"], epochs=8)
+    config = _config(STACKS["anderson"], epochs=40)  # more than the workers can train while they are stopped
     whole, seen = _listening_while(lambda: run_data_parallel(config, 2, checkpoint_dir=tmp_path / "whole"))
     assert seen and all(ipaddress.ip_address(a).is_loopback for a in seen), seen
     with pytest.raises(KeyboardInterrupt):
         run_data_parallel(config, 2, report=_stop_after(2), checkpoint_dir=tmp_path / "cut")
     saved = torch.load(tmp_path / "cut" / "trial.pt", weights_only=True)
     # the workers may checkpoint an epoch or two more before they are stopped: a run cut mid-way, in any case
-    assert 2 <= saved["epoch"] < 8 and saved["world_size"] == 2 and len(saved["rng_per_rank"]) == 2
+    assert 2 <= saved["epoch"] < 40 and saved["world_size"] == 2 and len(saved["rng_per_rank"]) == 2
     resumed = run_data_parallel(config, 2, checkpoint_dir=tmp_path / "cut")
-    assert resumed["epoch"] == 8
+    assert resumed["epoch"] == 40
     for key in ("metric", "train_loss", "aa_extrapolations", "step"):
         assert resumed[key] == whole[key], key  # bit for bit
     with pytest.raises(ConfigError, match="written by 1 worker"):  # another world size: refused, not mixed up
@@ -191,3 +192,18 @@ def test_a_worker_that_dies_stops_the_trial_with_its_rank(tmp_path: Path) -> Non
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     with pytest.raises(RuntimeError, match=r"worker 1 of 2 died \(signal 9\)"):
         run_data_parallel(config, 2)
+
+
+@pytest.mark.parametrize(
+    ("device", "workers", "allowed"),
+    [
+        ("cpu", 0, "an integer ≥ 1"),
+        ("cuda:1", 2, "cuda or auto with --workers"),
+        ("cuda", torch.cuda.device_count() + 2, "NCCL needs a GPU per worker"),
+    ],
+)
+def test_workers_this_machine_cannot_run_are_refused_before_any_work(device: str, workers: int, allowed: str) -> None:
+    from autoaccel.run.processes import check_workers
+
+    with pytest.raises(ConfigError, match=re.escape(allowed)):
+        check_workers(device, workers)

@@ -176,7 +176,8 @@ def test_a_sweep_with_an_errored_trial_exits_1(
     assert main(["sweep", str(spec)]) == 1  # a failure a script or a scheduler can see
     err = capsys.readouterr().err
     assert "done: 1 completed, 1 errored" in err and "1 trial(s) errored" in err, err[-2000:]
-    assert re.search(r"errored after \d+ epoch\(s\) : RuntimeError: transient failure", err), err[-2000:]
+    why = r"errored after \d+ epoch\(s\)( \(best [^)]*\))?: RuntimeError: transient failure"  # the reason, said
+    assert re.search(why, err), err[-2000:]
 
 
 _PRIVATE_RAY = """

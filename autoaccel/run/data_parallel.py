@@ -14,7 +14,8 @@ How the workers share one trial (:class:`~autoaccel.run.Trial` does all of it wh
   and Hessian estimates itself (``averages_gradients``). A loss that steers a decision (Anderson's safeguard) is
   averaged too, so every worker decides alike: parameters stay bit-equal on every rank without a broadcast.
 - Every epoch the workers compare a digest of their parameters: equal by construction, but a kernel that rounds
-  differently on another node's hardware would let them drift apart unseen; rank 0's are then broadcast (a warning).
+  differently on another node's hardware would let them drift apart unseen; rank 0's parameters are then broadcast
+  (a warning). The optimizers' states stay each worker's own: a drift that comes back is warned every epoch.
 - Rank 0 evaluates and its metrics (and its clock) are shared, so every worker agrees on divergence and on the end.
 - Rank 0 writes the checkpoint, with every rank's random state; a trial resumes only with the same world size.
 """

@@ -22,7 +22,6 @@ import torch.distributed as dist
 
 from autoaccel.errors import ConfigError
 
-from .device import resolve_device
 from .trial import run_trial
 
 __all__ = ["check_workers", "run_data_parallel"]
@@ -46,23 +45,20 @@ def run_data_parallel(
     (``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME``, unless set already). A worker whose launcher dies stops too."""
     import torch.multiprocessing as mp
 
-    check_workers(str(config.get("device", "auto")), workers)
-    gpu = torch.device(resolve_device(str(config.get("device", "auto")))).type == "cuda"
+    device = str(config.get("device", "auto"))
+    check_workers(device, workers)
+    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     context = mp.get_context("spawn")
     inbox = context.Queue()
     rendezvous = tempfile.mkdtemp(prefix="autoaccel-rendezvous-")
     address = f"file://{os.path.join(rendezvous, 'store')}"
-    processes = [
-        context.Process(
-            target=_worker,
-            args=(rank, workers, address, "nccl" if gpu else "gloo", dict(config), checkpoint_dir, inbox),
-            daemon=True,
-        )
-        for rank in range(workers)
-    ]
-    for process in processes:
-        process.start()
+    processes: list[Any] = []
     try:
+        for rank in range(workers):
+            backend = "nccl" if gpu else "gloo"
+            arguments = (rank, workers, address, backend, dict(config), checkpoint_dir, inbox, os.getpid())
+            processes.append(context.Process(target=_worker, args=arguments, daemon=True))
+            processes[-1].start()
         while True:
             try:
                 kind, payload = inbox.get(timeout=0.2)
@@ -122,8 +118,9 @@ def _worker(
     config: dict[str, Any],
     checkpoint_dir: str | None,
     outbox: Any,
+    launcher: int,
 ) -> None:
-    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_with, args=(launcher,), daemon=True).start()
     for variable in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
         os.environ.setdefault(variable, "lo")
     try:

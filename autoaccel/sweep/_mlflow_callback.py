@@ -6,15 +6,17 @@ reconnects to MLflow (finding the sweep's parent run and each trial's child run 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
-import re
+import pickle
 import shlex
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +268,9 @@ class SweepTracking(tune.Callback):
         # a trial that crashed and was retried from its checkpoint says so (before, a recovered crash left no trace)
         crashes = getattr(trial, "num_failures", 0)
         tags = {"epochs": self.logged[trial.trial_id], "crashes": crashes, **({"error": why} if why else {})}
+        if not why:  # an errored trial that --resume then finished: its old reason goes
+            with contextlib.suppress(Exception):
+                self.tracker.client.delete_tag(run_id, "error")
         self.tracker.finish(run_id, status, tags)
         self.finished[trial.trial_id] = status
         value = (trial.last_result or {}).get(self.spec.metric)
@@ -281,7 +286,8 @@ class SweepTracking(tune.Callback):
         self.phase_done += 1
         self._say(
             f"[{where}{self.phase_done}/{self.phase_trials}] {trial.trial_id} {self.families.get(trial.trial_id)}: "
-            f"{status} after {epochs} epoch(s) {shown}{best}" + (f": {why}" if why else "")
+            " ".join(filter(None, [f"{status} after {epochs} epoch(s)", (shown + best).strip()]))
+            + (f": {why}" if why else "")
         )
 
     # -- phases and the end of the sweep --------------------------------------------------------------------------
@@ -381,16 +387,16 @@ class SweepTracking(tune.Callback):
 
 
 def _error_line(trial: Any) -> str:
-    """What a trial's error says, from its traceback's last exception line on (e.g. Ray Train's "worker group startup
+    """What a trial's error says: its original exception's type and message (e.g. Ray Train's "worker group startup
     timed out after 300 seconds waiting for 2 workers"), on one line, at most 400 characters, without any URI's
-    password; empty when Ray wrote none."""
+    password; empty when Ray kept none."""
     try:
-        text = Path(trial.error_file).read_text()
-    except (OSError, TypeError):  # no error file (Ray had no local trial folder)
+        with open(trial.pickled_error_file, "rb") as handle:
+            error = pickle.load(handle)  # what Ray wrote for this trial, in this sweep's own folder
+        cause = getattr(error, "cause", None) or error  # a RayTaskError wraps what the trial raised
+        said = " ".join("".join(traceback.format_exception_only(type(cause), cause)).split())
+    except Exception:  # no error file, or one that does not load here: the status says errored all the same
         return ""
-    lines = text.splitlines()
-    starts = [i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b.*:", line)]
-    said = " ".join(line.strip() for line in lines[starts[-1] :] if line.strip()) if starts else ""
     return redact_uri(said)[:400]
 
 
