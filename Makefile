@@ -32,7 +32,8 @@ demo: install
 	$(VENV)/bin/autoaccel compare trials/quickstart.yaml
 
 # The fault campaign (tests/test_faults.py): a sweep's driver killed at seeded points and resumed, its records
-# checked; 6 cases of 1–2 minutes each, so not part of `make test`.
+# checked; a multi-worker trial's worker or driver killed, one starved, one spread over two nodes; 9 cases of
+# half a minute to 2 minutes each, so not part of `make test`.
 faults: install
 	AUTOACCEL_FAULTS=1 $(PY) -m pytest -q tests/test_faults.py
 

@@ -97,28 +97,6 @@ def test_fractional_gpu_trials_run_on_the_gpu_nodes_two_per_node(cluster: Any, t
 
 
 @pytest.mark.slow
-def test_a_two_worker_trial_spreads_over_two_nodes(cluster: Any, tmp_path: Path) -> None:
-    """2 workers × 2 CPUs: no node holds both, so Ray Train places one on each worker node; they train as one
-    gloo group across the nodes, and the run names both."""
-    from autoaccel.sweep import run_sweep
-
-    _, workers = cluster
-    search = {"sampler": "random", "num_samples": 1, "max_concurrent": 1, "seed": 0}
-    spec = _spec(
-        tmp_path,
-        "spread",
-        workload={"name": "quadratic", "samples": 64},
-        search=search,
-        resources={"workers": 2, "cpu": 2, "gpu": 0},
-    )
-    result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
-    (child,) = _children(result["tracking_uri"], "spread")
-    assert child.data.tags["status"] == "completed" and child.data.tags["world_size"] == "2"
-    assert set(child.data.tags["node"].split(",")) == {w.node_id for w in workers}
-    assert _history(result["tracking_uri"], child.info.run_id) == [1, 2, 3, 4]
-
-
-@pytest.mark.slow
 def test_losing_a_worker_node_mid_sweep(cluster: Any, tmp_path: Path) -> None:
     from optuna.trial import TrialState
 
