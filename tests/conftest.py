@@ -1,7 +1,11 @@
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Every Ray the tests start (and its nodes) inherits this: no per-node metrics agent polling the machine in the
+# background of a 2-core suite (a local sweep's own Ray turns it off the same way).
+os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -57,7 +57,7 @@ def test_a_sweep_of_two_worker_trials(own_ray: Any, tmp_path: Path) -> None:
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"workers": 2, "cpu": 1},  # a trial holds both CPUs: one at a time, whatever the spec says
         # a leaked worker group would starve the next trial: it then fails in 60 s instead of hanging
-        "failure": {"max_failures": 1, "checkpoint_every_s": 0, "worker_start_timeout_s": 60},
+        "failure": {"max_failures": 1, "worker_start_timeout_s": 60},
         "storage": str(tmp_path / "sweeps"),
     }
     path = tmp_path / "workers.yaml"
