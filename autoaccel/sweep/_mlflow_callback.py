@@ -10,13 +10,12 @@ import contextlib
 import copy
 import json
 import math
-import pickle
+import re
 import shlex
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +285,7 @@ class SweepTracking(tune.Callback):
         self.phase_done += 1
         self._say(
             f"[{where}{self.phase_done}/{self.phase_trials}] {trial.trial_id} {self.families.get(trial.trial_id)}: "
-            " ".join(filter(None, [f"{status} after {epochs} epoch(s)", (shown + best).strip()]))
+            + " ".join(filter(None, [f"{status} after {epochs} epoch(s)", (shown + best).strip()]))
             + (f": {why}" if why else "")
         )
 
@@ -387,16 +386,17 @@ class SweepTracking(tune.Callback):
 
 
 def _error_line(trial: Any) -> str:
-    """What a trial's error says: its original exception's type and message (e.g. Ray Train's "worker group startup
-    timed out after 300 seconds waiting for 2 workers"), on one line, at most 400 characters, without any URI's
-    password; empty when Ray kept none."""
+    """What a trial's error says: the last exception of the traceback Ray wrote (e.g. Ray Train's "worker group
+    startup timed out after 300 seconds waiting for 2 workers"), on one line, at most 400 characters, without any
+    URI's password; empty when Ray wrote none. (Ray's pickled error is no source: unpickled here, an exception may
+    rebuild its message from this process's defaults.)"""
     try:
-        with open(trial.pickled_error_file, "rb") as handle:
-            error = pickle.load(handle)  # what Ray wrote for this trial, in this sweep's own folder
-        cause = getattr(error, "cause", None) or error  # a RayTaskError wraps what the trial raised
-        said = " ".join("".join(traceback.format_exception_only(type(cause), cause)).split())
-    except Exception:  # no error file, or one that does not load here: the status says errored all the same
+        lines = Path(trial.error_file).read_text(errors="replace").splitlines()
+    except Exception:  # no error file (Ray had no local trial folder)
         return ""
+    # the last exception line: unindented, a (dotted) name ending in Error/Exception/Interrupt/Exit, message optional
+    starts = [i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", line)]
+    said = " ".join(line.strip() for line in lines[starts[-1] :] if line.strip()) if starts else ""
     return redact_uri(said)[:400]
 
 
