@@ -148,30 +148,34 @@ def averaging_fraction_on_noisy_regression(
     return opt.statistics()["aa_averaging_fraction"]
 
 
-def listening_addresses(port: int) -> set[str]:
-    """The local addresses this machine listens on at TCP ``port`` (Linux, from /proc/net/tcp and tcp6)."""
+def _listeners() -> list[tuple[str, int, str]]:
+    """Every TCP socket this machine listens on: (local address, port, socket inode), from /proc/net/tcp and tcp6."""
     import ipaddress
 
-    found = set()
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as handle:
             next(handle)
             for line in handle:
-                local, state = line.split()[1], line.split()[3]
-                address, _, hex_port = local.partition(":")
-                if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                fields = line.split()
+                if fields[3] != "0A":  # 0A: LISTEN
                     continue
+                address, _, hex_port = fields[1].partition(":")
                 raw = bytes.fromhex(address)
                 # /proc writes each 32-bit word in host (little-endian) order
                 raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                found.add(str(ipaddress.ip_address(raw)))  # 4 bytes: IPv4, 16: IPv6
+                found.append((str(ipaddress.ip_address(raw)), int(hex_port, 16), fields[9]))  # 4 bytes: IPv4
     return found
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses this machine listens on at TCP ``port`` (Linux)."""
+    return {address for address, at, _ in _listeners() if at == port}
 
 
 def listening_addresses_of_children(marker: str = "spawn_main") -> set[str]:
     """The local addresses that this process's child processes whose command line holds ``marker`` (by default the
     ``multiprocessing`` spawned ones, not a Ray an earlier test left running) listen on (TCP, Linux: /proc)."""
-    import ipaddress
     import os
 
     me, inodes = str(os.getpid()), set()
@@ -189,15 +193,4 @@ def listening_addresses_of_children(marker: str = "spawn_main") -> set[str]:
                     inodes.add(target[8:-1])
         except OSError:  # it ended meanwhile
             continue
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as handle:
-            next(handle)
-            for line in handle:
-                fields = line.split()
-                if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
-                    continue
-                raw = bytes.fromhex(fields[1].partition(":")[0])
-                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                found.add(str(ipaddress.ip_address(raw)))
-    return found
+    return {address for address, _, inode in _listeners() if inode in inodes}
