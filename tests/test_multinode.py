@@ -133,7 +133,10 @@ def test_losing_a_worker_node_mid_sweep(cluster: Any, tmp_path: Path) -> None:
     for child in children:
         assert child.info.status == "FINISHED"
         assert _history(result["tracking_uri"], child.info.run_id) == [1, 2, 3, 4, 5, 6]  # gap-free, no repeats
-        assert child.data.tags["node"] == workers[1].node_id  # where each trial finished: the surviving node
+    # the trials the loss cut (a fast one may have finished on the lost node first) ran last on the surviving node,
+    # and its run says so, also for one lost between its final report and its end (it only replays there)
+    moved = [c for c in children if int(c.data.tags["crashes"]) > 0]
+    assert moved and {c.data.tags["node"] for c in moved} == {workers[1].node_id}
     assert result["resumed_from_checkpoint"] >= 1  # the moved trials continued from their checkpoints
     import optuna
     from optuna.storages import JournalStorage

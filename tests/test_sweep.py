@@ -159,6 +159,31 @@ def test_trial_that_raises_once_is_retried_from_its_checkpoint(ray_session: Any,
     assert sorted(runs["crashes"]) == [0, 1]
 
 
+def test_a_trial_moved_after_its_last_epoch_is_tagged_with_its_new_node(tmp_path: Path) -> None:
+    # a node lost after a trial's final report but before Ray saw it end: the retry elsewhere replays epochs the run
+    # holds already; nothing is logged twice, and the run says where the trial ran last
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from autoaccel.sweep import load_spec
+    from autoaccel.sweep._mlflow_callback import SweepTracking
+    from autoaccel.sweep.driver import _prepare_folder
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = load_spec(_spec(tmp_path, uri, name="moved"))
+    _prepare_folder(spec, resume=False)  # as a start does: the sweep's id, which its parent run is tagged with
+    tracking = SweepTracking(spec, time.monotonic(), open(os.devnull, "w"))  # noqa: SIM115
+    trial = SimpleNamespace(trial_id="t0", config={"base": "sgd", "lr": 0.1})
+    epochs = [{"epoch": e, "train_loss": 1.0 / e, "metric": 1.0 / e, "status": "completed"} for e in (1, 2)]
+    tracking.on_trial_result(0, [trial], trial, {**epochs[-1], "node_id": "node-a", "epochs": epochs})
+    tracking.on_trial_result(1, [trial], trial, {**epochs[-1], "node_id": "node-b", "epochs": epochs})
+    tracking.flush()
+    run_id = tracking.runs["t0"]
+    assert MlflowClient(uri).get_run(run_id).data.tags["node"] == "node-b"
+    assert _epochs_logged(uri, run_id) == [1, 2]
+
+
 def test_a_sweep_with_an_errored_trial_exits_1(
     ray_session: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -238,6 +238,8 @@ class SweepTracking(tune.Callback):
             metrics = {k: v for k, v in self._measured(epoch_result).items() if k not in _RAY_KEYS}
             self.writer.put(run_id, metrics, step=epoch, tags=tags)
             self.logged[trial.trial_id], tags = epoch, None
+        if tags:  # a restored trial's report of epochs recorded already: it moved all the same
+            self.writer.put(run_id, {}, step=self.logged[trial.trial_id], tags=tags)
 
     def _measured(self, epoch: dict[str, Any]) -> dict[str, Any]:
         """What an epoch measured. A diverged epoch keeps its bookkeeping, the optimizer's statistics and the values
