@@ -31,11 +31,11 @@ demo: install
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/autoaccel compare trials/quickstart.yaml
 
-# The fault campaign (tests/test_faults.py): a sweep's driver killed at seeded points and resumed, its records
-# checked; a multi-worker trial's worker or driver killed, one starved, one spread over two nodes; 9 cases of
-# half a minute to 2 minutes each, so not part of `make test`.
+# The fault campaign (the tests marked `campaign`: tests/test_faults.py and two more): a sweep's driver killed at
+# seeded points and resumed, its records checked; a multi-worker trial's worker or driver killed, one starved, one
+# spread over two nodes, ASHA stopping one; 11 cases of half a minute to 2 minutes each, so not part of `make test`.
 faults: install
-	AUTOACCEL_FAULTS=1 $(PY) -m pytest -q tests/test_faults.py
+	AUTOACCEL_FAULTS=1 $(PY) -m pytest -q -m campaign
 
 # docs/evidence.md: every seed paper's claim re-measured with `autoaccel compare` (about 50 minutes on 2 CPU cores);
 # the tables land in docs/evidence/, the summary's tables and figures come from them.

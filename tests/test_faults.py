@@ -27,9 +27,7 @@ from test_multinode import (
 from test_multinode import _spec as multinode_spec
 from test_sweep import TESTS, _children, _count_epochs, _epochs_logged, _kill_session, _spec, _study
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("AUTOACCEL_FAULTS") != "1", reason="the fault campaign takes minutes: `make faults` runs it"
-)
+pytestmark = pytest.mark.campaign
 
 SAMPLES, EPOCHS = 6, 5
 TOTAL = SAMPLES * EPOCHS  # epochs the sweep logs in all

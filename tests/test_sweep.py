@@ -385,9 +385,11 @@ def _kill_session(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-# SIGTERM (what systemd, Slurm and `timeout` send) takes Ctrl-C's path; test_compare.py sends SIGINT itself
+# SIGTERM (what systemd, Slurm and `timeout` send) takes Ctrl-C's path; test_compare.py sends SIGINT itself. The
+# SIGKILL case (a minute: the sweep is run twice) is in the campaign, `make faults`, beside test_faults.py's kills at
+# seeded moments; this one adds the resumed sweep's summary and the checkpoints it keeps.
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("how", [pytest.param("SIGKILL", marks=pytest.mark.campaign), "SIGTERM"])
 def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Path, how: str) -> None:
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
@@ -397,7 +399,7 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
         name="killed",
         workload={"name": "sweep_workloads:SlowQuadratic", "samples": 64, "delay": 0.4},
         budget={"epochs": 5, "batch_size": 16},
-        search={"sampler": "tpe", "num_samples": 6, "max_concurrent": 2, "seed": 0},
+        search={"sampler": "tpe", "num_samples": 4, "max_concurrent": 2, "seed": 0},
         scheduler={"type": "fifo"},
         failure={"max_failures": 1, "checkpoint_every_s": 0},  # a checkpoint every epoch: resumes mid-trial
     )
@@ -435,10 +437,10 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
         ]
         assert parent.info.status == "KILLED"
         # from here on it is Ctrl-C's state, whose --resume test_compare.py's SIGINT test runs to the end
-        assert 8 <= _count_epochs(db) < 30
+        assert 8 <= _count_epochs(db) < 20
         return
     epochs_at_kill = _count_epochs(db)
-    assert 8 <= epochs_at_kill < 30  # mid-sweep
+    assert 8 <= epochs_at_kill < 20  # mid-sweep
 
     summary = tmp_path / "summary.json"
     resumed = subprocess.run(
@@ -453,7 +455,7 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     uri = f"sqlite:///{db}"
     children = _children(uri, "killed")
     live = [c for c in children if c.data.tags["status"] != "interrupted"]
-    assert len(live) == 6 == len({c.data.tags["trial_id"] for c in live})  # exactly one child run per trial
+    assert len(live) == 4 == len({c.data.tags["trial_id"] for c in live})  # exactly one child run per trial
     errors = [p.read_text()[-1500:] for p in (tmp_path / "sweeps" / "killed" / "tune").rglob("error.txt")]
     states = [(c.data.tags.get("trial_id"), c.data.tags["status"], c.info.status) for c in children], errors
     assert all(c.info.status in ("FINISHED", "KILLED") for c in children), states  # nothing left RUNNING
@@ -464,7 +466,7 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     assert parent.info.status == "FINISHED"
     study = _study(tmp_path / "sweeps" / "killed", "killed")
     states = [t.state for t in study.trials]
-    assert TrialState.RUNNING not in states and states.count(TrialState.COMPLETE) == 6
+    assert TrialState.RUNNING not in states and states.count(TrialState.COMPLETE) == 4
     by_trial = {c.data.tags["trial_id"]: c for c in children}
     for trial in study.trials:  # Optuna and MLflow agree trial by trial: each ask names its Ray trial
         ray_id = trial.user_attrs["ray_trial_id"]
@@ -477,7 +479,7 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     # every checkpoint a snapshot could name was kept until the end; then each trial keeps its latest only
     kept = [sorted(d.name for d in t.glob("checkpoint_*")) for t in (tmp_path / "sweeps" / "killed" / "tune").iterdir()]
     # (a trial the killed driver started and its last snapshot missed is not resumed: its folder stays as it was)
-    assert all(len(k) <= 1 for k in kept) and sum(len(k) == 1 for k in kept) >= 6, kept
+    assert all(len(k) <= 1 for k in kept) and sum(len(k) == 1 for k in kept) >= 4, kept
 
 
 def test_seeds_train_in_lockstep_and_each_equals_its_own_run(ray_session: Any, tmp_path: Path) -> None:
