@@ -1,7 +1,8 @@
 """Sweeps on a real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head and two worker
 nodes that declare fake GPUs; losing a node mid-sweep; tracking through a real ``mlflow server``.
 
-Run alone with ``pytest -m cluster``; they also run in ``make test`` (about a minute each).
+Run alone with ``pytest -m cluster``; they also run in ``make test`` (about a minute each), except the lost node,
+which is a fault case of the opt-in campaign (``make faults``).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def test_fractional_gpu_trials_run_on_the_gpu_nodes_two_per_node(cluster: Any, t
     assert not list((tmp_path / "shared").rglob("mlruns"))
 
 
-@pytest.mark.slow
+@pytest.mark.campaign
 def test_losing_a_worker_node_mid_sweep(cluster: Any, tmp_path: Path) -> None:
     from optuna.trial import TrialState
 

@@ -385,11 +385,12 @@ def _kill_session(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-# SIGTERM (what systemd, Slurm and `timeout` send) takes Ctrl-C's path; test_compare.py sends SIGINT itself. The
-# SIGKILL case (a minute: the sweep is run twice) is in the campaign, `make faults`, beside test_faults.py's kills at
-# seeded moments; this one adds the resumed sweep's summary and the checkpoints it keeps.
-@pytest.mark.slow
-@pytest.mark.parametrize("how", [pytest.param("SIGKILL", marks=pytest.mark.campaign), "SIGTERM"])
+# SIGTERM (what systemd, Slurm and `timeout` send) takes Ctrl-C's path; test_compare.py sends SIGINT itself and
+# resumes. Both cases are in the campaign, `make faults` (half a minute to a minute each), beside test_faults.py's kills
+# at seeded moments: this one adds the resumed sweep's summary and the checkpoints it keeps; in `make test`, SIGTERM's
+# path is test_a_sigterm_while_ray_starts_takes_the_ctrl_c_path and Ctrl-C's resume test_compare.py's.
+@pytest.mark.campaign
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Path, how: str) -> None:
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
