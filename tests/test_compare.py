@@ -305,7 +305,7 @@ def test_a_comparison_interrupted_mid_tuning_resumes_to_the_same_shape(tmp_path:
     )
     lines = []
     deadline = time.monotonic() + 240
-    for line in process.stderr:  # the fourth tuning trial ended (of 10, families taking turns): others run or wait
+    for line in process.stderr:  # the fourth tuning trial ended (of 6, families taking turns): others run or wait
         lines.append(line)
         if "[tuning 4/" in line or time.monotonic() > deadline:
             break
@@ -315,8 +315,10 @@ def test_a_comparison_interrupted_mid_tuning_resumes_to_the_same_shape(tmp_path:
     hint = next(line for line in rest.splitlines() if line.startswith("interrupted; continue with"))
     assert hint.endswith(f"compare {path} --out {tmp_path / 'report'} --resume"), hint
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    if resumed.returncode == 130 and re.search(r"\] \w+ \w+: interrupted after \d+ epoch", resumed.stderr):
-        # nothing interrupted the resume, yet a trial ended short of its budget: the known bug, and only that one
+    cut = re.findall(r"\[tuning \d+/\d+\] \w+ \w+: interrupted after (\d+) epoch", resumed.stderr)
+    if resumed.returncode == 130 and len(cut) == 1 and "stopped_early" not in resumed.stderr:
+        # nothing interrupted the resume, ASHA stopped no trial in it, yet one tuning trial ended short of its budget:
+        # the known bug, and only that one (ASHA's stops unrecognised would show stopped trials as interrupted too)
         pytest.xfail("known bug (docs/reliability.md): a trial ended by Ctrl-C between its last report and its end")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "twin_sgd over sgd at quadratic / batch 64: no clear difference" in resumed.stdout
