@@ -4,6 +4,7 @@ a deterministic problem, one that always diverges, and one ASHA would have starv
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -314,12 +315,16 @@ def test_a_comparison_interrupted_mid_tuning_resumes_to_the_same_shape(tmp_path:
     assert process.returncode == 130, "".join(lines) + rest
     hint = next(line for line in rest.splitlines() if line.startswith("interrupted; continue with"))
     assert hint.endswith(f"compare {path} --out {tmp_path / 'report'} --resume"), hint
+    # Ctrl-C just after a trial's final report left Ray's STOP for it pending in the snapshot, and the restored trial
+    # ended after one report, short of its budget, for good (2 runs in 16 under load): that moment made certain here
+    snapshot = max((tmp_path / "sweeps" / "resumed" / "tune" / "tuning").glob("experiment_state-*.json"))
+    state = json.loads(snapshot.read_text())
+    trials = [json.loads(data) for data, _ in state["trial_data"]]
+    running = [t["trial_id"] for t in trials if t["status"] == "RUNNING"]
+    assert running, [t["status"] for t in trials]
+    state["runner_data"]["_cached_trial_decisions"] = dict.fromkeys(running, "STOP")
+    snapshot.write_text(json.dumps(state))
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    cut = re.findall(r"\[tuning \d+/\d+\] \w+ \w+: interrupted after (\d+) epoch", resumed.stderr)
-    if resumed.returncode == 130 and len(cut) == 1 and "stopped_early" not in resumed.stderr:
-        # nothing interrupted the resume, ASHA stopped no trial in it, yet one tuning trial ended short of its budget:
-        # the known bug, and only that one (ASHA's stops unrecognised would show stopped trials as interrupted too)
-        pytest.xfail("known bug (docs/reliability.md): a trial ended by Ctrl-C between its last report and its end")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "twin_sgd over sgd at quadratic / batch 64: no clear difference" in resumed.stdout
     assert "Failed to fetch metrics" not in resumed.stderr  # Tune's warning about files the sweep does not write
@@ -329,13 +334,12 @@ def test_a_comparison_interrupted_mid_tuning_resumes_to_the_same_shape(tmp_path:
     tuning = runs[runs["phase"] == "tuning"]
     assert tuning.groupby("family").size().to_dict() == dict.fromkeys(spec.compare.families, 2)
     assert (runs["phase"] == "final").sum() == 3 * 2
+    assert set(runs.loc[runs["trial_id"].isin(running), "status"]) == {"completed"}  # each with its whole budget
 
 
 def _comparison_store(uri: str, name: str, finals: dict[tuple[str, int], list]) -> None:
     """An experiment laid out as a comparison writes it: a parent with its baselines, tuning and final child runs.
     ``finals``: (family, batch size) → final metric per seed (None: diverged)."""
-    import json as json_module
-
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -343,7 +347,7 @@ def _comparison_store(uri: str, name: str, finals: dict[tuple[str, int], list]) 
     experiment = client.create_experiment(name)
     tags = {"autoaccel.role": "sweep", "autoaccel.sweep": name, "metric": "val_mse", "mode": "min"}
     tags |= {"workload_metric": "val_mse", "workload_mode": "min", "target": "0.5", "workload": "toy"}
-    parent = client.create_run(experiment, tags={**tags, "baselines": json_module.dumps({"fam": "base"})})
+    parent = client.create_run(experiment, tags={**tags, "baselines": json.dumps({"fam": "base"})})
     for (family, batch), values in finals.items():
         for phase, seeds in (("tuning", [0]), ("final", range(1, len(values) + 1))):
             for seed in seeds:

@@ -59,3 +59,42 @@ def test_a_trial_the_journal_finished_after_the_snapshot_is_left_alone(tmp_path:
     searcher.on_trial_complete("t", _result(4))  # no UpdateFinishedTrialError
     (trial,) = searcher._ot_study.trials
     assert trial.state == TrialState.COMPLETE and trial.value == 0.25
+
+
+def test_a_stop_the_dead_driver_left_pending_is_not_carried_out_by_the_resumed_one(tmp_path: Path) -> None:
+    # Ray saves the decisions its controller had not carried out (a trial's STOP waits while its checkpoint is saved)
+    # with the controller's state; a restored trial restarts from its checkpoint before, and a stale STOP would end
+    # it after one report: the resume drops them, and leaves every other part of the snapshot as it was
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    from autoaccel.sweep.driver import _forget_pending_decisions
+
+    runner = {"_iteration": 7, "_cached_trial_decisions": {"a": "STOP"}, "_queued_trial_decisions": {"b": "PAUSE"}}
+    snapshot = {"trial_data": [["{}", "{}"]], "runner_data": runner, "stats": {"start_time": 1.0}}
+    older = {**snapshot, "runner_data": {**runner, "_cached_trial_decisions": {}, "_queued_trial_decisions": {}}}
+    (tmp_path / "experiment_state-1.json").write_text(json.dumps(older))
+    (tmp_path / "experiment_state-2.json").write_text(json.dumps(snapshot))
+    (tmp_path / "experiment_state-0.json").write_text("{half a file")  # an older one a kill cut: Tune never reads it
+    untouched = (tmp_path / "experiment_state-1.json").stat().st_ino
+    _forget_pending_decisions(tmp_path)
+    restored = _loads_with_cloudpickle((tmp_path / "experiment_state-2.json").read_text())  # as Tune reads it
+    assert restored == {**snapshot, "runner_data": {**runner, **older["runner_data"]}}
+    assert (tmp_path / "experiment_state-1.json").stat().st_ino == untouched  # only the newest is Tune's: kept
+
+
+def test_asha_stops_again_a_trial_it_stopped_before_the_driver_died(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from autoaccel.sweep._asha import ResumableASHA
+
+    path = tmp_path / "asha.json"
+    rungs = [{"milestone": m, "recorded": {"a": -0.5} if m == 2.0 else {}} for m in (8.0, 4.0, 2.0)]
+    path.write_text(json.dumps({"rungs": rungs, "stopped": ["a"]}))
+    asha = ResumableASHA(path, time_attr="budget_epochs", max_t=8, grace_period=2, reduction_factor=2)
+    asha.set_search_properties("metric", "min")
+    stopped, other = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    for trial in (stopped, other):
+        asha.on_trial_add(None, trial)
+    assert asha.milestones == [2.0, 4.0, 8.0] and asha._brackets[0]._rungs[-1][1] == {"a": -0.5}  # its record read
+    assert asha.on_trial_result(None, stopped, {"budget_epochs": 3.0, "metric": 0.1}) == ResumableASHA.STOP
+    assert asha.on_trial_result(None, other, {"budget_epochs": 1.0, "metric": 0.9}) == ResumableASHA.CONTINUE

@@ -62,6 +62,8 @@ class ResumableASHA(ASHAScheduler):
         super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if trial.trial_id in self._stopped:  # stopped before the driver died, the stop not carried out: again
+            return self.STOP
         action = super().on_trial_result(tune_controller, trial, result)
         if action == self.STOP and result[self._time_attr] < self._max_t:  # at max_t ASHA "stops" finished trials
             self._stopped.add(trial.trial_id)

@@ -360,6 +360,7 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         # Unfinished trials continue from their checkpoints; errored ones get another chance from theirs too: a dead
         # driver can leave a trial errored that was not at fault. (Optuna keeps the FAIL it was told: it cannot
         # reopen a finished trial; MLflow records how the retry ends.)
+        _forget_pending_decisions(tune_dir)
         tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
         # Ray unpickles its own copy of the callback: use ours, so that one object (one lock) talks to MLflow
         tuner._local_tuner._run_config.callbacks = [tracking]
@@ -417,6 +418,27 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         run_config=run_config,
     )
     return tuner.fit()
+
+
+def _forget_pending_decisions(tune_dir: Path) -> None:
+    """Drop the per-trial decisions the dead driver's Tune controller had not carried out yet from its experiment
+    snapshots, before ``Tuner.restore`` reads them back (Ray 2.60 saves them with the controller's state).
+
+    A decision waits there while the trial's checkpoint is being saved. A Ctrl-C in that moment (a trial's final
+    report in, its STOP pending) left ``STOP`` behind; the restored trial restarts from its checkpoint before that and
+    Tune carried out the stale STOP at its first new save, ending it short of its budget for good (found by the
+    interrupted-comparison test, 2 runs in 16). Every trial they were about is restarted from a checkpoint anyway;
+    ASHA's own stops are re-applied from its persisted record (``ResumableASHA``). Only the snapshot Tune reads, the
+    newest by name, is changed."""
+    snapshots = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
+    if not snapshots:
+        return
+    state = json.loads(snapshots[-1].read_text())
+    runner = state.get("runner_data", {})
+    pending = ("_cached_trial_decisions", "_queued_trial_decisions")
+    if any(runner.get(key) for key in pending):
+        runner.update({key: {} for key in pending})
+        _write_atomically(snapshots[-1], json.dumps(state))
 
 
 def _concurrency(spec: SweepSpec) -> int:
