@@ -16,6 +16,8 @@ What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 
   that stand-in is never a measurement: Optuna gets only the measured epochs (the trial PRUNED, status diverged)
   and MLflow does not log it.
 - ``Tuner.restore`` forgets the scheduler: ASHA's rungs are persisted here and reloaded on ``--resume``.
+- ``Tuner.restore`` remembers the controller's pending per-trial decisions (a STOP waiting on a checkpoint save when
+  the driver died) and would carry them out on the restarted trials: they are dropped first.
 - After every run (and every resume) no MLflow run and no Optuna trial is left RUNNING.
 - SIGTERM (systemd, Slurm, Kubernetes, ``timeout``) takes Ctrl-C's path, and Tune's SIGINT handler does not outlive
   its run.
@@ -427,7 +429,7 @@ def _forget_pending_decisions(tune_dir: Path) -> None:
     A decision waits there while the trial's checkpoint is being saved. A Ctrl-C in that moment (a trial's final
     report in, its STOP pending) left ``STOP`` behind; the restored trial restarts from its checkpoint before that and
     Tune carried out the stale STOP at its first new save, ending it short of its budget for good (found by the
-    interrupted-comparison test, 2 runs in 16). Every trial they were about is restarted from a checkpoint anyway;
+    interrupted-comparison test). Every trial they were about is restarted from a checkpoint anyway;
     ASHA's own stops are re-applied from its persisted record (``ResumableASHA``). Only the snapshot Tune reads, the
     newest by name, is changed."""
     snapshots = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
