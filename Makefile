@@ -31,7 +31,7 @@ demo: install
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/autoaccel compare trials/quickstart.yaml
 
-# The fault campaign (the tests marked `campaign`: tests/test_faults.py and four more): a sweep's driver killed at
+# The fault campaign (the tests marked `campaign`: tests/test_faults.py and five more): a sweep's driver killed at
 # seeded points and resumed, its records checked; a multi-worker trial's worker or driver killed, one starved, one
 # spread over two nodes, ASHA stopping one; a worker node lost mid-sweep; SIGTERM to the driver; 13 cases of half a
 # minute to 2 minutes each, so not part of `make test`.

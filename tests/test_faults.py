@@ -19,12 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-from test_multinode import _children as children
-from test_multinode import (
-    _history,
-    cluster,  # noqa: F401 (a fixture: a head and two worker nodes on this machine)
-)
-from test_multinode import _spec as multinode_spec
 from test_sweep import TESTS, _children, _count_epochs, _epochs_logged, _kill_session, _spec, _study
 
 pytestmark = pytest.mark.campaign
@@ -221,24 +215,3 @@ def test_a_starved_multi_worker_trial_fails_with_the_reason_instead_of_waiting(t
         remove_placement_group(hog)
         ray.shutdown()
 
-
-def test_a_two_worker_trial_spreads_over_two_nodes(cluster: tuple, tmp_path: Path) -> None:  # noqa: F811
-    """2 workers × 2 CPUs: no node holds both, so Ray Train places one on each worker node; they train as one
-    gloo group across the nodes, and the run names both. (Here, not in test_multinode.py, for `make test`'s six
-    minutes: a Ray Train trial on a fresh three-node cluster takes about 50 s on 2 cores.)"""
-    from autoaccel.sweep import run_sweep
-
-    _, workers = cluster
-    search = {"sampler": "random", "num_samples": 1, "max_concurrent": 1, "seed": 0}
-    spec = multinode_spec(
-        tmp_path,
-        "spread",
-        workload={"name": "quadratic", "samples": 64},
-        search=search,
-        resources={"workers": 2, "cpu": 2, "gpu": 0},
-    )
-    result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
-    (child,) = children(result["tracking_uri"], "spread")
-    assert child.data.tags["status"] == "completed" and child.data.tags["world_size"] == "2"
-    assert set(child.data.tags["node"].split(",")) == {w.node_id for w in workers}
-    assert _history(result["tracking_uri"], child.info.run_id) == [1, 2, 3, 4]

@@ -1,8 +1,8 @@
 """Sweeps on a real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head and two worker
 nodes that declare fake GPUs; losing a node mid-sweep; tracking through a real ``mlflow server``.
 
-Run alone with ``pytest -m cluster``; they also run in ``make test`` (about a minute each), except the lost node,
-which is a fault case of the opt-in campaign (``make faults``).
+Run alone with ``pytest -m cluster``; they also run in ``make test`` (about a minute each), except the lost node and
+the 2-worker trial spread over two nodes, which are in the opt-in campaign (``make faults``).
 """
 
 from __future__ import annotations
@@ -213,3 +213,26 @@ def test_tracking_through_a_real_mlflow_server(cluster: Any, tmp_path: Path) -> 
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.campaign
+def test_a_two_worker_trial_spreads_over_two_nodes(cluster: Any, tmp_path: Path) -> None:
+    """2 workers × 2 CPUs: no node holds both, so Ray Train places one on each worker node; they train as one
+    gloo group across the nodes, and the run names both. (In the campaign, `make faults`: a Ray Train trial on a fresh
+    three-node cluster takes about a minute on 2 cores.)"""
+    from autoaccel.sweep import run_sweep
+
+    _, workers = cluster
+    search = {"sampler": "random", "num_samples": 1, "max_concurrent": 1, "seed": 0}
+    spec = _spec(
+        tmp_path,
+        "spread",
+        workload={"name": "quadratic", "samples": 64},
+        search=search,
+        resources={"workers": 2, "cpu": 2, "gpu": 0},
+    )
+    result = run_sweep(spec, log=open(os.devnull, "w"))  # noqa: SIM115
+    (child,) = _children(result["tracking_uri"], "spread")
+    assert child.data.tags["status"] == "completed" and child.data.tags["world_size"] == "2"
+    assert set(child.data.tags["node"].split(",")) == {w.node_id for w in workers}
+    assert _history(result["tracking_uri"], child.info.run_id) == [1, 2, 3, 4]

@@ -53,9 +53,9 @@ def run_data_parallel(
     rendezvous = tempfile.mkdtemp(prefix="autoaccel-rendezvous-")
     address = f"file://{os.path.join(rendezvous, 'store')}"
     processes: list[Any] = []
+    backend = "nccl" if gpu else "gloo"
     try:
         for rank in range(workers):
-            backend = "nccl" if gpu else "gloo"
             arguments = (rank, workers, address, backend, dict(config), checkpoint_dir, inbox, os.getpid())
             processes.append(context.Process(target=_worker, args=arguments, daemon=True))
             processes[-1].start()
