@@ -207,3 +207,11 @@ def test_workers_this_machine_cannot_run_are_refused_before_any_work(device: str
 
     with pytest.raises(ConfigError, match=re.escape(allowed)):
         check_workers(device, workers)
+
+
+def test_the_backend_follows_the_device() -> None:
+    from autoaccel.run.processes import check_workers
+
+    assert check_workers("cpu", 2) == "gloo"
+    assert check_workers("cuda:0", 1) == "nccl"  # one process on a named GPU: no per-worker rule to break
+    assert check_workers("auto", 1) == ("nccl" if torch.cuda.is_available() else "gloo")

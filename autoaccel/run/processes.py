@@ -45,15 +45,12 @@ def run_data_parallel(
     (``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME``, unless set already). A worker whose launcher dies stops too."""
     import torch.multiprocessing as mp
 
-    device = str(config.get("device", "auto"))
-    check_workers(device, workers)
-    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    backend = check_workers(str(config.get("device", "auto")), workers)
     context = mp.get_context("spawn")
     inbox = context.Queue()
     rendezvous = tempfile.mkdtemp(prefix="autoaccel-rendezvous-")
     address = f"file://{os.path.join(rendezvous, 'store')}"
     processes: list[Any] = []
-    backend = "nccl" if gpu else "gloo"
     try:
         for rank in range(workers):
             arguments = (rank, workers, address, backend, dict(config), checkpoint_dir, inbox, os.getpid())
@@ -88,18 +85,19 @@ def run_data_parallel(
         shutil.rmtree(rendezvous, ignore_errors=True)
 
 
-def check_workers(device: str, workers: int) -> None:
-    """A :class:`ConfigError` when ``workers`` data-parallel processes cannot run here on ``device``."""
+def check_workers(device: str, workers: int) -> str:
+    """The process-group backend of ``workers`` data-parallel processes on ``device`` here: ``nccl`` on CUDA (a GPU
+    per worker), else ``gloo``; a :class:`ConfigError` when they cannot run here."""
     if workers < 1:
         raise ConfigError("--workers", workers, "an integer ≥ 1")
-    if workers == 1:
-        return
-    if device.startswith("cuda:"):
-        raise ConfigError("--device", device, "cuda or auto with --workers: each worker takes a GPU of its own")
     gpus = torch.cuda.device_count()
-    if (device == "cuda" or (device == "auto" and gpus)) and gpus < workers:
+    cuda = device.startswith("cuda") or (device == "auto" and gpus > 0)
+    if workers > 1 and device.startswith("cuda:"):
+        raise ConfigError("--device", device, "cuda or auto with --workers: each worker takes a GPU of its own")
+    if workers > 1 and cuda and gpus < workers:
         allowed = f"at most {gpus}: NCCL needs a GPU per worker, and this machine has {gpus}"
         raise ConfigError("--workers", workers, allowed)
+    return "nccl" if cuda else "gloo"
 
 
 def _raise_if_killed(processes: list[Any], then: BaseException | None = None) -> None:
