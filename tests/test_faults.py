@@ -214,4 +214,3 @@ def test_a_starved_multi_worker_trial_fails_with_the_reason_instead_of_waiting(t
     finally:
         remove_placement_group(hog)
         ray.shutdown()
-

@@ -203,6 +203,12 @@ def test_a_sweep_with_an_errored_trial_exits_1(
     assert "done: 1 completed, 1 errored" in err and "1 trial(s) errored" in err, err[-2000:]
     why = r"errored after \d+ epoch\(s\)( \(best [^)]*\))?: RuntimeError: transient failure"  # the reason, said
     assert re.search(why, err), err[-2000:]
+    errored = [c for c in _children(ray_session, "errored") if c.data.tags["status"] == "errored"]
+    assert [c.data.tags["error"] for c in errored] == ["RuntimeError: transient failure"]
+    # --resume gives the errored trial another chance (its workload fails only once): finished, its old reason goes
+    assert main(["sweep", str(spec), "--resume"]) == 0
+    resumed = {c.info.run_id: c for c in _children(ray_session, "errored")}[errored[0].info.run_id]
+    assert resumed.data.tags["status"] == "completed" and "error" not in resumed.data.tags, resumed.data.tags
 
 
 _PRIVATE_RAY = """

@@ -6,7 +6,6 @@ reconnects to MLflow (finding the sweep's parent run and each trial's child run 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -115,11 +114,14 @@ class SweepTracking(tune.Callback):
         self.families: dict[str, str] = {}  # for the progress lines, without asking MLflow
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}
+        self.error_tagged: set[str] = set()  # trials an earlier driver recorded as errored, with the reason
         for run in client.search_runs([exp], f"tags.mlflow.parentRunId = '{self.parent}'", max_results=50000):
             trial_id = run.data.tags.get("trial_id")
             if trial_id:  # a resumed sweep: keep each trial's run, and what it already holds
                 self.runs[trial_id] = run.info.run_id
                 self.families[trial_id] = run.data.tags.get("family", "")
+                if "error" in run.data.tags:
+                    self.error_tagged.add(trial_id)
                 history = client.get_metric_history(run.info.run_id, "train_loss")
                 self.logged[trial_id] = max((m.step for m in history), default=0)
         self.finished: dict[str, str] = {}
@@ -269,9 +271,8 @@ class SweepTracking(tune.Callback):
         # a trial that crashed and was retried from its checkpoint says so (before, a recovered crash left no trace)
         crashes = getattr(trial, "num_failures", 0)
         tags = {"epochs": self.logged[trial.trial_id], "crashes": crashes, **({"error": why} if why else {})}
-        if not why:  # an errored trial that --resume then finished: its old reason goes
-            with contextlib.suppress(Exception):
-                self.tracker.client.delete_tag(run_id, "error")
+        if not why and trial.trial_id in self.error_tagged:  # an errored trial that --resume then finished
+            self.tracker.client.delete_tag(run_id, "error")  # its old reason goes
         self.tracker.finish(run_id, status, tags)
         self.finished[trial.trial_id] = status
         value = (trial.last_result or {}).get(self.spec.metric)
@@ -394,7 +395,7 @@ def _error_line(trial: Any) -> str:
     rebuild its message from this process's defaults.)"""
     try:
         lines = Path(trial.error_file).read_text(errors="replace").splitlines()
-    except Exception:  # no error file (Ray had no local trial folder)
+    except (OSError, TypeError):  # no error file (None: Ray had no local trial folder, or wrote none)
         return ""
     # the last exception line: unindented, a (dotted) name ending in Error/Exception/Interrupt/Exit, message optional
     starts = [i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", line)]
