@@ -1,8 +1,9 @@
 """Sweeps whose trials are 2-worker data-parallel jobs (Ray Train inside Ray Tune, gloo on 2 CPU processes), on the
 local Ray the sweep starts itself, recorded in a real MLflow store (no mocks).
 
-Ray Train adds about 12 s to each trial's start here, so `make test` runs one such trial; the 3-trial ASHA sweep
-(a stopped 2-worker trial, then the next one starting) joins the opt-in campaign (`make faults`)."""
+Ray Train's worker-group start makes each such trial cost seconds (docs/performance.md), so `make test` runs one;
+the 3-trial ASHA sweep (a stopped 2-worker trial, then the next one starting) joins the opt-in campaign (`make
+faults`)."""
 
 from __future__ import annotations
 
