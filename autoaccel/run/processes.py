@@ -90,8 +90,10 @@ def check_workers(device: str, workers: int) -> str:
     per worker), else ``gloo``; a :class:`ConfigError` when they cannot run here."""
     if workers < 1:
         raise ConfigError("--workers", workers, "an integer ≥ 1")
+    # "auto" as resolve_device reads it (is_available: CUDA usable, not only a GPU NVML sees), so the workers' backend
+    # matches the device they train on
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     gpus = torch.cuda.device_count()
-    cuda = device.startswith("cuda") or (device == "auto" and gpus > 0)
     if workers > 1 and device.startswith("cuda:"):
         raise ConfigError("--device", device, "cuda or auto with --workers: each worker takes a GPU of its own")
     if workers > 1 and cuda and gpus < workers:

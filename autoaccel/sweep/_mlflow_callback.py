@@ -271,8 +271,9 @@ class SweepTracking(tune.Callback):
         # a trial that crashed and was retried from its checkpoint says so (before, a recovered crash left no trace)
         crashes = getattr(trial, "num_failures", 0)
         tags = {"epochs": self.logged[trial.trial_id], "crashes": crashes, **({"error": why} if why else {})}
-        if not why and trial.trial_id in self.error_tagged:  # an errored trial that --resume then finished
-            self.tracker.client.delete_tag(run_id, "error")  # its old reason goes
+        if not why and trial.trial_id in self.error_tagged:  # errored under an earlier driver, ended without an
+            self.tracker.client.delete_tag(run_id, "error")  # error now: its old reason goes
+            self.error_tagged.discard(trial.trial_id)
         self.tracker.finish(run_id, status, tags)
         self.finished[trial.trial_id] = status
         value = (trial.last_result or {}).get(self.spec.metric)
