@@ -44,8 +44,10 @@ evidence: install
 	trials/evidence/run.sh
 	$(PY) trials/evidence/summarize.py
 
+# The linter and the formatter's check, both in CI before the tests.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) benchmarks/optim_overhead.py

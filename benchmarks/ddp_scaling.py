@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs = 2 if args.quick else args.epochs
     throughput = {n: _samples_per_second(n, args.device, epochs, args.quick) for n in args.workers}
     base = throughput[min(args.workers)]
-    scaling = [
-        {"workers": n, "samples_per_s": round(v, 1), "ratio": round(v / base, 3)} for n, v in throughput.items()
-    ]
+    scaling = [{"workers": n, "samples_per_s": round(v, 1), "ratio": round(v / base, 3)} for n, v in throughput.items()]
     scales = [2, 4] if args.quick else [2, 4, 8, 16]
     gains = [_adascale(s, 2 if args.quick else 6, args.quick) for s in scales]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"

@@ -26,7 +26,12 @@ from typing import Any
 
 __all__ = [
     "averages_gradients",
-    "budget_progress", "micro_batches", "needs_closure", "needs_create_graph", "set_horizon"]
+    "budget_progress",
+    "micro_batches",
+    "needs_closure",
+    "needs_create_graph",
+    "set_horizon",
+]
 
 
 def needs_closure(optimizer: Any) -> bool:

@@ -221,9 +221,7 @@ def build_sample(drawn: Sample, workers: int = 1) -> Any:
         return build_optimizer([torch.zeros(1, requires_grad=True)], copy.deepcopy(drawn.optimizer))
 
 
-def check(
-    space: SearchSpace, n: int = 50, seed: int = 0, family: str | None = None, workers: int = 1
-) -> list[Sample]:
+def check(space: SearchSpace, n: int = 50, seed: int = 0, family: str | None = None, workers: int = 1) -> list[Sample]:
     """Draw ``n`` samples (of ``family`` only, when given) and build each (for trials of ``workers`` workers); the
     first impossible one raises a :class:`ConfigError` that shows it."""
     samples = sample(space, n, seed, family)
