@@ -49,13 +49,16 @@ def _line(metrics: dict[str, Any], budget: dict[str, Any], metric: str) -> str:
     done = metrics["epoch"] / budget["epochs"] if budget["epochs"] else metrics["step"] / budget["steps"]
     filled = round(_BAR * min(done, 1.0))
     shown = [f"{key}={metrics[key]:.4g}" for key in ("train_loss", metric) if key in metrics]
-    shown += [
-        f"{k}={v:.3g}"
-        for k, v in metrics.items()
-        if k.startswith(("demon_", "adascale_gain", "aa_")) and k != "aa_extrapolations"
-    ]
+    shown += [f"{k}={metrics[k]:.3g}" for k in _progress_statistics() if k in metrics]
     bar = "█" * filled + "·" * (_BAR - filled)
     return f"epoch {metrics['epoch']:>4} |{bar}| {metrics['time_s']:7.1f}s  " + "  ".join(shown)
+
+
+def _progress_statistics() -> list[str]:
+    """What the techniques report that the progress line shows (each technique declares its own)."""
+    from autoaccel.optim import techniques
+
+    return list(dict.fromkeys(s.key for t in techniques().values() for s in t.statistics if s.on_progress_line))
 
 
 def train_command(args: argparse.Namespace) -> int:

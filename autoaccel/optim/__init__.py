@@ -4,15 +4,18 @@ Bases: :class:`DemonSGD`, :class:`DemonAdam`, :class:`AdaHessian` (and torch's S
 registry). Wrappers over any optimizer: :class:`Lookahead`, :class:`AndersonAcceleration`, :class:`AdaScale`.
 :func:`build_optimizer` builds a stack from a nested config; :func:`techniques` lists what exists and
 :func:`register_technique` adds one. A training loop asks a stack what it needs through :func:`needs_closure`,
-:func:`micro_batches`, :func:`needs_create_graph`, :func:`averages_gradients`, :func:`set_horizon` and
-:func:`budget_progress`, never through its classes; :func:`average_` is the mean over data-parallel workers that
-the loop and AdaHessian share (:func:`worker_count`, :func:`worker_rank`: the process group's).
+:func:`micro_batches`, :func:`needs_create_graph`, :func:`averages_gradients`, :func:`set_horizon`,
+:func:`budget_progress` and :func:`lr_gain`, never through its classes; :func:`average_` is the mean over
+data-parallel workers that the loop and AdaHessian share (:func:`worker_count`, :func:`worker_rank`: the process
+group's). What the rest of autoaccel may know of a technique is on its :class:`Technique` (its statistics, scale,
+learning-rate gain, heat-map pairs, horizon), so that nothing outside this package recognises one by its name.
 """
 
 from ._data_parallel import average_, planned_workers, worker_count, worker_rank
 from ._protocol import (
     averages_gradients,
     budget_progress,
+    lr_gain,
     micro_batches,
     needs_closure,
     needs_create_graph,
@@ -20,11 +23,14 @@ from ._protocol import (
 )
 from ._registry import (
     TECHNIQUES,
+    Statistic,
     Technique,
     build_optimizer,
     register_technique,
     technique_label,
     techniques,
+    techniques_in,
+    trial_set_keys,
     validate_config,
 )
 from ._wrapper import OptimizerWrapper, iter_stack, optimizer_statistics
@@ -43,6 +49,7 @@ __all__ = [
     "DemonSGD",
     "Lookahead",
     "OptimizerWrapper",
+    "Statistic",
     "Technique",
     "average_",
     "averages_gradients",
@@ -50,6 +57,7 @@ __all__ = [
     "build_optimizer",
     "demon_momentum",
     "iter_stack",
+    "lr_gain",
     "micro_batches",
     "needs_closure",
     "needs_create_graph",
@@ -59,6 +67,8 @@ __all__ = [
     "set_horizon",
     "technique_label",
     "techniques",
+    "techniques_in",
+    "trial_set_keys",
     "validate_config",
     "worker_count",
     "worker_rank",

@@ -16,6 +16,8 @@ An optimizer may declare any of these; torch's own declare none, and the default
 - ``budget_progress`` (default: none, the loop counts its steps): the budget's steps spent so far, when the
   optimizer keeps its own clock. AdaScale does: its scale-invariant steps τ ÷ S, so that the run ends, and the
   learning-rate schedule advances, in scale-invariant iterations, as the paper prescribes.
+- ``lr_gain`` (default 1.0): the factor by which the last ``step`` multiplied every param group's learning rate
+  (AdaScale's gain r), so that the loop reports the rate that was applied, not only the schedule's.
 
 :class:`~autoaccel.optim.OptimizerWrapper` forwards each to the optimizer it wraps; a wrapper adds its own.
 """
@@ -27,6 +29,7 @@ from typing import Any
 __all__ = [
     "averages_gradients",
     "budget_progress",
+    "lr_gain",
     "micro_batches",
     "needs_closure",
     "needs_create_graph",
@@ -52,6 +55,10 @@ def averages_gradients(optimizer: Any) -> bool:
 
 def budget_progress(optimizer: Any) -> float | None:
     return getattr(optimizer, "budget_progress", None)
+
+
+def lr_gain(optimizer: Any) -> float:
+    return float(getattr(optimizer, "lr_gain", 1.0))
 
 
 def set_horizon(optimizer: Any, total_steps: int) -> None:

@@ -43,13 +43,26 @@ from .lookahead import LOOKAHEAD_HYPERPARAMETERS, Lookahead
 
 __all__ = [
     "TECHNIQUES",
+    "Statistic",
     "Technique",
     "build_optimizer",
     "register_technique",
     "technique_label",
     "techniques",
+    "techniques_in",
+    "trial_set_keys",
     "validate_config",
 ]
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A value a technique's optimizer reports in ``statistics()`` every epoch (logged with the epoch's metrics), and
+    whether ``autoaccel train`` shows it on its progress line."""
+
+    key: str
+    help: str
+    on_progress_line: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,19 @@ class Technique:
     validated config and raises :class:`ConfigError` for a rule across keys (AdaScale needs an SGD-family base).
     ``baseline``: for a base that modifies another one (Demon SGD modifies SGD), the base a comparison measures it
     against.
+
+    What the rest of autoaccel may know of a technique, so that it never recognises one by its name:
+
+    - ``statistics``: what its optimizer reports (:class:`Statistic`), e.g. Demon's current β;
+    - ``lr_gain``: the statistic by which it multiplies the learning rate of every step (AdaScale's gain r): the
+      effective rate a run reports is the schedule's rate times this;
+    - ``scale``: ``(section values, data-parallel workers) → S``, the batch scale it trains at (AdaScale's
+      S = workers × accumulated micro-batches unless set): reports group its runs by S;
+    - ``scale_invariant_budget``: its budget counts scale-invariant iterations, so at scale S it may see up to S×
+      the examples of a baseline at the base batch (a comparison says so beside its verdict);
+    - ``heatmaps``: pairs of config keys worth a heat map when both were sampled (the pairs its paper studies);
+    - ``horizon``: the key of its section that the trial sets from the run's step budget (``set_horizon``), never
+      sampled by a search space.
     """
 
     name: str
@@ -76,6 +102,12 @@ class Technique:
     order: int = 0
     check: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
     baseline: str | None = None
+    statistics: tuple[Statistic, ...] = ()
+    lr_gain: str | None = None
+    scale: Callable[[Mapping[str, Any], int], float] | None = field(default=None, repr=False)
+    scale_invariant_budget: bool = False
+    heatmaps: tuple[tuple[str, str], ...] = ()
+    horizon: str | None = None
 
     @property
     def hyperparameters(self) -> tuple[tuple[str, Hyperparameter], ...]:
@@ -140,6 +172,16 @@ def _adascale_check(config: dict[str, Any]) -> None:
         raise ConfigError("adascale", config["adascale"], allowed)
 
 
+def _adascale_scale(section: Mapping[str, Any], workers: int) -> float:
+    """AdaScale's S: its ``scale`` when set, else workers × accumulated micro-batches (what AdaScale itself uses)."""
+    if section.get("scale") is not None:
+        return float(section["scale"])
+    return float(workers * (section.get("num_gradients_to_accumulate") or 1))
+
+
+_DEMON_STATISTICS = (Statistic("demon_beta", "the decayed momentum β_t of this step"),)
+
+
 def _with_section(cls: type[Optimizer]) -> Callable[[Any, dict[str, Any], dict[str, Any]], Optimizer]:
     def build(params: Any, hp: dict[str, Any], section: dict[str, Any]) -> Optimizer:
         return cls(params, **hp, **section)
@@ -158,6 +200,7 @@ TECHNIQUES: dict[str, Technique] = {
             top_level=_SGD,
             build=_torch_sgd,
             sgd_family=True,
+            heatmaps=(("lr", "momentum"),),
         ),
         Technique(
             "adam",
@@ -186,6 +229,9 @@ TECHNIQUES: dict[str, Technique] = {
             build=_with_section(DemonSGD),
             sgd_family=True,
             baseline="sgd",
+            statistics=_DEMON_STATISTICS,
+            heatmaps=(("lr", "demon.beta_init"),),
+            horizon="total_steps",
         ),
         Technique(
             "demon_adam",
@@ -197,6 +243,9 @@ TECHNIQUES: dict[str, Technique] = {
             section_keys=_pick(DEMON_ADAM_HYPERPARAMETERS, "beta_init", "total_steps", "variant"),
             build=_with_section(DemonAdam),
             baseline="adam",
+            statistics=_DEMON_STATISTICS,
+            heatmaps=(("lr", "demon.beta_init"),),
+            horizon="total_steps",
         ),
         Technique(
             "adahessian",
@@ -220,6 +269,7 @@ TECHNIQUES: dict[str, Technique] = {
             section_keys=LOOKAHEAD_HYPERPARAMETERS,
             build=lambda inner, hp: Lookahead(inner, **hp),
             order=10,
+            heatmaps=(("lookahead.k", "lookahead.alpha"),),
         ),
         Technique(
             "anderson",
@@ -230,6 +280,13 @@ TECHNIQUES: dict[str, Technique] = {
             section_keys=ANDERSON_HYPERPARAMETERS,
             build=lambda inner, hp: AndersonAcceleration(inner, **hp),
             order=20,
+            statistics=(
+                Statistic("aa_extrapolations", "extrapolations so far", on_progress_line=False),
+                Statistic("aa_regularized_fraction", "share of extrapolations that needed more regularisation"),
+                Statistic("aa_accepted_fraction", "share of extrapolations the safeguard accepted"),
+                Statistic("aa_averaging_fraction", "share of steps that took the moving average"),
+            ),
+            heatmaps=(("anderson.history", "anderson.rsd_threshold"),),
         ),
         Technique(
             "adascale",
@@ -241,6 +298,13 @@ TECHNIQUES: dict[str, Technique] = {
             build=lambda inner, hp: AdaScale(inner, **hp),
             order=30,
             check=_adascale_check,
+            statistics=(
+                Statistic("adascale_gain", "gain r ∈ [1, S] of this step's learning rate"),
+                Statistic("adascale_scale_invariant_steps", "scale-invariant iterations τ", on_progress_line=False),
+            ),
+            lr_gain="adascale_gain",
+            scale=_adascale_scale,
+            scale_invariant_budget=True,
         ),
     )
 }
@@ -290,6 +354,18 @@ def technique_label(config: Mapping[str, Any]) -> str:
     """The stack of an optimizer config as a name: wrappers outermost first, then the base (``anderson+adam``)."""
     wrappers = [name for name in reversed(_wrappers()) if config.get(name) is not None]
     return "+".join([*wrappers, str(config.get("base"))])
+
+
+def techniques_in(label: str) -> list[Technique]:
+    """The techniques of a stack named by :func:`technique_label` (``anderson+adam`` → Anderson, Adam); names no
+    technique registered in this process has are left out."""
+    known = techniques()
+    return [known[name] for name in str(label).split("+") if name in known]
+
+
+def trial_set_keys() -> frozenset[str]:
+    """Config keys the trial sets from its step budget (``demon.total_steps``): never sampled, never perturbed."""
+    return frozenset(f"{t.section}.{t.horizon}" for t in techniques().values() if t.horizon and t.section)
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:

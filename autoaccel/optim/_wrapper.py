@@ -93,6 +93,10 @@ class OptimizerWrapper(Optimizer):
     def budget_progress(self) -> float | None:
         return _protocol.budget_progress(self.optimizer)
 
+    @property
+    def lr_gain(self) -> float:
+        return _protocol.lr_gain(self.optimizer)
+
     # -- checkpointing ------------------------------------------------------------------------------------------
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]

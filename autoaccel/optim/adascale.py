@@ -225,6 +225,11 @@ class AdaScale(OptimizerWrapper):
         budget trains until τ = S × budget, the scale-invariant budget (Johnson et al., Algorithm 1)."""
         return self.scale_invariant_steps / self.scale
 
+    @property
+    def lr_gain(self) -> float:
+        """The gain r of the last step (all param groups' statistics combined): the loop reports lr × r."""
+        return self.gain()
+
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         if closure is not None:

@@ -35,6 +35,7 @@ from autoaccel.optim import (
     averages_gradients,
     budget_progress,
     build_optimizer,
+    lr_gain,
     micro_batches,
     needs_closure,
     needs_create_graph,
@@ -191,7 +192,7 @@ class _Setup:
 
     def statistics(self) -> dict[str, float]:
         stats = optimizer_statistics(self.optimizer)
-        stats["lr"] = self.optimizer.param_groups[0]["lr"] * stats.get("adascale_gain", 1.0)
+        stats["lr"] = self.optimizer.param_groups[0]["lr"] * lr_gain(self.optimizer)  # the rate applied
         return stats
 
 

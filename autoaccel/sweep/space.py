@@ -64,7 +64,6 @@ _HELPER = re.compile(r"_[a-z0-9_]+")
 _BUDGET = re.compile(r"budget\.[a-z][a-z0-9_]*")
 _FAMILY_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _SCALARS = (type(None), bool, int, float, str)  # what Optuna's categorical distribution stores
-_TRIAL_SETS = "demon.total_steps"  # from the trial's step budget, never from a space
 _BOOL_HINT = " (quote off/on: YAML reads them as booleans)"
 
 
@@ -156,6 +155,26 @@ class SearchSpace:
             if param.name not in drawn and param.holds(drawn):
                 drawn[param.name] = param.draw(trial)
         return drawn
+
+    def declared(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The distributions the space declares, as the analysis names its columns: family ("" in a space without
+        families) → ``optimizer.<key>`` or ``budget.<name>`` → ``{"kind", "low", "high", "log", "step"}`` or
+        ``{"kind": "choice", "choices"}``. Fixed values and helpers are left out (they are not sampled, or never
+        passed on); a shared parameter belongs to every family."""
+        out: dict[str, dict[str, dict[str, Any]]] = {family: {} for family in self.families or ("",)}
+        for param in self.params:
+            if param.kind == "value" or param.key == FAMILY or param.key.startswith("_"):
+                continue
+            column = param.key if param.key.startswith("budget.") else f"optimizer.{param.key}"
+            if param.kind == "choice":
+                declared: dict[str, Any] = {"kind": "choice", "choices": list(param.choices)}
+            else:
+                low, high = param.bounds
+                declared = {"kind": param.kind, "low": low, "high": high, "log": param.log, "step": param.step}
+            family = param.name.partition(TAG)[2]
+            for name in [family] if family else out:
+                out[name][column] = declared
+        return out
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -473,13 +492,20 @@ def _registry() -> tuple[dict[str, list[Any]], frozenset[str]]:
     return declarations, sections
 
 
+def _trial_set_keys() -> frozenset[str]:
+    from autoaccel.optim import trial_set_keys
+
+    return trial_set_keys()
+
+
 def _check_key(param: Param) -> None:
     """The name is a config key, budget.<name> or _<name>, and every value the spec allows is valid for it."""
     key, where, source = param.name, param.origin, param.source
     if _HELPER.fullmatch(key) or _BUDGET.fullmatch(key):
         return
     declarations, sections = _registry()
-    if key == _TRIAL_SETS:
+    trial_sets = _trial_set_keys()
+    if key in trial_sets:
         raise ConfigError(where, key, "not sampled: the trial sets it from its step budget", source)
     if key in sections:
         if param.kind != "value" or not (param.value is None or isinstance(param.value, dict)):
@@ -491,7 +517,7 @@ def _check_key(param: Param) -> None:
     if key not in declarations:
         close = difflib.get_close_matches(key, declarations, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        keys, whole = ", ".join(sorted(set(declarations) - {_TRIAL_SETS})), ", ".join(sorted(sections))
+        keys, whole = ", ".join(sorted(set(declarations) - trial_sets)), ", ".join(sorted(sections))
         allowed = f"{hint}an optimizer config key ({keys}), a section ({whole}), budget.<name> or a helper _<name>"
         raise ConfigError(where, key, allowed, source)
     declared = declarations[key]
