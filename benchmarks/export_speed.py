@@ -60,7 +60,7 @@ def populate(folder: Path, runs: int, epochs: int) -> float:
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
-    from autoaccel.tracking import _write_ahead_log
+    from autoaccel.tracking._store import _write_ahead_log
 
     started = time.perf_counter()
     client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")

@@ -66,7 +66,7 @@ SGD = {"optimizer.base": "sgd", "budget.epochs": "4", "budget.steps": "None", "s
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     from mlflow.tracking import MlflowClient
 
-    from autoaccel.tracking import _write_ahead_log
+    from autoaccel.tracking._store import _write_ahead_log
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('export') / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)

@@ -291,7 +291,7 @@ def test_each_sweep_has_its_own_parent_run_and_a_start_never_adopts_another(ray_
     from autoaccel.errors import ConfigError
     from autoaccel.sweep import load_spec, run_sweep
     from autoaccel.sweep.driver import _prepare_folder
-    from autoaccel.tracking import SWEEP_ID_TAG
+    from autoaccel.tracking import Tags
 
     quiet = open(os.devnull, "w")  # noqa: SIM115
     small = {"name": "same", "scheduler": {"type": "fifo"}, "budget": {"epochs": 2, "batch_size": 16}}
@@ -309,7 +309,7 @@ def test_each_sweep_has_its_own_parent_run_and_a_start_never_adopts_another(ray_
     client = MlflowClient(ray_session)
     for result, folder in ((first, tmp_path / "a"), (second, tmp_path / "b")):
         parent = client.get_run(result["parent_run_id"])
-        assert parent.data.tags[SWEEP_ID_TAG] == (folder / "sweeps" / "same" / "sweep_id").read_text()
+        assert parent.data.tags[Tags.SWEEP_ID] == (folder / "sweeps" / "same" / "sweep_id").read_text()
         children = [
             c for c in _children(ray_session, "same") if c.data.tags["mlflow.parentRunId"] == parent.info.run_id
         ]
@@ -357,14 +357,14 @@ def test_a_sweep_started_before_sweep_ids_resumes_into_its_own_parent(tmp_path: 
     """A folder an earlier version started has no sweep_id: its parent is the one its folder tag names."""
     from mlflow.tracking import MlflowClient
 
-    from autoaccel.tracking import LEGACY_SWEEP_ID, ROLE_TAG, SWEEP_ID_TAG, SWEEP_ROLE, find_sweep_parent
+    from autoaccel.tracking import LEGACY_SWEEP_ID, SWEEP_ROLE, Tags, find_sweep_parent
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("old")
-    tags = {ROLE_TAG: SWEEP_ROLE, "autoaccel.sweep": "old"}
+    tags = {Tags.ROLE: SWEEP_ROLE, "autoaccel.sweep": "old"}
     ours = client.create_run(experiment, tags={**tags, "folder": "/x/old"}).info.run_id
     client.create_run(experiment, tags={**tags, "folder": "/elsewhere/old"})  # newer, same name, another folder
-    client.create_run(experiment, tags={**tags, "folder": "/x/old", SWEEP_ID_TAG: "abc"})  # a newer sweep's
+    client.create_run(experiment, tags={**tags, "folder": "/x/old", Tags.SWEEP_ID: "abc"})  # a newer sweep's
     found = find_sweep_parent(client, experiment, "old", sweep_id=LEGACY_SWEEP_ID, folder="/x/old")
     assert found.info.run_id == ours
     assert find_sweep_parent(client, experiment, "old", sweep_id="abc").data.tags["folder"] == "/x/old"

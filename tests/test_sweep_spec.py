@@ -270,12 +270,12 @@ def test_a_study_reruns_what_its_source_trials_sampled_of_the_budget(tmp_path: P
     from mlflow.tracking import MlflowClient
 
     from autoaccel.sweep.reruns import top_configurations
-    from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE
+    from autoaccel.tracking import SWEEP_ROLE, Tags
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("source")
-    parent = client.create_run(experiment, tags={ROLE_TAG: SWEEP_ROLE, "autoaccel.sweep": "source", "mode": "min"})
+    parent = client.create_run(experiment, tags={Tags.ROLE: SWEEP_ROLE, "autoaccel.sweep": "source", "mode": "min"})
     client.log_param(parent.info.run_id, "budget.epochs", "4")
     child = client.create_run(
         experiment,

@@ -24,11 +24,12 @@ from ray import tune
 from autoaccel import objective
 from autoaccel.optim import technique_label
 from autoaccel.redaction import redact_uri
-from autoaccel.tracking import ROLE_TAG, SWEEP_ID_TAG, SWEEP_ROLE, EpochWriter, Tracker, find_sweep_parent
+from autoaccel.tracking import SWEEP_ROLE, EpochWriter, Tags, Tracker, children, encode_space, find_sweep_parent
 
 from ._asha import stopped_trials
 from ._checkpoints import CheckpointPruner
 from .reruns import trial_params
+from .space import load_space
 from .spec import Phase, SweepSpec
 from .trainable import plan, trial_status
 
@@ -87,20 +88,22 @@ class SweepTracking(tune.Callback):
             client.update_run(self.parent, status="RUNNING")
         else:
             tags = {
-                "autoaccel.sweep": spec.name,
-                SWEEP_ID_TAG: spec.sweep_id,
-                ROLE_TAG: SWEEP_ROLE,
-                "workload": spec.workload["name"],
-                "folder": str(spec.folder),
+                Tags.SWEEP: spec.name,
+                Tags.SWEEP_ID: spec.sweep_id,
+                Tags.ROLE: SWEEP_ROLE,
+                Tags.WORKLOAD: spec.workload["name"],
+                Tags.FOLDER: str(spec.folder),
                 # what the analysis needs to rank trials and time them to target
-                "metric": spec.metric,
-                "mode": spec.mode,
-                "workload_metric": workload.metric,
-                "workload_mode": workload.mode,
-                "target": workload.target,
-                **({"study_of": spec.study["from"]} if spec.study else {}),
+                Tags.METRIC: spec.metric,
+                Tags.MODE: spec.mode,
+                Tags.WORKLOAD_METRIC: workload.metric,
+                Tags.WORKLOAD_MODE: workload.mode,
+                Tags.TARGET: workload.target,
+                **({Tags.STUDY_OF: spec.study["from"]} if spec.study else {}),
                 # a comparison: which family each technique is measured against
-                **({"baselines": json.dumps(spec.compare.baselines, sort_keys=True)} if spec.compare else {}),
+                **({Tags.BASELINES: json.dumps(spec.compare.baselines, sort_keys=True)} if spec.compare else {}),
+                # the distributions the space declares: the analysis reads them instead of guessing from values
+                **(encode_space(load_space(spec.space).declared()) if spec.space else {}),
             }
             shown = _redacted(spec.raw)  # the spec as logged and attached: no password from a tracking URI
             self.parent = self.tracker.start_run(spec.name, shown, tags)
@@ -115,12 +118,12 @@ class SweepTracking(tune.Callback):
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}
         self.error_tagged: set[str] = set()  # trials an earlier driver recorded as errored, with the reason
-        for run in client.search_runs([exp], f"tags.mlflow.parentRunId = '{self.parent}'", max_results=50000):
-            trial_id = run.data.tags.get("trial_id")
+        for run in children(client, exp, self.parent):
+            trial_id = run.data.tags.get(Tags.TRIAL_ID)
             if trial_id:  # a resumed sweep: keep each trial's run, and what it already holds
                 self.runs[trial_id] = run.info.run_id
-                self.families[trial_id] = run.data.tags.get("family", "")
-                if "error" in run.data.tags:
+                self.families[trial_id] = run.data.tags.get(Tags.FAMILY, "")
+                if Tags.ERROR in run.data.tags:
                     self.error_tagged.add(trial_id)
                 history = client.get_metric_history(run.info.run_id, "train_loss")
                 self.logged[trial_id] = max((m.step for m in history), default=0)
@@ -184,17 +187,17 @@ class SweepTracking(tune.Callback):
                 **({"study": {"source_run": source, "perturbation": point["perturbation"]}} if source else {}),
             }
             tags = {
-                "trial_id": trial_id,
-                **({"phase": self.phase.kind} if self.spec.compare else {}),
-                "workload": self.spec.workload["name"],
-                "family": fam,
-                "technique": technique_label(sample.optimizer),
-                "seed": seed,
-                **({"source_run": source} if source else {}),
-                "status": "running",
-                "epochs": 0,
-                "world_size": self.spec.workers,  # what it asked for; its first report says what it measured
-                "autoaccel.sweep": self.spec.name,
+                Tags.TRIAL_ID: trial_id,
+                **({Tags.PHASE: self.phase.kind} if self.spec.compare else {}),
+                Tags.WORKLOAD: self.spec.workload["name"],
+                Tags.FAMILY: fam,
+                Tags.TECHNIQUE: technique_label(sample.optimizer),
+                Tags.SEED: seed,
+                **({Tags.SOURCE_RUN: source} if source else {}),
+                Tags.STATUS: "running",
+                Tags.EPOCHS: 0,
+                Tags.WORLD_SIZE: self.spec.workers,  # what it asked for; its first report says what it measured
+                Tags.SWEEP: self.spec.name,
             }
             self.runs[trial_id] = self.tracker.start_run(f"{fam}-{trial_id}", params, tags, parent_id=self.parent)
             self.families[trial_id] = fam
@@ -231,7 +234,7 @@ class SweepTracking(tune.Callback):
         node = result.get("node_id")
         tags = None
         if node and self.nodes.get(trial.trial_id) != node:  # where it trains (rank 0), and on how many workers
-            tags = {"node": node, "world_size": int(result.get("world_size", 1))}
+            tags = {Tags.NODE: node, Tags.WORLD_SIZE: int(result.get("world_size", 1))}
         self.nodes[trial.trial_id] = node
         for epoch_result in result.get("epochs") or [result]:
             epoch = int(epoch_result.get("epoch", 0))
@@ -270,9 +273,9 @@ class SweepTracking(tune.Callback):
         self.writer.flush()  # its epochs first: a finished run has its whole history
         # a trial that crashed and was retried from its checkpoint says so (before, a recovered crash left no trace)
         crashes = getattr(trial, "num_failures", 0)
-        tags = {"epochs": self.logged[trial.trial_id], "crashes": crashes, **({"error": why} if why else {})}
+        tags = {Tags.EPOCHS: self.logged[trial.trial_id], Tags.CRASHES: crashes, **({Tags.ERROR: why} if why else {})}
         if not why and trial.trial_id in self.error_tagged:  # errored under an earlier driver, ended without an
-            self.tracker.client.delete_tag(run_id, "error")  # error now: its old reason goes
+            self.tracker.client.delete_tag(run_id, Tags.ERROR)  # error now: its old reason goes
             self.error_tagged.discard(trial.trial_id)
         self.tracker.finish(run_id, status, tags)
         self.finished[trial.trial_id] = status
@@ -326,8 +329,8 @@ class SweepTracking(tune.Callback):
             if run.info.status == "RUNNING":  # a trial whose end the callback never saw
                 history = self.client.get_metric_history(run.info.run_id, "train_loss")
                 epochs = max((m.step for m in history), default=0)
-                status = ended.get(run.data.tags.get("trial_id"), "interrupted")
-                self.tracker.finish(run.info.run_id, status, {"epochs": epochs})
+                status = ended.get(run.data.tags.get(Tags.TRIAL_ID), "interrupted")
+                self.tracker.finish(run.info.run_id, status, {Tags.EPOCHS: epochs})
         left = len(unfinished) + never_started + undrawn
         if not left and self.phase.samples:  # Optuna trials nobody will resume are not pending any more
             for study in self.phase.study_names(self.spec.name):
@@ -361,14 +364,12 @@ class SweepTracking(tune.Callback):
         }
 
     def _children(self) -> list[Any]:
-        return self.tracker.client.search_runs(
-            [self.tracker.experiment_id], f"tags.mlflow.parentRunId = '{self.parent}'", max_results=50000
-        )
+        return list(children(self.tracker.client, self.tracker.experiment_id, self.parent))
 
     def _statuses(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for run in self._children():
-            status = run.data.tags.get("status", "unknown")
+            status = run.data.tags.get(Tags.STATUS, "unknown")
             counts[status] = counts.get(status, 0) + 1
         return counts
 
@@ -377,8 +378,8 @@ class SweepTracking(tune.Callback):
         rows = []
         for run in self._children():
             tags, value = run.data.tags, run.data.metrics.get(self.spec.metric)
-            if tags.get("status") == "completed" and value is not None and tags.get("phase") != "final":
-                row = {"value": value, "family": tags.get("family"), "optimizer": trial_params(run)}
+            if tags.get(Tags.STATUS) == "completed" and value is not None and tags.get(Tags.PHASE) != "final":
+                row = {"value": value, "family": tags.get(Tags.FAMILY), "optimizer": trial_params(run)}
                 rows.append({**row, "run_id": run.info.run_id})
         rows = objective.ranked(rows, lambda r: r["value"], self.spec.mode)
         if not self.spec.compare:

@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autoaccel import objective
-from autoaccel.config import Hyperparameter, check_all, check_int_list, parse_value
+from autoaccel.config import Hyperparameter, check_all, check_int_list
 from autoaccel.errors import ConfigError
-from autoaccel.optim import validate_config
+from autoaccel.optim import trial_set_keys, validate_config
 from autoaccel.redaction import redact_uri
 from autoaccel.run.budget import check_budget
-from autoaccel.tracking import find_sweep_parent, flatten
+from autoaccel.tracking import Tags, children, decode_param, find_sweep_parent, flatten
 
 from .space import to_config
 
@@ -93,21 +93,19 @@ class Point:
         }
 
 
-def _value(text: str) -> Any:
-    return None if text in ("None", "null") else parse_value(text)
-
-
 def trial_params(run: Any, budget: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A trial's configuration from its MLflow params, typed back from MLflow's strings: flat optimizer keys
     (``lr``, ``anderson.history``) and ``budget.batch_size``; with the spec's ``budget``, every ``budget.<key>``
     the trial ran with another value (what its space sampled: a schedule, warm-up steps)."""
-    params = {k.removeprefix("optimizer."): _value(v) for k, v in run.data.params.items() if k.startswith("optimizer.")}
+    params = {
+        k.removeprefix("optimizer."): decode_param(v) for k, v in run.data.params.items() if k.startswith("optimizer.")
+    }
     for key, text in run.data.params.items():
         name = key.removeprefix("budget.")
         if key.startswith("budget.") and (
-            name == "batch_size" or (budget is not None and _value(text) != budget.get(name))
+            name == "batch_size" or (budget is not None and decode_param(text) != budget.get(name))
         ):
-            params[key] = _value(text)
+            params[key] = decode_param(text)
     return params
 
 
@@ -125,13 +123,11 @@ def final_points(
     Completed tuning trials rank by their final ``metric`` (the sweep's; a mean over the tuning seeds); a family
     none of whose trials completed (all diverged or errored) re-runs its first trials, so that its failure shows in
     the verdict instead of the family vanishing from it."""
-    runs = client.search_runs(
-        [experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and tags.phase = 'tuning'", max_results=50000
-    )
+    runs = list(children(client, experiment_id, parent_id, **{Tags.PHASE: "tuning"}))
     points = []
     for family in compare.families:
-        own = sorted((r for r in runs if r.data.tags.get("family") == family), key=lambda r: r.info.start_time)
-        done = [r for r in own if r.data.tags.get("status") == "completed" and metric in r.data.metrics]
+        own = sorted((r for r in runs if r.data.tags.get(Tags.FAMILY) == family), key=lambda r: r.info.start_time)
+        done = [r for r in own if r.data.tags.get(Tags.STATUS) == "completed" and metric in r.data.metrics]
         chosen = objective.ranked(done, lambda r: r.data.metrics[metric], mode)[: compare.top] or own[: compare.top]
         for run in chosen:
             params = trial_params(run, budget)
@@ -157,25 +153,23 @@ def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -
         raise ConfigError("study.from", experiment, "an experiment written by `autoaccel sweep` (no sweep run in it)")
     # the direction of the workload's metric, which `metric` holds (the sweep may have ranked by another one)
     tags = parent.data.tags
-    mode = tags.get("workload_mode", tags.get("mode", "min"))
-    children = client.search_runs(
-        [found.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.status = 'completed'",
-        max_results=50000,
-    )
+    mode = tags.get(Tags.WORKLOAD_MODE, tags.get(Tags.MODE, "min"))
+    completed = children(client, found.experiment_id, parent.info.run_id, **{Tags.STATUS: "completed"})
     # the source spec's budget, completed: what a trial ran with beyond it is what its space sampled (a schedule),
     # part of the configuration the study re-runs
-    given = {k.removeprefix("budget."): _value(v) for k, v in parent.data.params.items() if k.startswith("budget.")}
+    given = {
+        k.removeprefix("budget."): decode_param(v) for k, v in parent.data.params.items() if k.startswith("budget.")
+    }
     try:
         budget: dict[str, Any] | None = check_budget(given)
     except ConfigError:  # a parent from before budgets were logged whole: batch size only, as before
         budget = None
     rows = []
-    for run in children:
+    for run in completed:
         value = run.data.metrics.get("metric")
         if value is None or not math.isfinite(value):
             continue
-        rows.append((run.data.tags.get("family", "all"), trial_params(run, budget), value, run.info.run_id))
+        rows.append((run.data.tags.get(Tags.FAMILY, "all"), trial_params(run, budget), value, run.info.run_id))
     if not rows:
         raise ConfigError("study.from", experiment, "a sweep with at least one completed trial (none yet)")
     rows = objective.ranked(rows, lambda row: row[2], mode)
@@ -287,14 +281,14 @@ def perturbation_configs(
     factor: float = 2.0,
     params: Sequence[str] | None = None,
     *,
-    exclude: Sequence[str] = ("demon.total_steps",),
+    exclude: Sequence[str] | None = None,
     probability_keys: frozenset[str] = PROBABILITY_KEYS,
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """One-at-a-time perturbations of a nested optimizer config: ``[(dotted key, "up" | "down", config), ...]``.
 
     For each numeric hyperparameter (dotted keys of the flattened config, e.g. ``anderson.history``; ``params``
-    restricts them; ``exclude`` drops keys that are not tuned, by default ``demon.total_steps``, which the trial sets
-    from its step budget):
+    restricts them; ``exclude`` drops keys that are not tuned, by default those the trial sets from its step budget,
+    :func:`~autoaccel.optim.trial_set_keys`, such as ``demon.total_steps``):
 
     - floats: ``x · factor`` (up) and ``x / factor`` (down); zero is skipped (scaling it changes nothing);
     - ints: the same, rounded half up and kept ≥ 1; ints below 1 are skipped;
@@ -314,9 +308,10 @@ def perturbation_configs(
         if unknown:
             raise ValueError(f"not numeric hyperparameters of the config: {unknown}; numeric ones: {sorted(leaves)}")
         leaves = {p: leaves[p] for p in params}
+    excluded = trial_set_keys() if exclude is None else frozenset(exclude)
     out = []
     for key, value in leaves.items():
-        if key in exclude:
+        if key in excluded:
             continue
         for direction, new in _scaled(key, value, factor, probability_keys).items():
             out.append((key, direction, _with_value(config, key, new)))

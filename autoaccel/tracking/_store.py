@@ -1,8 +1,7 @@
-"""MLflow run layout and batched logging, written by one process only (the driver, or ``autoaccel train``); URIs;
-finding a sweep's parent run. Shared by ``run`` (``autoaccel train``), ``sweep`` and ``analysis``.
+"""The MLflow writer and batched logging, used by one process only (the driver, or ``autoaccel train``); URIs;
+finding a sweep's parent run. The names it writes are ``_schema.py``'s.
 
-Layout: experiment = sweep name; a parent run per sweep (tag ``autoaccel.role = sweep``); one child run per trial
-(tag ``mlflow.parentRunId``) with params = the flattened trial config, metrics = the per-epoch history (step = epoch)
+A child run per trial holds params = the flattened trial config, metrics = the per-epoch history (step = epoch)
 logged with one ``log_batch`` per epoch (one ``log_metric`` per value costs far more: ``docs/performance.md``), and
 tags ``workload``, ``family``, ``seed``, ``status``, ``epochs``. Every run ends in a terminal MLflow state:
 ``FINISHED`` for the results ``completed``, ``stopped_early`` and ``diverged``, ``FAILED`` for ``errored``,
@@ -22,12 +21,10 @@ from typing import Any
 from autoaccel.errors import ConfigError
 from autoaccel.redaction import redact_uri
 
+from ._schema import LEGACY_SWEEP_ID, SWEEP_ROLE, Tags, encode_param, search
+
 __all__ = [
-    "LEGACY_SWEEP_ID",
-    "ROLE_TAG",
     "STATUSES",
-    "SWEEP_ID_TAG",
-    "SWEEP_ROLE",
     "EpochWriter",
     "Tracker",
     "check_tracking_uri",
@@ -49,9 +46,6 @@ TERMINAL = {
 _NOT_METRICS = {"status", "epoch", "epochs_planned"}
 _MAX_METRICS = 1000  # MLflow's limit per log_batch
 STATUSES = tuple(TERMINAL)  # every status a trial ends with
-ROLE_TAG, SWEEP_ROLE = "autoaccel.role", "sweep"  # the tag that marks a sweep's parent run
-SWEEP_ID_TAG = "autoaccel.sweep_id"  # the sweep's unique id (its folder's sweep_id file), on its parent run
-LEGACY_SWEEP_ID = "legacy"  # the id of a sweep started before ids: its parent is found by its folder
 
 
 def default_tracking_uri(folder: str | os.PathLike[str] = ".") -> str:
@@ -134,16 +128,18 @@ def find_sweep_parent(
     ``sweep_id``: exactly that sweep's parent (a driver finding its own: two sweeps of one name on one store, or a
     fresh start beside an older one, never share a parent). The id ``legacy`` is a sweep started before ids: its
     parent is the one without an id (or with that one) whose ``folder`` tag is ``folder``."""
-    query = f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'" + (f" and tags.`autoaccel.sweep` = '{sweep}'" if sweep else "")
+    query = f"tags.`{Tags.ROLE}` = '{SWEEP_ROLE}'" + (f" and tags.`{Tags.SWEEP}` = '{sweep}'" if sweep else "")
     if sweep_id is not None and sweep_id != LEGACY_SWEEP_ID:
-        query += f" and tags.`{SWEEP_ID_TAG}` = '{sweep_id}'"
+        query += f" and tags.`{Tags.SWEEP_ID}` = '{sweep_id}'"
     order = ["attributes.start_time DESC"]
     if sweep_id == LEGACY_SWEEP_ID:
-        found = client.search_runs([experiment_id], query, max_results=1000, order_by=order)
-        legacy = (r for r in found if r.data.tags.get(SWEEP_ID_TAG, LEGACY_SWEEP_ID) == LEGACY_SWEEP_ID)
-        return next((r for r in legacy if r.data.tags.get("folder") == folder), None)
-    found = client.search_runs([experiment_id], query, max_results=1, order_by=order)
-    return found[0] if found else None
+        legacy = (
+            r
+            for r in search(client, experiment_id, query, order)
+            if r.data.tags.get(Tags.SWEEP_ID, LEGACY_SWEEP_ID) == LEGACY_SWEEP_ID
+        )
+        return next((r for r in legacy if r.data.tags.get(Tags.FOLDER) == folder), None)
+    return next(search(client, experiment_id, query, order), None)
 
 
 class Tracker:
@@ -172,11 +168,11 @@ class Tracker:
     ) -> str:
         from mlflow.entities import Param, RunTag
 
-        tags = {**tags, **({"mlflow.parentRunId": parent_id} if parent_id else {})}
+        tags = {**tags, **({Tags.PARENT: parent_id} if parent_id else {})}
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
         run_id = run.info.run_id
         # MLflow caps a param value at 6000 characters; configs are far below it.
-        params = [Param(k, str(v)) for k, v in flatten(params).items()]
+        params = [Param(k, encode_param(v)) for k, v in flatten(params).items()]
         for start in range(0, len(params), 100):  # log_batch takes at most 100 params per call
             self.client.log_batch(run_id, params=params[start : start + 100])
         if tags:
@@ -223,7 +219,7 @@ class Tracker:
 
     def finish(self, run_id: str, status: str, tags: Mapping[str, Any] | None = None) -> None:
         """Tag the trial's status (and ``tags``) and end the run in the matching terminal MLflow state."""
-        self.set_tags(run_id, {**(tags or {}), "status": status})
+        self.set_tags(run_id, {**(tags or {}), Tags.STATUS: status})
         self.client.set_terminated(run_id, TERMINAL[status])
 
 
