@@ -145,11 +145,11 @@ def test_adascale_runs_are_grouped_by_their_scale() -> None:
     import numpy as np
     import pandas as pd
 
-    from autoaccel.analysis import adascale_by_scale
+    from autoaccel.analysis import by_scale
 
     runs = pd.DataFrame(
         {
-            "technique": ["adascale(sgd)", "adascale(sgd)", "sgd", "adascale(sgd)", "adascale(sgd)"],
+            "technique": ["adascale+sgd", "adascale+sgd", "sgd", "adascale+sgd", "adascale+sgd"],
             "workload": ["q"] * 5,
             "optimizer.adascale.num_gradients_to_accumulate": [np.nan, 4, np.nan, 2, 1],
             "optimizer.adascale.scale": [np.nan, np.nan, np.nan, np.nan, 8.0],
@@ -159,9 +159,9 @@ def test_adascale_runs_are_grouped_by_their_scale() -> None:
             "final_adascale_gain": [1.5, np.nan, np.nan, 1.2, 3.0],
         }
     )
-    table = adascale_by_scale(runs).set_index(["S", "workers"])
+    table = by_scale(runs).set_index(["S", "workers"])
     assert sorted(table.index) == [(2.0, 1), (2.0, 2), (4.0, 1), (8.0, 2)]
     assert table.loc[(2.0, 2), "median final gain"] == 1.5 and table.loc[(2.0, 1), "median final metric"] == 0.2
     assert table.loc[(4.0, 1), "runs"] == 1 and table.loc[(4.0, 1), "completed"] == 0
     assert np.isnan(table.loc[(4.0, 1), "median final metric"])
-    assert adascale_by_scale(runs[runs["technique"] == "sgd"]) is None
+    assert by_scale(runs[runs["technique"] == "sgd"]) is None

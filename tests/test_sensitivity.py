@@ -118,10 +118,44 @@ def test_importance_edge_cases() -> None:
         param_importance(df, evaluator="shap")
     with pytest.raises(ValueError, match="no hyperparameters"):
         param_importance(df[["final_metric"]])
-    with pytest.raises(ValueError, match="no distribution"):
-        param_importance(df, distributions={"optimizer.lr": infer_distributions(df, ["optimizer.lr"])["optimizer.lr"]})
     small = param_importance(df, n_bootstrap=0)
     assert any("noisy" in w for w in small.attrs["warnings"])  # 10 trials: 1 in the top 10 %
+
+
+def test_declared_distributions_are_used_and_the_others_inferred() -> None:
+    """The space a sweep declared (per family) merges into one distribution per column: the widest range, log only
+    where every family declares it, the union of choices; importance takes it for the columns it covers and infers
+    the rest."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from autoaccel.analysis import declared_distributions
+
+    spaces = {
+        "one": {
+            "sgd": {"optimizer.lr": {"kind": "float", "low": 1e-3, "high": 0.3, "log": True, "step": None}},
+            "adam": {
+                "optimizer.lr": {"kind": "float", "low": 1e-4, "high": 0.03, "log": True, "step": None},
+                "optimizer.anderson.averaging": {"kind": "choice", "choices": ["off", "auto"]},
+            },
+        },
+        "two": {
+            "": {
+                "optimizer.anderson.history": {"kind": "int", "low": 2, "high": 8, "log": False, "step": 2},
+                "optimizer.anderson.averaging": {"kind": "choice", "choices": ["on", "off"]},
+            }
+        },
+    }
+    merged = declared_distributions(spaces)
+    assert merged["optimizer.lr"] == FloatDistribution(1e-4, 0.3, log=True)
+    assert merged["optimizer.anderson.history"] == IntDistribution(2, 8, step=2)
+    assert merged["optimizer.anderson.averaging"] == CategoricalDistribution(["off", "auto", "on"])
+    df = _synthetic(40)
+    inferred = param_importance(df, n_bootstrap=0)
+    declared = param_importance(
+        df, n_bootstrap=0, distributions={"optimizer.lr": FloatDistribution(1e-5, 10, log=True)}
+    )
+    assert set(declared.index) == set(inferred.index)
+    assert declared.index[0] == inferred.index[0] == "optimizer.lr"  # only lr matters (see _synthetic)
 
 
 def test_importance_by_group_per_family_and_overall() -> None:

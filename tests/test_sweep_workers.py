@@ -105,12 +105,12 @@ def test_a_two_worker_adascale_trial_in_a_sweep(own_ray: Any, tmp_path: Path) ->
     gains = [m.value for m in client.get_metric_history(run.info.run_id, "adascale_gain")]
     assert gains and all(1.0 <= g <= 2.0 for g in gains) and max(gains) > 1.0
     # the export keeps the world size, and the report's AdaScale table counts S = 2 workers × 1 micro-batch
-    from autoaccel.analysis import adascale_by_scale, export_experiments
+    from autoaccel.analysis import by_scale, export_experiments
 
     table, _ = export_experiments(["workers"], client.tracking_uri)
     exported = table.to_pandas()
     assert set(exported["world_size"]) == {2}
-    scales = adascale_by_scale(exported)
+    scales = by_scale(exported)
     assert list(scales["S"]) == [2.0] and list(scales["workers"]) == [2] and list(scales["runs"]) == [1]
     _assert_resources_back(own_ray)
 

@@ -3,10 +3,11 @@
 best of k, seeds, batch sizes, failure accounting), a comparison's verdict (:func:`verdict_table`) and the report
 (:func:`build_report`, HTML + Markdown).
 
-The implementation lives in private modules (``_export``, ``_sensitivity``, ``_robustness``, ``_compare``,
-``_report``); every
-public name is imported from here, once, on first use, so ``import autoaccel.analysis`` stays light until one is
-needed (pyarrow and pandas load then, MLflow for a non-SQLite store).
+The implementation lives in private modules (``_export``, ``_distributions``, ``_sensitivity``, ``_robustness``,
+``_compare``; the report in parts: ``_sections`` builds each section from the tables, ``_plots`` draws with
+matplotlib's object API, ``_render`` writes HTML and Markdown, ``_report`` does the I/O); every public name is
+imported from here, once, on first use, so ``import autoaccel.analysis`` stays light until one is needed (pyarrow
+and pandas load then, MLflow for a non-SQLite store).
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import Any
 
 # public name → the private module that defines it
 _LAZY = {
-    **dict.fromkeys(("export", "export_experiments", "read_parquet", "write_parquet"), "_export"),
+    **dict.fromkeys(("declared_spaces", "export", "export_experiments", "read_parquet", "write_parquet"), "_export"),
     **dict.fromkeys(
         (
             "importance_by_group",
-            "infer_distributions",
             "param_importance",
             "perturbation_loss",
             "sensitivity_curve",
@@ -42,7 +42,26 @@ _LAZY = {
         "_robustness",
     ),
     **dict.fromkeys(("final_runs", "tuning_curves", "verdict_rule", "verdict_table"), "_compare"),
-    **dict.fromkeys(("SECTIONS", "adascale_by_scale", "build_report", "markdown_table"), "_report"),
+    **dict.fromkeys(("declared_distributions", "infer_distributions"), "_distributions"),
+    **dict.fromkeys(("SECTIONS", "build_report"), "_report"),
+    **dict.fromkeys(("by_scale", "is_comparison"), "_sections"),
+    **dict.fromkeys(("Section", "markdown_table", "render_html", "render_markdown"), "_render"),
+    **dict.fromkeys(
+        (
+            "best_trial_curves",
+            "budget_curves",
+            "expected_best_plot",
+            "forest_plot",
+            "heatmap_plot",
+            "importance_plot",
+            "learning_curves",
+            "png",
+            "profile_plot",
+            "sensitivity_plots",
+            "verdict_label",
+        ),
+        "_plots",
+    ),
 }
 __all__ = sorted(_LAZY)
 

@@ -213,12 +213,22 @@ def verdict_table(runs: pd.DataFrame, *, n_bootstrap: int = 2000, ci: float = 0.
                     if len(own_tuning)
                     else math.nan,
                     "verdict": verdict_rule(low, high, len(seeds)),
-                    # AdaScale trains to its scale-invariant budget: up to S× the examples of a baseline at its batch
-                    "scale_invariant": "technique" in own
-                    and own["technique"].astype(str).str.contains("adascale").any(),
+                    # a scale-invariant budget (AdaScale's): up to S× the examples of a baseline at its batch
+                    "scale_invariant": _scale_invariant(own),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _scale_invariant(rows: pd.DataFrame) -> bool:
+    """Whether a technique in the rows' stacks counts its budget in scale-invariant iterations (its registry entry
+    says so: ``Technique.scale_invariant_budget``)."""
+    if "technique" not in rows:
+        return False
+    from autoaccel.optim import techniques_in
+
+    labels = rows["technique"].dropna().unique()
+    return any(t.scale_invariant_budget for label in labels for t in techniques_in(label))
 
 
 def _single_setting(rows: pd.DataFrame) -> pd.DataFrame:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sqlite3
 import time
 import warnings
@@ -56,9 +55,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from autoaccel.redaction import redact_uri
-from autoaccel.tracking import ROLE_TAG, SWEEP_ROLE
+from autoaccel.tracking import SWEEP_ROLE, Tags, decode_param, decode_space, search
 
-__all__ = ["export", "export_experiments", "write_parquet"]
+__all__ = ["SPACES_KEY", "declared_spaces", "export", "export_experiments", "write_parquet"]
+
+# The ``runs`` table's schema metadata key (kept in its Parquet file): experiment → the search space its sweep
+# declared (family → column → distribution, as ``autoaccel.tracking.decode_space`` reads it from the parent run).
+SPACES_KEY = b"autoaccel.spaces"
 
 METHODS = ("auto", "sql", "api")
 _SQLITE = "sqlite:///"
@@ -74,10 +77,6 @@ _METRIC_SCHEMA = pa.schema(
     {"run_id": pa.string(), "key": pa.string(), "epoch": pa.int64(), "value": pa.float64(), "time": pa.int64()}
 )
 _HISTORY_SORT = [("run_id", "ascending"), ("key", "ascending"), ("epoch", "ascending"), ("time", "ascending")]
-_NULLS = {"None", "null"}
-_BOOLS = {"True": True, "False": False, "true": True, "false": False}
-_INT = re.compile(r"[+-]?[0-9]+")
-_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
 
@@ -175,7 +174,10 @@ def read_parquet(folders: Sequence[str | Path], experiments: Sequence[str] = ())
             )
         runs_table = runs_table.filter(pc.is_in(runs_table.column("experiment"), pa.array(list(experiments))))
         history_table = history_table.filter(pc.is_in(history_table.column("run_id"), runs_table.column("run_id")))
-    return runs_table, history_table
+    spaces = {name: space for table in runs for name, space in declared_spaces(table).items()}
+    if experiments:
+        spaces = {name: space for name, space in spaces.items() if name in experiments}
+    return _with_spaces(runs_table, spaces), history_table
 
 
 def export(experiments: Sequence[str], tracking_uri: str, out_dir: str | Path) -> dict[str, Any]:
@@ -255,7 +257,7 @@ def _read_api(uri: str, names: list[str]) -> _Raw:
     ids = _experiment_ids(names, existing, uri)
     raw = _Raw({id_: name for name, id_ in zip(names, ids, strict=True)}, [], [], [], _metric_table([]))
     metrics: list[tuple[str, str, int, float, int]] = []
-    for run in _pages(client.search_runs, ids, run_view_type=ViewType.ACTIVE_ONLY, max_results=5000):
+    for run in search(client, ids):
         info, data = run.info, run.data
         raw.runs.append((info.run_id, str(info.experiment_id), info.status, info.start_time, info.end_time))
         raw.tags.extend((info.run_id, key, value) for key, value in data.tags.items())
@@ -303,7 +305,19 @@ def _build(raw: _Raw, names: list[str]) -> tuple[pa.Table, pa.Table]:
     trials.sort(key=lambda run: (raw.experiments[run[1]], run[3] is None, run[3] or 0, run[0]))
     history = _history(raw.metrics, [run[0] for run in trials])
     runs = _runs_table(raw, trials, tags, params, history)
-    return runs, history
+    spaces: dict[str, Any] = {}
+    for run in sorted((r for r in raw.runs if r[0] in parents), key=lambda r: r[3] or 0):  # the newest sweep last
+        spaces.setdefault(raw.experiments[run[1]], {}).update(decode_space(tags.get(run[0], {})))
+    return _with_spaces(runs, spaces), history
+
+
+def _with_spaces(runs: pa.Table, spaces: dict[str, Any]) -> pa.Table:
+    return runs.replace_schema_metadata({**(runs.schema.metadata or {}), SPACES_KEY: json.dumps(spaces).encode()})
+
+
+def declared_spaces(runs: pa.Table) -> dict[str, Any]:
+    """experiment → the search space its sweep declared (empty for sweeps from before it was recorded)."""
+    return json.loads((runs.schema.metadata or {}).get(SPACES_KEY, b"{}"))
 
 
 def _by_run(rows: Iterable[tuple[str, str, Any]]) -> dict[str, dict[str, Any]]:
@@ -317,8 +331,8 @@ def _parent_ids(runs: list[tuple], tags: dict[str, dict[str, Any]]) -> set[str]:
     """A sweep's parent run: tagged ``autoaccel.role=sweep``, or named by a run's ``mlflow.parentRunId``. Without
     either (runs of ``autoaccel train``, or another tool's flat runs) every run is a trial."""
     ids = {run[0] for run in runs}
-    parents = {run_id for run_id in ids if tags.get(run_id, {}).get(ROLE_TAG) == SWEEP_ROLE}
-    return parents | {tags.get(run_id, {}).get("mlflow.parentRunId") for run_id in ids} & ids
+    parents = {run_id for run_id in ids if tags.get(run_id, {}).get(Tags.ROLE) == SWEEP_ROLE}
+    return parents | {tags.get(run_id, {}).get(Tags.PARENT) for run_id in ids} & ids
 
 
 def _require_trials(raw: _Raw, trials: list[tuple], parents: set[str]) -> None:
@@ -464,24 +478,25 @@ def _strings(values: Iterable[str | None]) -> pa.Array:
 
 
 def _int(text: str | None) -> int | None:
-    return int(text) if text is not None and _INT.fullmatch(text) else None
+    value = decode_param(text)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _float(text: str | None) -> float | None:
-    return float(text) if text is not None and _FLOAT.fullmatch(text) else None
+    value = decode_param(text)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _typed(texts: list[str | None]) -> pa.Array:
-    """Param strings as the narrowest type that holds every value of the column: bool, int64, float64, else string
-    ('None', 'null' and absent are null in every type)."""
-    values = [None if text is None or text in _NULLS else text for text in texts]
-    present = [value for value in values if value is not None]
-    if present and all(value in _BOOLS for value in present):
-        return pa.array([None if v is None else _BOOLS[v] for v in values], pa.bool_())
-    if present and all(_INT.fullmatch(value) for value in present):
-        parsed = [None if v is None else int(v) for v in values]
-        if all(v is None or -(2**63) <= v < 2**63 for v in parsed):
-            return pa.array(parsed, pa.int64())
-    if present and all(_FLOAT.fullmatch(value) for value in present):
-        return pa.array([None if v is None else float(v) for v in values], pa.float64())
-    return pa.array(values, pa.string())
+    """Param strings as the narrowest type that holds every value of the column, decoded as the sweep reads them
+    back (``decode_param``): bool, int64, float64, else string ('None', 'null' and absent are null in every type)."""
+    decoded = [decode_param(text) for text in texts]
+    present = [value for value in decoded if value is not None]
+    kinds = {type(v) if isinstance(v, bool | int | float) else str for v in present}
+    if present and kinds == {bool}:
+        return pa.array(decoded, pa.bool_())
+    if present and kinds == {int} and all(-(2**63) <= v < 2**63 for v in present):
+        return pa.array(decoded, pa.int64())
+    if present and kinds <= {int, float}:  # ints beyond int64 too
+        return pa.array([None if v is None else float(v) for v in decoded], pa.float64())
+    return pa.array([None if v is None else text for v, text in zip(decoded, texts, strict=True)], pa.string())

@@ -30,38 +30,20 @@ import pandas as pd
 
 from autoaccel import objective
 
+from ._distributions import infer_distributions, looks_log
 from ._robustness import _require_rows
 
 __all__ = [
     "importance_by_group",
-    "infer_distributions",
     "param_importance",
     "perturbation_loss",
     "sensitivity_curve",
     "sensitivity_heatmap",
 ]
 
-# Log scale is inferred for positive values spanning more than this many decades whose median also sits in the
-# lowest quarter of the linear range (see _looks_log).
-_LOG_DECADES = 2.0
-_LOG_MEDIAN_POSITION = 0.25
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _looks_log(values: np.ndarray) -> bool:
-    """Whether observed values look log-uniformly sampled: positive, spanning more than 2 decades, and skewed low.
-
-    The span alone is not enough: a uniform draw on [0, 0.99] (a momentum) easily spans 3 decades. Log-uniform draws
-    over D decades put their median near ``10^(-D/2)`` of the way up the linear range (0.1 for D = 2), uniform draws
-    near 0.5; so the median's position must also be below 0.25.
-    """
-    low, high = float(values.min()), float(values.max())
-    if not (low > 0 and high / low > 10**_LOG_DECADES):
-        return False
-    return (float(np.median(values)) - low) / (high - low) < _LOG_MEDIAN_POSITION
 
 
 def _python_scalar(value: Any) -> Any:
@@ -102,42 +84,6 @@ def _quiet_optuna() -> Iterator[None]:
 # importance
 
 
-def infer_distributions(df: pd.DataFrame, params: Sequence[str]) -> dict[str, Any]:
-    """Optuna distributions for trials-table columns, from the values seen (NaN = not drawn, ignored).
-
-    - bool, string or other non-numeric columns: ``CategoricalDistribution`` of the distinct values (first-seen
-      order);
-    - numeric columns whose values are all integers: ``IntDistribution(min, max)``;
-    - other numeric columns: ``FloatDistribution(min, max)``;
-    - ``log=True`` when the values are positive, span more than 2 decades (max/min > 100) and their median lies in
-      the lowest quarter of the range, as log-uniform draws (learning rates, weight decays) do and uniform draws
-      (a momentum on [0, 0.99]) do not; ints also need min ≥ 1.
-
-    Columns never set are left out. The ranges are the observed ones, not the search space's: enough for
-    importance, which only compares trials with each other.
-    """
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    out: dict[str, Any] = {}
-    for name in params:
-        raw = df[name]
-        present = raw[raw.notna()]
-        if present.empty:
-            continue
-        numeric = pd.to_numeric(present, errors="coerce")
-        if pd.api.types.is_bool_dtype(present) or numeric.isna().any() or present.map(type).eq(bool).any():
-            out[name] = CategoricalDistribution([_python_scalar(v) for v in pd.unique(present)])
-            continue
-        values = numeric.to_numpy(dtype=float)
-        low, high = float(values.min()), float(values.max())
-        log = _looks_log(values)
-        if np.all(values == np.round(values)):
-            out[name] = IntDistribution(int(low), int(high), log=log and low >= 1)
-        else:
-            out[name] = FloatDistribution(low, high, log=log)
-    return out
-
-
 def _cast(value: Any, distribution: Any) -> Any:
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
@@ -163,9 +109,6 @@ def _records_from_frame(
         values = np.where(finite, values, worst)
     elif failed != "drop":
         raise ValueError(f"failed must be 'worst' or 'drop', got {failed!r}")
-    unknown = [p for p in params if p not in distributions and df[p].notna().any()]
-    if unknown:
-        raise ValueError(f"no distribution for {unknown}: give one in distributions, or leave distributions out")
     sign = objective.sign(mode)
     records = []
     # to_dict("records") keeps each column's own type (iterrows would upcast a row to one dtype).
@@ -259,7 +202,8 @@ def param_importance(
     ``data`` is a trials DataFrame or a single-objective Optuna study (then ``metric`` and ``mode`` are ignored: the
     study's COMPLETE trials and direction are used). From a DataFrame an in-memory study is built with
     ``optuna.trial.create_trial``: ``params`` (default: every ``optimizer.*`` column set in some trial) with
-    distributions from :func:`infer_distributions` unless given, a NaN meaning "not drawn" (a conditional parameter).
+    ``distributions`` where given (the search space's, :func:`declared_distributions`) and from
+    :func:`infer_distributions` for the others, a NaN meaning "not drawn" (a conditional parameter).
 
     - ``evaluator="ped_anova"`` (Optuna's default): how much each parameter matters for reaching the top 10 % of
       trials; assesses conditional parameters. ``"fanova"``: share of the objective's variance, seeded with
@@ -286,7 +230,8 @@ def param_importance(
         objective.check_mode(mode)
         _require_rows(data, metric, *(params or ()))
         names = list(params) if params is not None else _default_params(data)
-        dists = dict(distributions) if distributions is not None else infer_distributions(data, names)
+        # the given distributions where there are, inferred from the values for any other parameter
+        dists = {**infer_distributions(data, names), **{k: v for k, v in (distributions or {}).items() if k in names}}
         records, n_failed = _records_from_frame(data, names, metric, mode, failed, dists)
     else:
         records, mode, n_failed = _records_from_study(data)
@@ -415,11 +360,11 @@ def importance_by_group(
 
 def _bin(values: np.ndarray, bins: int, log: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
     """(edges, bin index per value, log used). Equal-width bins, in log10 space when ``log`` (auto: a positive range
-    wider than 2 decades and skewed low, see _looks_log). A constant column gives one bin."""
+    wider than 2 decades and skewed low, see looks_log). A constant column gives one bin."""
     if bins < 1:
         raise ValueError(f"bins must be ≥ 1, got {bins}")
     low, high = float(values.min()), float(values.max())
-    use_log = _looks_log(values) if log is None else bool(log)
+    use_log = looks_log(values) if log is None else bool(log)
     if use_log and low <= 0:
         raise ValueError("log bins need positive values")
     if low == high:

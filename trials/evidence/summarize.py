@@ -19,6 +19,7 @@ import pandas as pd
 
 from autoaccel import objective
 from autoaccel.analysis import (
+    forest_plot,
     markdown_table,
     read_parquet,
     seed_robustness,
@@ -95,48 +96,9 @@ def _print(title: str, frame: pd.DataFrame) -> None:
 
 
 def _forest(table: pd.DataFrame, path: Path, title: str, label: str) -> None:
-    """One forest plot: each row's paired ratio with its 95% interval, 1 = no difference, below 1 better."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = table.iloc[::-1]
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    labels = [label.format(**row) for row in shown.to_dict("records")]
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(shown) + 1.3))
-    y = np.arange(len(shown))
-    values = shown[["ratio", "ratio_ci_low", "ratio_ci_high"]].astype(float).to_numpy()
-    finite = values[np.isfinite(values) & (values > 0)]
-    low_edge, high_edge = min(finite.min(initial=1.0), 1.0) / 2, max(finite.max(initial=1.0), 1.0) * 2
-    values = np.clip(np.nan_to_num(values, posinf=high_edge, neginf=low_edge), low_edge, high_edge)  # ∞: at the edge
-    ratio, low, high = values.T
-    colours = shown["verdict"].map({"better": "#1a7f37", "worse": "#b42318"}).fillna("#555555")
-    ax.hlines(y, low, high, color=colours)
-    ax.scatter(ratio, y, color=colours, zorder=3, s=18)
-    ax.axvline(1.0, color="#999999", lw=0.8, ls="--")
-    if high_edge / low_edge > 20:  # several decades (a failure at ∞): a log axis
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlim(low_edge, high_edge)
-    ax.set_yticks(y, labels, fontsize=7)
-    ax.set_xlabel(
-        "technique ÷ baseline, final metric, paired by seed (< 1 better; 95% bootstrap interval)\n"
-        "green: better, red: worse, grey: no clear difference",
-        fontsize=8,
-    )
-    ax.set_title(title, fontsize=9)
-    fig.subplots_adjust(
-        left=min(0.5, 0.02 + 0.0075 * max(map(len, labels))),
-        right=0.97,
-        bottom=0.75 / (0.3 * len(shown) + 1.3),
-        top=1 - 0.35 / (0.3 * len(shown) + 1.3),
-    )
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    """One forest plot (the report's): each row's paired ratio with its 95% interval, 1 = no difference."""
+    labels = [label.format(**row) for row in table.to_dict("records")]
+    forest_plot(table, labels=labels, title=title).savefig(path, dpi=90)
     print(f"\n![{title}](evidence/{path.name})")
 
 
