@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -126,6 +127,75 @@ def test_outside_optim_no_private_optim_import_and_no_optimizer_class_test() -> 
     assert not problems
 
 
+def _string_constants(tree: ast.Module) -> list[ast.Constant]:
+    """The module's string literals, docstrings left out."""
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_no_technique_recognised_by_name_outside_optim() -> None:
+    """What a module outside optim/ knows of a technique comes from its registry entry (statistics, scale, gain,
+    heat-map pairs, horizon): no literal there is a technique's name, one of its config keys (``lookahead.k``,
+    ``optimizer.adascale.scale``) or a statistic it reports (``adascale_gain``, ``aa_`` ...). Prose (a literal with
+    a space: a help text's example) is no recognition."""
+    names = {name for name in techniques()}
+    sections = {t.section for t in techniques().values() if t.section}
+    statistics = {s.key for t in techniques().values() for s in t.statistics}
+    found = []
+    for module, tree in _modules().items():
+        if module.startswith("autoaccel.optim"):
+            continue
+        for node in _string_constants(tree):
+            text = node.value
+            if any(c.isspace() for c in text) or not text:
+                continue
+            bare = text.removeprefix("optimizer.").removeprefix("final_")
+            if (
+                bare in names
+                or (bare.partition(".")[0] in sections
+                and "." in bare)
+                or any(key in text for key in statistics)
+            ):
+                found.append(f"{module}:{node.lineno} {text!r}")
+    assert not found
+
+
+def test_no_pyplot_and_no_backend_switch_in_the_library() -> None:
+    """Plots use matplotlib's object API (``Figure``): building a report never switches a notebook's backend."""
+    found = []
+    for module, tree in _modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                imported = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                imported += [f"{node.module}.{a.name}" for a in node.names] if isinstance(node, ast.ImportFrom) else []
+                found += [f"{module}:{node.lineno} imports {n}" for n in imported if n == "matplotlib.pyplot"]
+            if isinstance(node, ast.Attribute) and node.attr == "use" and getattr(node.value, "id", "") == "matplotlib":
+                found.append(f"{module}:{node.lineno} matplotlib.use")
+    assert not found
+
+
+def test_every_search_of_mlflow_runs_goes_through_the_paging_reader() -> None:
+    """``search_runs`` is called in one place, tracking's paginated reader, which passes a page token: no read of a
+    sweep's runs is capped at a page (before, four queries asked for at most 50,000)."""
+    calls = []
+    for module, tree in _modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "search_runs":
+                calls.append((module, {k.arg for k in node.keywords}))
+            elif isinstance(node, ast.Attribute) and node.attr == "search_runs" and not isinstance(node.ctx, ast.Store):
+                calls.append((module, None))  # passed on as a function: not allowed either
+    calls = [(m, k) for m, k in calls if k is not None or not any(m == c[0] and c[1] for c in calls)]
+    assert [m for m, _ in calls] == ["autoaccel.tracking._schema"], calls
+    assert {"page_token", "max_results"} <= calls[0][1]
+
+
 def test_errors_have_one_import_path() -> None:
     wrong = []
     for name, tree in _modules().items():
@@ -225,6 +295,68 @@ def test_registered_technique_is_built_validated_and_driven_by_the_runner() -> N
             register_technique(Technique("sgd", "base", "", "", build=build))
     finally:
         techniques().pop("twice_test")
+
+
+class _Gain(_Twice):
+    """A test wrapper that multiplies the learning rate by a fixed gain and reports it."""
+
+    lr_gain = 2.0
+
+    def statistics(self) -> dict[str, float]:
+        return {"gain_test_r": self.lr_gain}
+
+
+def test_a_registered_technique_gets_what_its_capabilities_declare() -> None:
+    """Nothing outside optim/ knows a technique's name: a plugin that declares a learning-rate gain, a statistic, a
+    batch scale and a heat-map pair gets the effective rate in its trial's metrics, its statistic on `train`'s
+    progress line, its runs grouped by S in a report and its heat map, exactly as the built-in techniques do."""
+    from autoaccel.analysis import by_scale
+    from autoaccel.analysis._sections import _heatmap_pairs
+    from autoaccel.cli.train import _progress_statistics
+    from autoaccel.config import Hyperparameter
+    from autoaccel.optim import Statistic
+
+    gain = Technique(
+        "gain_test",
+        "wrapper",
+        "test wrapper",
+        "-",
+        build=lambda inner, hp: _Gain(inner, 1),
+        section="gain_test",
+        section_keys=(Hyperparameter("factor", int, 2, "its scale", 1),),
+        order=6,
+        statistics=(Statistic("gain_test_r", "the gain"),),
+        lr_gain="gain_test_r",
+        scale=lambda section, workers: float(section.get("factor", 2) * workers),
+        heatmaps=(("lr", "gain_test.factor"),),
+    )
+    register_technique(gain)
+    try:
+        config = {
+            "workload": {"name": "quadratic", "dim": 8, "samples": 64},
+            "optimizer": {"base": "sgd", "lr": 0.01, "gain_test": {"factor": 3}},
+            "budget": {"epochs": 1, "batch_size": 16},
+            "device": "cpu",
+        }
+        result = run_trial(config)
+        assert result["lr"] == pytest.approx(0.02) and result["gain_test_r"] == 2.0
+        assert "gain_test_r" in _progress_statistics()
+        assert ("optimizer.lr", "optimizer.gain_test.factor") in _heatmap_pairs()
+        runs = pd.DataFrame(
+            {
+                "technique": ["gain_test+sgd", "gain_test+sgd", "sgd"],
+                "workload": ["q"] * 3,
+                "optimizer.gain_test.factor": [3, 4, None],
+                "world_size": [2, 1, 1],
+                "status": ["completed"] * 3,
+                "final_metric": [0.1, 0.2, 0.3],
+                "final_gain_test_r": [2.0, 2.0, None],
+            }
+        )
+        table = by_scale(runs).set_index("S")
+        assert sorted(table.index) == [4.0, 6.0] and table.loc[6.0, "median final gain"] == 2.0
+    finally:
+        techniques().pop("gain_test")
 
 
 def test_technique_from_an_entry_point_in_another_process(tmp_path: Path) -> None:

@@ -390,20 +390,20 @@ def batch_size_robustness(
     batch_col: str = "budget.batch_size",
     by: str | Sequence[str] | None = "family",
     steps_col: str = "steps_to_target",
-    averaging_col: str = "final_aa_averaging_fraction",
+    statistics: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Quality and speed per (group, batch size): does a technique keep helping as the batch grows?
 
     Per (group, batch size): ``n``; ``mean_metric`` and ``std_metric`` over the finite metric values (``n_finite``
     of them); ``reached_fraction``, the share of trials with a steps-to-target; ``median_steps_to_target``, with a
     miss counted as ``∞`` (DeepOBS' "speed" counts a miss as the full budget, notes B2; ∞ keeps the median honest:
-    it is ∞ when most trials missed). When ``averaging_col`` exists (Anderson families log the fraction of steps where
-    the averaged iterate was taken), ``mean_aa_averaging_fraction`` over its non-missing values (NaN for families that
-    do not log it).
+    it is ∞ when most trials missed). For each column of ``statistics`` the table has (what a technique reports per
+    run, e.g. ``final_aa_averaging_fraction``, Anderson's share of steps that took the averaged iterate),
+    ``mean_<statistic>`` over its non-missing values (NaN for families that do not report it).
     """
     keys = [*_group_keys(by), batch_col]
     _require_rows(df, metric, steps_col, *keys)
-    with_averaging = averaging_col in df.columns
+    present = [column for column in statistics if column in df.columns]
     rows = []
     for key, group in _groups(df, keys):
         values = pd.to_numeric(group[metric], errors="coerce").to_numpy(dtype=float)
@@ -419,9 +419,9 @@ def batch_size_robustness(
             "reached_fraction": float(np.isfinite(steps).mean()),
             "median_steps_to_target": float(np.median(steps)),
         }
-        if with_averaging:
-            fraction = pd.to_numeric(group[averaging_col], errors="coerce")
-            row["mean_aa_averaging_fraction"] = float(fraction.mean()) if fraction.notna().any() else math.nan
+        for column in present:
+            value = pd.to_numeric(group[column], errors="coerce")
+            row[f"mean_{column.removeprefix('final_')}"] = float(value.mean()) if value.notna().any() else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -323,6 +323,13 @@ def sensitivity(runs: pd.DataFrame, mode: str, metric: str, scales: Mapping[str,
     return section
 
 
+def _by_batch_size() -> list[str]:
+    """The statistics techniques declare worth a mean per batch size (Anderson's share of averaged steps)."""
+    from autoaccel.optim import techniques
+
+    return [f"final_{s.key}" for t in techniques().values() for s in t.statistics if s.by_batch_size]
+
+
 def _seeds(runs: pd.DataFrame, metric: str) -> pd.DataFrame | None:
     """One row per (configuration, seed), a failed seed with a null metric (counted, never a stand-in value): a
     study's trials already are one per seed; lockstep seeds are spread out of their per-seed columns. The
@@ -368,7 +375,9 @@ def robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
     if "budget.batch_size" in done and done["budget.batch_size"].nunique() > 1:
         failed = results["status"] != "completed"  # a failed run is counted, with no value
         values = results.assign(final_metric=results["final_metric"].mask(failed))
-        table = batch_size_robustness(values, "final_metric", batch_col="budget.batch_size", by="family")
+        table = batch_size_robustness(
+            values, "final_metric", batch_col="budget.batch_size", by="family", statistics=_by_batch_size()
+        )
         section.tables.append(("Quality and steps to target against batch size", table))
     else:
         section.missing.append(

@@ -22,7 +22,9 @@ _BAR = 24
 
 
 def trial_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    optimizer: dict[str, Any] = {"base": "adam"}
+    from autoaccel.optim import DEFAULT_BASE
+
+    optimizer: dict[str, Any] = {"base": DEFAULT_BASE}
     if args.config:
         try:
             loaded = yaml.safe_load(Path(args.config).read_text())

@@ -22,6 +22,7 @@ from ._protocol import (
     set_horizon,
 )
 from ._registry import (
+    DEFAULT_BASE,
     TECHNIQUES,
     Statistic,
     Technique,
@@ -41,6 +42,7 @@ from .demon import DemonAdam, DemonSGD, demon_momentum
 from .lookahead import Lookahead
 
 __all__ = [
+    "DEFAULT_BASE",
     "TECHNIQUES",
     "AdaHessian",
     "AdaScale",

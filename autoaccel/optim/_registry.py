@@ -42,6 +42,7 @@ from .demon import DEMON_ADAM_HYPERPARAMETERS, DEMON_SGD_HYPERPARAMETERS, DemonA
 from .lookahead import LOOKAHEAD_HYPERPARAMETERS, Lookahead
 
 __all__ = [
+    "DEFAULT_BASE",
     "TECHNIQUES",
     "Statistic",
     "Technique",
@@ -55,14 +56,19 @@ __all__ = [
 ]
 
 
+DEFAULT_BASE = "adam"  # the base of a trial whose config names none (`autoaccel train` without --config)
+
+
 @dataclass(frozen=True)
 class Statistic:
-    """A value a technique's optimizer reports in ``statistics()`` every epoch (logged with the epoch's metrics), and
-    whether ``autoaccel train`` shows it on its progress line."""
+    """A value a technique's optimizer reports in ``statistics()`` every epoch (logged with the epoch's metrics),
+    whether ``autoaccel train`` shows it on its progress line, and whether a report gives its mean per batch size
+    (a regime that depends on the batch, as Anderson's averaging does)."""
 
     key: str
     help: str
     on_progress_line: bool = True
+    by_batch_size: bool = False
 
 
 @dataclass(frozen=True)
@@ -284,7 +290,7 @@ TECHNIQUES: dict[str, Technique] = {
                 Statistic("aa_extrapolations", "extrapolations so far", on_progress_line=False),
                 Statistic("aa_regularized_fraction", "share of extrapolations that needed more regularisation"),
                 Statistic("aa_accepted_fraction", "share of extrapolations the safeguard accepted"),
-                Statistic("aa_averaging_fraction", "share of steps that took the moving average"),
+                Statistic("aa_averaging_fraction", "share of steps that took the moving average", by_batch_size=True),
             ),
             heatmaps=(("anderson.history", "anderson.rsd_threshold"),),
         ),
