@@ -159,8 +159,7 @@ def test_no_technique_recognised_by_name_outside_optim() -> None:
             bare = text.removeprefix("optimizer.").removeprefix("final_")
             if (
                 bare in names
-                or (bare.partition(".")[0] in sections
-                and "." in bare)
+                or (bare.partition(".")[0] in sections and "." in bare)
                 or any(key in text for key in statistics)
             ):
                 found.append(f"{module}:{node.lineno} {text!r}")
