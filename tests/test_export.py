@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autoaccel.analysis import export, export_experiments, write_parquet
+from autoaccel.analysis import export, export_experiments, read_parquet, write_parquet
 from autoaccel.cli import main
 
 T0 = 1_700_000_000_000  # ms; every timestamp is derived from it, so runs and values sort predictably
@@ -60,6 +60,8 @@ def _epochs(metric: list[float], **series: list[Any]) -> list[dict[str, Any]]:
 
 
 SGD = {"optimizer.base": "sgd", "budget.epochs": "4", "budget.steps": "None", "seeds": "0"}
+# what the sweep-min sweep declared (its parent's tags): the analysis reads it with the runs
+DECLARED = {"": {"optimizer.lr": {"kind": "float", "low": 1e-3, "high": 1.0, "log": True, "step": None}}}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +74,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     client = MlflowClient(tracking_uri=uri)
     _write_ahead_log(client)  # as a sweep's store is: the reader must cope with a WAL file beside the database
     min_tags = {"metric": "val_mse", "mode": "min", "workload_metric": "val_mse", "workload_mode": "min"}
+    from autoaccel.tracking import encode_space
+
     _sweep(
         client,
         "sweep-min",
-        {**min_tags, "target": "0.5"},
+        {**min_tags, "target": "0.5", **encode_space(DECLARED)},
         [
             {  # reaches the target at epoch 3, then gets a little worse
                 "tags": {"family": "sgd", "technique": "sgd", "status": "completed", "epochs": "4"},
@@ -348,6 +352,22 @@ def test_parquet_round_trip(store: str, tmp_path: Path) -> None:
     frame = pd.read_parquet(runs_path)
     assert len(frame) == runs.num_rows and frame["optimizer.lr"].dtype == "float64"
     assert not list(tmp_path.glob("out/*.part"))
+
+
+@pytest.mark.parametrize("method", ["sql", "api"])
+def test_the_declared_space_travels_with_the_runs(store: str, tmp_path: Path, method: str) -> None:
+    """Both readers carry each experiment's declared space in the runs table, kept through Parquet and a join of
+    several folders; an experiment whose sweep recorded none (or that has no sweep) has none."""
+    from autoaccel.analysis import declared_spaces
+
+    runs, history = export_experiments(["sweep-min", "flat"], store, method=method)
+    assert declared_spaces(runs) == {"sweep-min": DECLARED}
+    write_parquet(runs, history, tmp_path / "a")
+    other, other_history = export_experiments(["no-target"], store, method=method)
+    write_parquet(other, other_history, tmp_path / "b")
+    joined, _ = read_parquet([tmp_path / "a", tmp_path / "b"])
+    assert declared_spaces(joined) == {"sweep-min": DECLARED}
+    assert declared_spaces(read_parquet([tmp_path / "a", tmp_path / "b"], ["flat"])[0]) == {}
 
 
 def test_export_and_command(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

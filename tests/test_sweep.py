@@ -119,6 +119,14 @@ def test_sweep_with_asha_records_every_trial_truthfully(ray_session: Any, tmp_pa
 
     parent = MlflowClient(result["tracking_uri"]).get_run(result["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["autoaccel.role"] == "sweep"
+    # the space the sweep declared is on its parent, and the export carries it for the analysis (no guessing)
+    from autoaccel.analysis import declared_spaces, export_experiments
+    from autoaccel.sweep import load_space
+    from autoaccel.tracking import decode_space
+
+    declared = load_space(QUICK).declared()
+    assert decode_space(parent.data.tags) == declared and declared["sgd"]["optimizer.lr"]["log"] is True
+    assert declared_spaces(export_experiments(["t"], result["tracking_uri"])[0]) == {"t": declared}
 
     # the report of this real sweep: every section, its plots, logged back to the sweep's parent run
     from autoaccel.analysis import SECTIONS, build_report

@@ -162,3 +162,46 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_at_once(tmp_path: Path) -> 
             assert "pw" not in str(error.value)
     finally:
         server.shutdown()
+
+
+def test_children_are_read_page_by_page_with_their_tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reader of a sweep's child runs, paging until MLflow has no more (pages of 3 here: 8 children), filtered
+    by tags; other parents' children and the parent itself are left out."""
+    from autoaccel.tracking import _schema, children
+
+    monkeypatch.setattr(_schema, "_PAGE", 3)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "paged")
+    parent, other = tracker.start_run("p", {}, {}), tracker.start_run("o", {}, {})
+    for i in range(8):
+        tracker.start_run(f"c{i}", {}, {"phase": "tuning" if i % 2 else "final", "i": i}, parent_id=parent)
+    tracker.start_run("stranger", {}, {"phase": "tuning"}, parent_id=other)
+    found = list(children(tracker.client, tracker.experiment_id, parent))
+    assert sorted(int(r.data.tags["i"]) for r in found) == list(range(8))
+    tuning = children(tracker.client, tracker.experiment_id, parent, phase="tuning")
+    assert sorted(int(r.data.tags["i"]) for r in tuning) == [1, 3, 5, 7]
+
+
+@pytest.mark.parametrize(
+    ("value", "back"),
+    [
+        (None, None),
+        (True, True),
+        (False, False),
+        (5, 5),
+        (-3, -3),
+        (1e-4, 1e-4),
+        (0.5, 0.5),
+        ("off", "off"),
+        ("auto", "auto"),
+        ([10, 20], [10, 20]),
+        ({"k": 5}, {"k": 5}),
+        (float("inf"), float("inf")),
+    ],
+)
+def test_a_param_decodes_to_the_value_it_encoded(value: Any, back: Any) -> None:
+    """What a sweep logs as a param (``encode_param``) reads back as the same value (``decode_param``): the one
+    encoding that the final runs, studies and the export share."""
+    from autoaccel.tracking import decode_param, encode_param
+
+    decoded = decode_param(encode_param(value))
+    assert decoded == back and type(decoded) is type(back)

@@ -307,7 +307,9 @@ def _build(raw: _Raw, names: list[str]) -> tuple[pa.Table, pa.Table]:
     runs = _runs_table(raw, trials, tags, params, history)
     spaces: dict[str, Any] = {}
     for run in sorted((r for r in raw.runs if r[0] in parents), key=lambda r: r[3] or 0):  # the newest sweep last
-        spaces.setdefault(raw.experiments[run[1]], {}).update(decode_space(tags.get(run[0], {})))
+        declared = decode_space(tags.get(run[0], {}))
+        if declared:
+            spaces.setdefault(raw.experiments[run[1]], {}).update(declared)
     return _with_spaces(runs, spaces), history
 
 
