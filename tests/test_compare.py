@@ -218,15 +218,27 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     assert result["unfinished"] == 0
     runs, history = (t.to_pandas() for t in export_experiments([spec.experiment], spec.tracking_uri))
     tuning, final = runs[runs["phase"] == "tuning"], runs[runs["phase"] == "final"]
-    # the equal budget: every family its own trials, each with a completed one, whatever the others learn
-    assert tuning.groupby("family").size().to_dict() == dict.fromkeys(spec.compare.families, TRIALS_PER_FAMILY)
+    # the equal budget: every study its own trials, each with a completed one, whatever the others learn; a family
+    # whose space samples (slow_sgd) is tuned in three independent studies, each with its own sampler seed, a family
+    # whose space fixes its configuration in one
+    per_family = dict.fromkeys(spec.compare.families, TRIALS_PER_FAMILY) | {"slow_sgd": 3 * TRIALS_PER_FAMILY}
+    assert tuning.groupby("family").size().to_dict() == per_family
+    slow = tuning[tuning["family"] == "slow_sgd"]
+    assert slow.groupby("tuning_replicate").size().to_dict() == dict.fromkeys([0, 1, 2], TRIALS_PER_FAMILY)
+    assert slow.groupby("tuning_replicate")["sampler_seed"].nunique().eq(1).all()
+    assert slow["sampler_seed"].nunique() == 3
     completed = tuning[tuning["status"] == "completed"].groupby("family").size()
     assert set(completed.index) == set(spec.compare.families) - {"exploding_sgd"}
     # slow_sgd is behind every sgd trial at ASHA's first rung: one shared set of rungs would have stopped it there
     at_rung = history[(history["key"] == "metric") & (history["epoch"] == 2)].merge(tuning, on="run_id")
     slow, fast = (at_rung.loc[at_rung["family"] == f, "value"] for f in ("slow_sgd", "sgd"))
     assert slow.min() > fast.max()
-    assert len(final) == 6 * 3 and set(final["seed"]) == {"1", "2", "3"}
+    # every study's choice re-run on the paired seeds: slow_sgd's three, each from its own study's trials
+    assert len(final) == (5 + 3) * 3 and set(final["seed"]) == {"1", "2", "3"}
+    slow_final = final[final["family"] == "slow_sgd"]
+    source_replicate = tuning.set_index("run_id")["tuning_replicate"]
+    assert slow_final.groupby("tuning_replicate").size().to_dict() == dict.fromkeys([0, 1, 2], 3)
+    assert (slow_final["study.source_run"].map(source_replicate) == slow_final["tuning_replicate"]).all()
     # a family whose space fixes its batch keeps it; the others run at final.batch_sizes (the budget's)
     assert final.groupby("family")["budget.batch_size"].unique().map(list).to_dict() == {
         **{family: [64] for family in spec.compare.families},
@@ -250,7 +262,7 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     exploding = verdict.loc["exploding_sgd"]
     assert exploding["verdict"] == "worse" and exploding["failure_rate"] == 1.0
     assert exploding["tuning_diverged_rate"] == 1.0
-    assert verdict.loc["slow_sgd", "verdict"] == "worse" and verdict.loc["slow_sgd", "tuning_trials"] == 3
+    assert verdict.loc["slow_sgd", "verdict"] == "worse" and verdict.loc["slow_sgd", "tuning_trials"] == 9
     half = verdict.loc["half_batch_sgd"]  # at a batch of its own: paired with SGD's seeds at SGD's batch
     assert (half["setting"], half["baseline_setting"], half["n_seeds"]) == (
         "quadratic / batch 32",

@@ -384,6 +384,9 @@ def _runs_table(
         "seed": _strings(t.get("seed") for t in own),
         # a comparison's trials: tuning or final, and the family each technique is measured against
         "phase": _strings(t.get("phase") for t in own),
+        # which of its family's independent tuning studies (a final run: whose choice it re-runs); null before them
+        "tuning_replicate": pa.array([_int(t.get(Tags.REPLICATE)) for t in own], pa.int64()),
+        "sampler_seed": pa.array([_int(t.get(Tags.SAMPLER_SEED)) for t in own], pa.int64()),
         "baseline": _strings(_baseline(t.get("family"), s) for t, s in zip(own, sweep, strict=True)),
         "status": _strings(t.get("status") for t in own),
         "epochs": pa.array([_int(t.get("epochs")) for t in own], pa.int64()),

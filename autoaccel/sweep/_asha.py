@@ -10,7 +10,9 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-__all__ = ["PerFamily", "ResumableASHA", "stopped_trials"]
+from .compare import STUDY_KEY
+
+__all__ = ["PerStudy", "ResumableASHA", "stopped_trials"]
 
 
 def stopped_trials(*paths: str | os.PathLike[str]) -> set[str]:
@@ -76,17 +78,17 @@ class ResumableASHA(ASHAScheduler):
         return state
 
 
-class PerFamily(FIFOScheduler):
-    """One scheduler per technique family, each seeing only its family's trials (``trial.config["family"]``): under
-    one shared ASHA a family that learns slower in its first epochs loses every rung to another and never finishes a
-    trial. Trials start in the order they were added, as FIFO."""
+class PerStudy(FIFOScheduler):
+    """One scheduler per tuning study of a comparison, each seeing only its study's trials (``trial.config`` names
+    it: :data:`STUDY_KEY`): under one shared ASHA a family that learns slower in its first epochs loses every rung to
+    another and never finishes a trial. Trials start in the order they were added, as FIFO."""
 
     def __init__(self, schedulers: dict[str, Any]) -> None:
         super().__init__()
         self.schedulers = schedulers
 
     def _of(self, trial: Any) -> Any:
-        return self.schedulers[trial.config["family"]]
+        return self.schedulers[trial.config[STUDY_KEY]]
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return all(s.set_search_properties(metric, mode, **spec) for s in self.schedulers.values())
@@ -115,4 +117,4 @@ class PerFamily(FIFOScheduler):
         return sorted({m for s in self.schedulers.values() for m in s.milestones})
 
     def debug_string(self) -> str:
-        return "\n".join(f"{family}: {s.debug_string()}" for family, s in self.schedulers.items())
+        return "\n".join(f"{study}: {s.debug_string()}" for study, s in self.schedulers.items())

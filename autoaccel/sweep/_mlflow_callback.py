@@ -28,6 +28,7 @@ from autoaccel.tracking import SWEEP_ROLE, EpochWriter, Tags, Tracker, children,
 
 from ._asha import stopped_trials
 from ._checkpoints import CheckpointPruner
+from .compare import STUDY_KEY, protocol_notes
 from .reruns import trial_params
 from .space import load_space
 from .spec import Phase, SweepSpec
@@ -102,6 +103,7 @@ class SweepTracking(tune.Callback):
                 **({Tags.STUDY_OF: spec.study["from"]} if spec.study else {}),
                 # a comparison: which family each technique is measured against
                 **({Tags.BASELINES: json.dumps(spec.compare.baselines, sort_keys=True)} if spec.compare else {}),
+                **(self._protocol_tags(spec) if spec.compare else {}),
                 # the distributions the space declares: the analysis reads them instead of guessing from values
                 **(encode_space(load_space(spec.space).declared()) if spec.space else {}),
             }
@@ -133,6 +135,21 @@ class SweepTracking(tune.Callback):
         self.first_report: float | None = None
         self._connected = True
 
+    @staticmethod
+    def _protocol_tags(spec: SweepSpec) -> dict[str, str]:
+        """A comparison's protocol, for the report: its studies, scheduler, sampler and what they can cost."""
+        c = spec.compare
+        notes = protocol_notes(c, spec.sampler, spec.scheduler, spec.budget["epochs"])
+        protocol = {
+            "replicates": c.replicates,
+            "trials_per_study": c.trials_per_family,
+            "sampler": spec.sampler,
+            "scheduler": spec.scheduler,
+            "equivalence_margin": c.equivalence_margin,
+            "notes": notes,
+        }
+        return {Tags.PROTOCOL: json.dumps(protocol, sort_keys=True)}
+
     def announce(self, resume: bool) -> None:
         self._connect()
         s = self.spec
@@ -146,9 +163,10 @@ class SweepTracking(tune.Callback):
         if s.compare:
             c = s.compare
             what = (
-                f"comparison {s.name}: {len(c.families)} families × {c.trials_per_family} tuning trials "
-                f"({s.sampler} + {s.scheduler['type']} per family), then {c.final_trials} final runs "
-                f"({c.top} configuration(s) × {len(c.seeds)} seeds × {len(c.batch_sizes)} batch size(s)"
+                f"comparison {s.name}: {len(c.families)} families in {len(c.studies)} independent tuning studies "
+                f"(up to {c.replicates} per family) × {c.trials_per_family} trials ({s.sampler} + "
+                f"{s.scheduler['type']} per study), then {c.final_trials} final runs (each study's best {c.top} × "
+                f"{len(c.seeds)} seeds × {len(c.batch_sizes)} batch size(s)"
                 + (
                     f"; {len(c.fixed_batches)} of the families keep the batch their space fixes"
                     if c.fixed_batches
@@ -157,6 +175,8 @@ class SweepTracking(tune.Callback):
                 + ")"
             )
         self._say(f"{verb} {what} of {s.workload['name']}, {s.max_concurrent} at a time; folder {s.folder}")
+        for note in protocol_notes(s.compare, s.sampler, s.scheduler, s.budget["epochs"]) if s.compare else ():
+            self._say(f"note: {note}")
         uri = redact_uri(s.tracking_uri)
         self._say(f"MLflow: {uri} (experiment {s.experiment}); `mlflow ui --backend-store-uri {uri}` shows it")
         if not s.study:
@@ -194,6 +214,7 @@ class SweepTracking(tune.Callback):
                 Tags.TECHNIQUE: technique_label(sample.optimizer),
                 Tags.SEED: seed,
                 **({Tags.SOURCE_RUN: source} if source else {}),
+                **self._study_tags(trial.config, point),
                 Tags.STATUS: "running",
                 Tags.EPOCHS: 0,
                 Tags.WORLD_SIZE: self.spec.workers,  # what it asked for; its first report says what it measured
@@ -203,6 +224,16 @@ class SweepTracking(tune.Callback):
             self.families[trial_id] = fam
             self.logged[trial_id] = 0
         return self.runs[trial_id]
+
+    def _study_tags(self, config: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
+        """A comparison's trial: which of its family's tuning studies it belongs to (a tuning trial: also the
+        study's sampler seed; a final run: the study whose choice it re-runs)."""
+        if not self.spec.compare:
+            return {}
+        if point:
+            return {Tags.REPLICATE: point.get("replicate", 0)}
+        study = next(s for s in self.spec.compare.studies if s.key == config[STUDY_KEY])
+        return {Tags.REPLICATE: study.replicate, Tags.SAMPLER_SEED: study.sampler_seed}
 
     # -- Tune callback hooks --------------------------------------------------------------------------------------
     def flush(self) -> None:

@@ -1,5 +1,5 @@
 """Optuna inside Ray Tune: a picklable define-by-run function, a searcher that reports what really happened, and
-one that gives each technique family of a comparison its own study and the same number of trials."""
+one that gives each of a comparison's tuning studies (each family's independent ones) the same number of trials."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from ._asha import stopped_trials
+from .compare import STUDY_KEY, TuningStudy
 from .space import load_space
 from .trainable import trial_status
 
-__all__ = ["DefineByRun", "PerFamilySearch", "TruthfulOptunaSearch", "make_sampler"]
+__all__ = ["DefineByRun", "PerStudySearch", "TruthfulOptunaSearch", "make_sampler"]
 
 
 def make_sampler(name: str, seed: int) -> Any:
@@ -33,25 +34,24 @@ RAY_TRIAL_ID = "ray_trial_id"  # the Optuna trial's user attribute naming the Ra
 
 
 class DefineByRun:
-    """``space.suggest`` as OptunaSearch's space (only ``family``'s configurations when given), picklable (Ray
-    saves the searcher with the experiment)."""
+    """``space.suggest`` as OptunaSearch's space (only the ``study``'s family's configurations, its key in every
+    config, when given), picklable (Ray saves the searcher with the experiment)."""
 
-    def __init__(self, space_path: str, family: str | None = None) -> None:
-        self.space_path, self.family = space_path, family
+    def __init__(self, space_path: str, study: TuningStudy | None = None) -> None:
+        self.space_path, self.study = space_path, study
         # loaded now, not at the first suggestion: Tune warns when a define-by-run call takes seconds (imports)
         self._space: Any = load_space(space_path)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"space_path": self.space_path, "family": self.family, "_space": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"family": None, **state})  # a searcher pickled before families had streams
+        return {"space_path": self.space_path, "study": self.study, "_space": None}
 
     def __call__(self, trial: Any) -> dict[str, Any] | None:
         if self._space is None:
             self._space = load_space(self.space_path)
-        drawn = self._space.suggest(trial, self.family)
+        drawn = self._space.suggest(trial, None if self.study is None else self.study.family)
         fixed = {k: v for k, v in drawn.items() if k not in trial.params}  # fixed values are not Optuna params
+        if self.study is not None:
+            fixed[STUDY_KEY] = self.study.key
         return fixed or None
 
 
@@ -118,40 +118,40 @@ class TruthfulOptunaSearch(OptunaSearch):
         return super().on_trial_complete(trial_id, result, error)
 
 
-class PerFamilySearch(Searcher):
-    """A comparison's tuning: one searcher per technique family (its own Optuna study and sampler stream), each
-    given the same number of trials. The families take turns for the trial slots, the one with the fewest trials
-    first, so that every family's budget is spent side by side in one Ray Tune run (the trial actors, reused,
-    start once)."""
+class PerStudySearch(Searcher):
+    """A comparison's tuning: one searcher per tuning study (each family's independent studies, each its own Optuna
+    study and sampler stream), each given the same number of trials. The studies take turns for the trial slots, the
+    one with the fewest trials first, so that every family's budget is spent side by side in one Ray Tune run (the
+    trial actors, reused, start once)."""
 
-    def __init__(self, searchers: dict[str, TruthfulOptunaSearch], trials_per_family: int) -> None:
+    def __init__(self, searchers: dict[str, TruthfulOptunaSearch], trials_per_study: int) -> None:
         first = next(iter(searchers.values()))
         super().__init__(metric=first.metric, mode=first.mode)
-        self.searchers, self.trials_per_family = searchers, trials_per_family
-        self.family_of: dict[str, str] = {}  # trial id → the family whose searcher suggested it
+        self.searchers, self.trials_per_study = searchers, trials_per_study
+        self.study_of: dict[str, str] = {}  # trial id → the study whose searcher suggested it
         self.drawn = dict.fromkeys(searchers, 0)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return all(s.set_search_properties(metric, mode, config, **spec) for s in self.searchers.values())
 
     def suggest(self, trial_id: str) -> dict | None:
-        open_families = [f for f in self.searchers if self.drawn[f] < self.trials_per_family]
-        if not open_families:
+        open_studies = [s for s in self.searchers if self.drawn[s] < self.trials_per_study]
+        if not open_studies:
             return Searcher.FINISHED
-        family = min(open_families, key=self.drawn.__getitem__)  # ties: the families' order
-        config = self.searchers[family].suggest(trial_id)
+        study = min(open_studies, key=self.drawn.__getitem__)  # ties: the studies' order
+        config = self.searchers[study].suggest(trial_id)
         if isinstance(config, dict):
-            self.drawn[family] += 1
-            self.family_of[trial_id] = family
+            self.drawn[study] += 1
+            self.study_of[trial_id] = study
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.family_of:
-            self.searchers[self.family_of[trial_id]].on_trial_result(trial_id, result)
+        if trial_id in self.study_of:
+            self.searchers[self.study_of[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self.family_of:
-            self.searchers[self.family_of[trial_id]].on_trial_complete(trial_id, result, error)
+        if trial_id in self.study_of:
+            self.searchers[self.study_of[trial_id]].on_trial_complete(trial_id, result, error)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:

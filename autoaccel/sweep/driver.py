@@ -48,6 +48,7 @@ from autoaccel.errors import ConfigError
 from autoaccel.ports import free_loopback_port
 from autoaccel.tracking import LEGACY_SWEEP_ID
 
+from .compare import TuningStudy
 from .preflight import check_environment, cluster_address
 from .reruns import Point, final_points
 from .spec import DRIVER_RESOURCES, SWEEP_ID, TUNE_DIR, Phase, SweepSpec, load_spec
@@ -61,10 +62,10 @@ _STATE = frozenset({TUNE_DIR, "optuna.journal", COMPARE_STATE})  # + asha*.json:
 
 
 def _scheduler(spec: SweepSpec, phase: Phase) -> Any:
-    """FIFO, or ASHA with its rungs persisted: one for the sweep, or one per family in a comparison's tuning."""
+    """FIFO, or ASHA with its rungs persisted: one for the sweep, or one per study in a comparison's tuning."""
     from ray.tune.schedulers import FIFOScheduler
 
-    from ._asha import PerFamily, ResumableASHA
+    from ._asha import PerStudy, ResumableASHA
 
     if spec.scheduler["type"] == "fifo":
         return FIFOScheduler()
@@ -74,9 +75,9 @@ def _scheduler(spec: SweepSpec, phase: Phase) -> Any:
         # the budget spent in epochs: the epoch, or an optimizer's own clock (AdaScale's scale-invariant steps)
         return ResumableASHA(path, time_attr="budget_epochs", max_t=spec.budget["epochs"], **options)
 
-    if not phase.families:
+    if not phase.studies:
         return asha(phase.asha_path(spec.folder))
-    return PerFamily({f: asha(phase.asha_path(spec.folder, f)) for f in phase.families})
+    return PerStudy({s.key: asha(phase.asha_path(spec.folder, s)) for s in phase.studies})
 
 
 def _init_ray(address: str | None, workers: int = 1) -> None:
@@ -328,7 +329,7 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
     from optuna.storages.journal import JournalFileBackend
     from ray import tune
 
-    from ._optuna import DefineByRun, PerFamilySearch, TruthfulOptunaSearch, make_sampler
+    from ._optuna import DefineByRun, PerStudySearch, TruthfulOptunaSearch, make_sampler
 
     scheduler = _scheduler(spec, phase) if phase.samples else None
     payload = {
@@ -386,26 +387,25 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         return tuner.fit()
     storage = JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
 
-    def searcher(family: str | None, index: int, study: str) -> TruthfulOptunaSearch:
-        """An Optuna study (its sampler seeded with the spec's seed + index) over the space or one family of it."""
+    def searcher(study: TuningStudy | None, name: str) -> TruthfulOptunaSearch:
+        """An Optuna study over the space (its sampler seeded with the spec's seed), or one of a comparison's tuning
+        studies over one family (its sampler seeded with the study's own seed)."""
         found = TruthfulOptunaSearch(
-            space=DefineByRun(str(spec.space), family),
+            space=DefineByRun(str(spec.space), study),
             metric=list(spec.metrics) if len(spec.metrics) > 1 else spec.metric,
             mode=list(spec.modes) if len(spec.modes) > 1 else spec.mode,
-            sampler=make_sampler(spec.sampler, spec.seed + index),
+            sampler=make_sampler(spec.sampler, spec.seed if study is None else study.sampler_seed),
             storage=storage,
-            study_name=study,
+            study_name=name,
         )
-        found.scheduler_state = str(phase.asha_path(spec.folder, family))
+        found.scheduler_state = str(phase.asha_path(spec.folder, study))
         return found
 
-    if phase.families:
-        studies = zip(phase.families, phase.study_names(spec.name), strict=True)
-        search = PerFamilySearch(
-            {f: searcher(f, i, study) for i, (f, study) in enumerate(studies)}, spec.compare.trials_per_family
-        )
+    if phase.studies:
+        named = zip(phase.studies, phase.study_names(spec.name), strict=True)
+        search = PerStudySearch({s.key: searcher(s, name) for s, name in named}, spec.compare.trials_per_family)
     else:
-        search = searcher(None, 0, spec.name)
+        search = searcher(None, spec.name)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

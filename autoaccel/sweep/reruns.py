@@ -74,12 +74,13 @@ class Point:
     seed: int
     source_run: str
     perturbation: str = "base"
+    replicate: int = 0  # a comparison's final run: the tuning study whose choice it re-runs
 
     @classmethod
     def from_config(cls, point: Mapping[str, Any]) -> Point:
         """The inverse of ``as_config()["point"]``."""
         keys = ("params", "family", "seed", "source", "perturbation")
-        return cls(*(point[k] for k in keys))
+        return cls(*(point[k] for k in keys), replicate=point.get("replicate", 0))  # saved before replicates: 0
 
     def as_config(self) -> dict[str, Any]:
         return {
@@ -89,6 +90,7 @@ class Point:
                 "seed": self.seed,
                 "source": self.source_run,
                 "perturbation": self.perturbation,
+                "replicate": self.replicate,
             }
         }
 
@@ -118,23 +120,31 @@ def final_points(
     mode: str,
     budget: Mapping[str, Any],
 ) -> list[Point]:
-    """A comparison's final runs: each family's ``top`` best tuning configurations × seeds × batch sizes.
+    """A comparison's final runs: each tuning study's ``top`` best configurations × seeds × batch sizes (every family
+    has ``replicates`` independent studies: each one's choice is re-run, so the verdict sees tuning luck).
 
-    Completed tuning trials rank by their final ``metric`` (the sweep's; a mean over the tuning seeds); a family
-    none of whose trials completed (all diverged or errored) re-runs its first trials, so that its failure shows in
-    the verdict instead of the family vanishing from it."""
+    Completed tuning trials rank by their final ``metric`` (the sweep's; a mean over the tuning seeds), ties broken
+    by the earlier trial (:func:`autoaccel.objective.ranked` keeps the order of equal values); a study none of whose
+    trials completed (all diverged or errored) re-runs its first trials, so that its failure shows in the verdict
+    instead of the study vanishing from it."""
     runs = list(children(client, experiment_id, parent_id, **{Tags.PHASE: "tuning"}))
+    runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
     points = []
-    for family in compare.families:
-        own = sorted((r for r in runs if r.data.tags.get(Tags.FAMILY) == family), key=lambda r: r.info.start_time)
+    for study in compare.studies:
+        own = [r for r in runs if r.data.tags.get(Tags.FAMILY) == study.family and _replicate(r) == study.replicate]
         done = [r for r in own if r.data.tags.get(Tags.STATUS) == "completed" and metric in r.data.metrics]
         chosen = objective.ranked(done, lambda r: r.data.metrics[metric], mode)[: compare.top] or own[: compare.top]
         for run in chosen:
             params = trial_params(run, budget)
-            for batch in compare.final_batch_sizes(family):
+            for batch in compare.final_batch_sizes(study.family):
                 for seed in compare.seeds:
-                    points.append(Point({**params, "budget.batch_size": batch}, family, seed, run.info.run_id))
+                    config = {**params, "budget.batch_size": batch}
+                    points.append(Point(config, study.family, seed, run.info.run_id, replicate=study.replicate))
     return points
+
+
+def _replicate(run: Any) -> int:
+    return int(run.data.tags.get(Tags.REPLICATE, 0))
 
 
 def top_configurations(tracking_uri: str, experiment: str, top: int, per: str) -> list[tuple[str, dict, float, str]]:

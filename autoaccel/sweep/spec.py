@@ -43,7 +43,7 @@ from autoaccel.run.budget import check_budget
 from autoaccel.tracking import resolve_tracking_uri
 from autoaccel.workloads import Workload, get_workload
 
-from .compare import FINAL_PHASE, TUNING_PHASE, Compare, check_compare
+from .compare import FINAL_PHASE, TUNING_PHASE, Compare, TuningStudy, check_compare
 from .reruns import study_points
 from .space import SearchSpace, check, load_space
 from .trainable import REPORT_EVERY_S
@@ -116,26 +116,26 @@ TRIAL_METRICS = ("train_loss", "time_s", "step", "metric")
 @dataclass(frozen=True)
 class Phase:
     """One Ray Tune run of a sweep: the whole of a plain sweep or a study, or one stage of a comparison (the tuning
-    of every family, each with its own Optuna study and ASHA rungs; then the final runs). Where it keeps its state in
-    the sweep folder follows from its name and families."""
+    of every family, each in its own independent studies, each with its own Optuna study and ASHA rungs; then the
+    final runs). Where it keeps its state in the sweep folder follows from its name and studies."""
 
     name: str  # "" for a single-phase sweep; "tuning" or "final" in a comparison
     kind: str  # sweep | study | tuning | final
-    families: tuple[str, ...] = ()  # a comparison's tuning: the families, each tuned on its own
+    studies: tuple[TuningStudy, ...] = ()  # a comparison's tuning: every family's independent studies
 
     def tune_dir(self, folder: Path) -> Path:
         return folder / TUNE_DIR / self.name if self.name else folder / TUNE_DIR
 
-    def asha_path(self, folder: Path, family: str | None = None) -> Path:
-        return folder / (f"asha-{family}.json" if family else "asha.json")
+    def asha_path(self, folder: Path, study: TuningStudy | None = None) -> Path:
+        return folder / (f"asha-{study.family}-{study.replicate}.json" if study else "asha.json")
 
     def asha_paths(self, folder: Path) -> list[Path]:
         """Where the scheduler(s) of this phase record the trials they stopped."""
-        return [self.asha_path(folder, f) for f in self.families] or [self.asha_path(folder)]
+        return [self.asha_path(folder, s) for s in self.studies] or [self.asha_path(folder)]
 
     def study_names(self, sweep: str) -> list[str]:
-        """The Optuna study of each family (a comparison's tuning), or the sweep's one."""
-        return [f"{sweep}:{f}" for f in self.families] or [sweep]
+        """The Optuna study of each of a comparison's tuning studies, or the sweep's one."""
+        return [f"{sweep}:{s.key}" for s in self.studies] or [sweep]
 
     @property
     def samples(self) -> bool:
@@ -192,7 +192,7 @@ class SweepSpec:
     def phases(self) -> tuple[Phase, ...]:
         """The Ray Tune runs of this sweep, in order."""
         if self.compare is not None:
-            return (Phase(TUNING_PHASE, "tuning", self.compare.families), Phase(FINAL_PHASE, "final"))
+            return (Phase(TUNING_PHASE, "tuning", self.compare.studies), Phase(FINAL_PHASE, "final"))
         return (Phase("", "study" if self.points else "sweep"),)
 
     @property
@@ -245,98 +245,31 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     workload = get_workload(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
 
     budget = check_budget(raw.get("budget"))
-    # first: a space's optimizers are built as a trial of this many workers builds them
-    resources = _section(raw, "resources", _RESOURCES)
-    if resources["gpu"] > 1 and not float(resources["gpu"]).is_integer():
-        raise ConfigError("resources.gpu", resources["gpu"], "a fraction ≤ 1 or a whole number of GPUs")
-    if resources["workers"] > 1 and resources["gpu"] not in (0, 1):
-        allowed = "0 or 1 per worker when workers > 1 (NCCL gives each worker one whole GPU)"
-        raise ConfigError("resources.gpu", resources["gpu"], allowed)
-
+    resources = _resources(raw)  # first: a space's optimizers are built as a trial of this many workers builds them
     storage = raw.get("storage", "sweeps")
     if not isinstance(storage, str) or not storage:
         raise ConfigError("storage", storage, "a folder path (or a URI such as s3://bucket/path on a cluster)")
     folder = Path(storage).expanduser().resolve() / name
-    points, study = None, raw.get("study")
-    if study is not None:
-        for key in ("space", "seeds"):
-            if key in raw:
-                raise ConfigError(key, raw[key], "left out in a study: study.from and study.seeds give them")
-        source = study.get("from") if isinstance(study, Mapping) else None
-        # the source sweep's own default store, next to this sweep's folder
-        points, study = study_points(study, resolve_tracking_uri(None, folder.parent / str(source)))
-        space_path = None
-    else:
-        space_path, space, samples = _space(path, raw.get("space"), resources["workers"])
-        for sample in samples:  # a sampled budget.<key> must be a budget key with a valid value, with the spec's
-            check_budget(sample.budget, f"space ({space_path}) budget", complete=False)
-            check_budget({**raw.get("budget", {}), **sample.budget}, f"space ({space_path}) budget")
+    points, study, space_path, space = _source(raw, path, folder, resources["workers"])
 
     search = _section(raw, "search", _SEARCH, extra=("sampler", "metric", "mode"))
     sampler = search.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         raise ConfigError("search.sampler", sampler, "one of " + ", ".join(SAMPLERS))
     metrics, modes = _objectives(search, workload, sampler)
-
-    scheduler = dict(raw.get("scheduler") or {"type": "fifo" if points else "asha"})
-    kind = scheduler.pop("type", "asha")
-    if kind not in ("asha", "fifo"):
-        raise ConfigError("scheduler.type", kind, "one of asha, fifo")
-    if points and kind != "fifo":
-        raise ConfigError("scheduler.type", kind, "fifo in a study (a truncated run is no robustness evidence)")
-    if kind == "asha":
-        scheduler = {**{h.name: h.default for h in _ASHA}, **check_all(_ASHA, scheduler, prefix="scheduler.")}
-        if budget["epochs"] is None:
-            raise ConfigError("scheduler.type", kind, "fifo with a budget in steps (ASHA's rungs are epochs)")
-        if len(metrics) > 1:
-            raise ConfigError("scheduler.type", kind, "fifo with several objectives (ASHA ranks one metric)")
-        if scheduler["grace_period"] > budget["epochs"]:
-            allowed = f"at most budget.epochs ({budget['epochs']}): ASHA's first rung must lie inside the budget"
-            raise ConfigError("scheduler.grace_period", scheduler["grace_period"], allowed)
-    elif scheduler:
-        raise ConfigError(f"scheduler.{next(iter(scheduler))}", next(iter(scheduler.values())), "no options for fifo")
-    scheduler["type"] = kind
-
+    scheduler = _scheduler(raw, budget, metrics, study=points is not None, comparison="compare" in raw)
     seeds = check_int_list(raw.get("seeds", [0]), "seeds", 0)
     compare = None
     if "compare" in raw:
-        if study is not None:
-            raise ConfigError("compare", raw["compare"], "left out in a study (a study re-runs a finished sweep)")
-        if len(metrics) > 1:
-            raise ConfigError("search.metric", list(metrics), "one metric in a comparison (a verdict ranks one)")
-        if "num_samples" in (raw.get("search") or {}):
-            allowed = "left out in a comparison: compare.tuning.trials_per_family sets each family's tuning budget"
-            raise ConfigError("search.num_samples", search["num_samples"], allowed)
-        batch = budget["batch_size"] or workload.default_batch_size
-        compare = check_compare(raw["compare"], space, seeds, batch)
-        for family in compare.families:  # every family builds, not only those 20 random draws happened to pick
-            check(space, n=5, seed=0, family=family, workers=resources["workers"])
-
+        setting = {"workload": {"name": spec["name"], **workload.config}, "budget": budget}
+        compare = _compare(raw, study, metrics, search, space, seeds, workload, resources["workers"], setting)
     failure = _section(raw, "failure", _FAILURE)
-    device = raw.get("device", "auto")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError("device", device, "one of auto, cpu, cuda")
-    if device == "cpu" and resources["workers"] > 1 and resources["gpu"] > 0:
-        allowed = "auto or cuda when workers > 1 have a GPU each (NCCL trains on GPUs), or resources.gpu: 0"
-        raise ConfigError("device", device, allowed)
-    if device == "cuda" and resources["gpu"] == 0:
-        raise ConfigError(
-            "device", device, "auto or cpu when resources.gpu is 0 (a trial uses only the GPU it asks for)"
-        )
-
     num_samples = search["num_samples"]  # what the driver samples (a comparison: its tuning trials)
     if points:
         num_samples = len(points)
     elif compare:
-        num_samples = len(compare.families) * compare.trials_per_family
-
-    tracking = raw.get("tracking") or {}
-    if not isinstance(tracking, Mapping) or set(tracking) - {"uri", "experiment"}:
-        raise ConfigError("tracking", tracking, "a mapping with uri and/or experiment")
-    experiment = tracking.get("experiment") or name
-    uri = tracking.get("uri")
-    if uri is not None and not isinstance(uri, str):
-        raise ConfigError("tracking.uri", uri, "an MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000")
+        num_samples = compare.tuning_trials
+    uri, experiment = _tracking(raw, name)
     return SweepSpec(
         path=path.resolve(),
         name=name,
@@ -358,12 +291,116 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
         folder=folder,
         tracking_uri=resolve_tracking_uri(uri, folder),
         experiment=experiment,
-        device=device,
+        device=_device(raw, resources),
         raw=copy.deepcopy(raw),
         points=tuple(points) if points else None,
         study=study,
         compare=compare,
     )
+
+
+def _resources(raw: Mapping[str, Any]) -> dict[str, Any]:
+    resources = _section(raw, "resources", _RESOURCES)
+    if resources["gpu"] > 1 and not float(resources["gpu"]).is_integer():
+        raise ConfigError("resources.gpu", resources["gpu"], "a fraction ≤ 1 or a whole number of GPUs")
+    if resources["workers"] > 1 and resources["gpu"] not in (0, 1):
+        allowed = "0 or 1 per worker when workers > 1 (NCCL gives each worker one whole GPU)"
+        raise ConfigError("resources.gpu", resources["gpu"], allowed)
+    return resources
+
+
+def _source(raw: Mapping[str, Any], path: Path, folder: Path, workers: int) -> tuple[Any, Any, Any, Any]:
+    """What the sweep trains: (points, study section, space path, space) — a study's points, or a space."""
+    study = raw.get("study")
+    if study is None:
+        space_path, space, samples = _space(path, raw.get("space"), workers)
+        for sample in samples:  # a sampled budget.<key> must be a budget key with a valid value, with the spec's
+            check_budget(sample.budget, f"space ({space_path}) budget", complete=False)
+            check_budget({**raw.get("budget", {}), **sample.budget}, f"space ({space_path}) budget")
+        return None, None, space_path, space
+    for key in ("space", "seeds"):
+        if key in raw:
+            raise ConfigError(key, raw[key], "left out in a study: study.from and study.seeds give them")
+    source = study.get("from") if isinstance(study, Mapping) else None
+    # the source sweep's own default store, next to this sweep's folder
+    points, study = study_points(study, resolve_tracking_uri(None, folder.parent / str(source)))
+    return points, study, None, None
+
+
+def _scheduler(
+    raw: Mapping[str, Any], budget: Mapping[str, Any], metrics: Sequence[str], *, study: bool, comparison: bool
+) -> dict[str, Any]:
+    """The ``scheduler`` section: ASHA by default in a plain sweep; FIFO (every trial its whole budget) in a study,
+    and by default in a comparison, whose verdict must not judge a family by its first epochs."""
+    scheduler = dict(raw.get("scheduler") or {"type": "fifo" if study or comparison else "asha"})
+    kind = scheduler.pop("type", "asha")
+    if kind not in ("asha", "fifo"):
+        raise ConfigError("scheduler.type", kind, "one of asha, fifo")
+    if study and kind != "fifo":
+        raise ConfigError("scheduler.type", kind, "fifo in a study (a truncated run is no robustness evidence)")
+    if kind == "asha":
+        scheduler = {**{h.name: h.default for h in _ASHA}, **check_all(_ASHA, scheduler, prefix="scheduler.")}
+        if budget["epochs"] is None:
+            raise ConfigError("scheduler.type", kind, "fifo with a budget in steps (ASHA's rungs are epochs)")
+        if len(metrics) > 1:
+            raise ConfigError("scheduler.type", kind, "fifo with several objectives (ASHA ranks one metric)")
+        if scheduler["grace_period"] > budget["epochs"]:
+            allowed = f"at most budget.epochs ({budget['epochs']}): ASHA's first rung must lie inside the budget"
+            raise ConfigError("scheduler.grace_period", scheduler["grace_period"], allowed)
+    elif scheduler:
+        raise ConfigError(f"scheduler.{next(iter(scheduler))}", next(iter(scheduler.values())), "no options for fifo")
+    scheduler["type"] = kind
+    return scheduler
+
+
+def _compare(
+    raw: Mapping[str, Any],
+    study: Any,
+    metrics: Sequence[str],
+    search: Mapping[str, Any],
+    space: SearchSpace,
+    seeds: Sequence[int],
+    workload: Workload,
+    workers: int,
+    setting: Mapping[str, Any],
+) -> Compare:
+    if study is not None:
+        raise ConfigError("compare", raw["compare"], "left out in a study (a study re-runs a finished sweep)")
+    if len(metrics) > 1:
+        raise ConfigError("search.metric", list(metrics), "one metric in a comparison (a verdict ranks one)")
+    if "num_samples" in (raw.get("search") or {}):
+        allowed = "left out in a comparison: compare.tuning.trials_per_family sets each family's tuning budget"
+        raise ConfigError("search.num_samples", search["num_samples"], allowed)
+    batch = setting["budget"]["batch_size"] or workload.default_batch_size
+    compare = check_compare(raw["compare"], space, seeds, batch, search["seed"], setting)
+    for family in compare.families:  # every family builds, not only those 20 random draws happened to pick
+        check(space, n=5, seed=0, family=family, workers=workers)
+    return compare
+
+
+def _device(raw: Mapping[str, Any], resources: Mapping[str, Any]) -> str:
+    device = raw.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError("device", device, "one of auto, cpu, cuda")
+    if device == "cpu" and resources["workers"] > 1 and resources["gpu"] > 0:
+        allowed = "auto or cuda when workers > 1 have a GPU each (NCCL trains on GPUs), or resources.gpu: 0"
+        raise ConfigError("device", device, allowed)
+    if device == "cuda" and resources["gpu"] == 0:
+        raise ConfigError(
+            "device", device, "auto or cpu when resources.gpu is 0 (a trial uses only the GPU it asks for)"
+        )
+    return device
+
+
+def _tracking(raw: Mapping[str, Any], name: str) -> tuple[str | None, str]:
+    """(the tracking URI given, or None for the sweep folder's own store; the MLflow experiment)."""
+    tracking = raw.get("tracking") or {}
+    if not isinstance(tracking, Mapping) or set(tracking) - {"uri", "experiment"}:
+        raise ConfigError("tracking", tracking, "a mapping with uri and/or experiment")
+    uri = tracking.get("uri")
+    if uri is not None and not isinstance(uri, str):
+        raise ConfigError("tracking.uri", uri, "an MLflow tracking URI, e.g. sqlite:///mlflow.db or http://host:5000")
+    return uri, tracking.get("experiment") or name
 
 
 def _space(path: Path, space_file: Any, workers: int) -> tuple[Path, SearchSpace, list[Any]]:

@@ -47,6 +47,7 @@ class Tags:
     TARGET = "target"
     STUDY_OF = "study_of"
     BASELINES = "baselines"
+    PROTOCOL = "autoaccel.protocol"  # a comparison's tuning protocol and what it can cost, JSON
     # a trial's
     TRIAL_ID = "trial_id"
     PHASE = "phase"  # tuning | final, in a comparison
@@ -54,6 +55,8 @@ class Tags:
     TECHNIQUE = "technique"
     SEED = "seed"
     SOURCE_RUN = "source_run"  # the tuning trial a final run or a study re-runs
+    REPLICATE = "tuning_replicate"  # a comparison's trial: which of its family's independent tuning studies
+    SAMPLER_SEED = "sampler_seed"  # a comparison's tuning trial: its study's sampler seed
     STATUS = "status"
     EPOCHS = "epochs"
     CRASHES = "crashes"
