@@ -239,6 +239,9 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     source_replicate = tuning.set_index("run_id")["tuning_replicate"]
     assert slow_final.groupby("tuning_replicate").size().to_dict() == dict.fromkeys([0, 1, 2], 3)
     assert (slow_final["study.source_run"].map(source_replicate) == slow_final["tuning_replicate"]).all()
+    # the timing pass: every final run knows what a step of its configuration costs, measured alone
+    assert (final["cost_per_step_s"] > 0).all()
+    assert final.groupby(["study.source_run", "budget.batch_size"])["cost_per_step_s"].nunique().eq(1).all()
     # a family whose space fixes its batch keeps it; the others run at final.batch_sizes (the budget's)
     assert final.groupby("family")["budget.batch_size"].unique().map(list).to_dict() == {
         **{family: [64] for family in spec.compare.families},

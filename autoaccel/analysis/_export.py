@@ -387,6 +387,7 @@ def _runs_table(
         # which of its family's independent tuning studies (a final run: whose choice it re-runs); null before them
         "tuning_replicate": pa.array([_int(t.get(Tags.REPLICATE)) for t in own], pa.int64()),
         "sampler_seed": pa.array([_int(t.get(Tags.SAMPLER_SEED)) for t in own], pa.int64()),
+        "cost_per_step_s": pa.array([_float(t.get(Tags.COST_PER_STEP)) for t in own], pa.float64()),
         "baseline": _strings(_baseline(t.get("family"), s) for t, s in zip(own, sweep, strict=True)),
         "status": _strings(t.get("status") for t in own),
         "epochs": pa.array([_int(t.get("epochs")) for t in own], pa.int64()),

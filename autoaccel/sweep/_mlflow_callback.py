@@ -28,6 +28,7 @@ from autoaccel.tracking import SWEEP_ROLE, EpochWriter, Tags, Tracker, children,
 
 from ._asha import stopped_trials
 from ._checkpoints import CheckpointPruner
+from ._timing import cost_key
 from .compare import STUDY_KEY, protocol_notes
 from .reruns import trial_params
 from .space import load_space
@@ -116,6 +117,7 @@ class SweepTracking(tune.Callback):
                     attached = Path(folder) / "spec.yaml"
                     attached.write_text(yaml.safe_dump(shown, sort_keys=False))
                     client.log_artifact(self.parent, str(attached))
+        self.costs: dict[str, float] = {}  # a comparison's timing pass: seconds per step (the driver sets them)
         self.families: dict[str, str] = {}  # for the progress lines, without asking MLflow
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}
@@ -231,7 +233,11 @@ class SweepTracking(tune.Callback):
         if not self.spec.compare:
             return {}
         if point:
-            return {Tags.REPLICATE: point.get("replicate", 0)}
+            cost = self.costs.get(cost_key(point["source"], point["params"].get("budget.batch_size")))
+            return {
+                Tags.REPLICATE: point.get("replicate", 0),
+                **({Tags.COST_PER_STEP: cost} if cost and math.isfinite(cost) else {}),
+            }
         study = next(s for s in self.spec.compare.studies if s.key == config[STUDY_KEY])
         return {Tags.REPLICATE: study.replicate, Tags.SAMPLER_SEED: study.sampler_seed}
 

@@ -48,6 +48,7 @@ from autoaccel.errors import ConfigError
 from autoaccel.ports import free_loopback_port
 from autoaccel.tracking import LEGACY_SWEEP_ID
 
+from ._timing import time_configurations
 from .compare import TuningStudy
 from .preflight import check_environment, cluster_address
 from .reruns import Point, final_points
@@ -309,6 +310,10 @@ def _run_phases(spec: SweepSpec, tracking: Any, connected: Any, resume: bool) ->
                 where = (tracking.client, tracking.experiment_id, tracking.parent)
                 state.points = final_points(*where, spec.compare, spec.metric, spec.mode, spec.budget)
                 state.save()
+            if state.costs is None:  # measured once, alone, before the final runs share the machine
+                state.costs = time_configurations(spec, state.points, tracking.say)
+                state.save()
+            tracking.costs = state.costs
             points = state.points
         tracking.begin(phase, len(points) if points is not None else spec.num_samples)
         with _sigint_restored():
@@ -458,7 +463,8 @@ def _concurrency(spec: SweepSpec) -> int:
 
 
 class _PhaseState:
-    """A comparison's progress across driver lives: the phases finished, and the final points once chosen."""
+    """A comparison's progress across driver lives: the phases finished, the final points once chosen, and what a
+    training step of each of them costs (the timing pass)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -466,7 +472,9 @@ class _PhaseState:
         self.done: list[str] = saved.get("done", [])
         points = saved.get("final")
         self.points: list[Point] | None = None if points is None else [Point.from_config(p) for p in points]
+        self.costs: dict[str, float] | None = saved.get("costs")  # the timing pass's seconds per step
 
     def save(self) -> None:
         points = None if self.points is None else [p.as_config()["point"] for p in self.points]
-        _write_atomically(self.path, json.dumps({"done": self.done, "final": points}, indent=1))
+        saved = {"done": self.done, "final": points, "costs": self.costs}
+        _write_atomically(self.path, json.dumps(saved, indent=1))

@@ -25,7 +25,7 @@ from autoaccel.run.data_parallel import gather, share
 
 from .space import Sample, to_config
 
-__all__ = ["REPORT_EVERY_S", "plan", "train_sampled", "trial_status"]
+__all__ = ["REPORT_EVERY_S", "plan", "resolved_device", "train_sampled", "trial_status"]
 
 REPORT_EVERY_S = 10.0  # at most this long between two reports (and checkpoints) of a running trial
 
@@ -44,7 +44,7 @@ def train_sampled(params: dict[str, Any], payload: dict[str, Any]) -> None:
     def report(metrics: dict[str, Any], folder: Path) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    _train(params, payload, tune.get_checkpoint(), report, _device(payload["device"]))
+    _train(params, payload, tune.get_checkpoint(), report, resolved_device(payload["device"]))
 
 
 def _drive_workers(params: dict[str, Any], payload: dict[str, Any]) -> None:
@@ -110,7 +110,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         # this worker's own GPU (NCCL: one per rank) becomes the current one, which "cuda" means: the trial config
         # (and its checkpoint, every rank's) stays the same on every rank
         torch.cuda.set_device(ray.train.torch.get_device())
-    _train(config["params"], payload, ray.train.get_checkpoint(), report, _device(payload["device"]))
+    _train(config["params"], payload, ray.train.get_checkpoint(), report, resolved_device(payload["device"]))
 
 
 def _train(
@@ -221,7 +221,7 @@ def _lockstep(trials: Sequence[Trial]) -> Iterator[list[dict[str, Any]]]:
             return
 
 
-def _device(device: str) -> str:
+def resolved_device(device: str) -> str:
     """``auto`` means the GPU Ray gave this trial, if any: a trial without a GPU share must not use one (Ray 2.60
     leaves CUDA_VISIBLE_DEVICES set for zero-GPU workers on a GPU node)."""
     import ray

@@ -57,6 +57,7 @@ class Tags:
     SOURCE_RUN = "source_run"  # the tuning trial a final run or a study re-runs
     REPLICATE = "tuning_replicate"  # a comparison's trial: which of its family's independent tuning studies
     SAMPLER_SEED = "sampler_seed"  # a comparison's tuning trial: its study's sampler seed
+    COST_PER_STEP = "cost_per_step_s"  # a comparison's final run: its configuration's seconds per step, timed alone
     STATUS = "status"
     EPOCHS = "epochs"
     CRASHES = "crashes"
