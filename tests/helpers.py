@@ -97,6 +97,15 @@ def params_of(model: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` hold the same bits (``torch.equal`` calls −0.0 and 0.0 equal, and NaN unequal to itself)."""
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and a.detach().cpu().numpy().tobytes() == b.detach().cpu().numpy().tobytes()
+    )
+
+
 def ill_conditioned_quadratic(d: int = 100, seed: int = 0, low: float = 1e-3):
     """f(x) = ½ xᵀAx − bᵀx with A's eigenvalues log-spaced in [low, 1]: (A, b, the minimiser x*), float64."""
     g = torch.Generator().manual_seed(seed)
