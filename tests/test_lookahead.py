@@ -1,12 +1,13 @@
 """Lookahead against Algorithm 1 and against pytorch-optimizer's (paper-exact) implementation, and evaluated on
-its output, the slow weights φ: swapped in bit for bit, through nested wrappers and checkpoints."""
+its output, the slow weights φ: swapped in bit for bit, through nested wrappers, checkpoints and the trial loop."""
 
 import pytest
 import torch
 
 from autoaccel.optim import AndersonAcceleration, Lookahead, build_optimizer, evaluation_weights, iter_stack
+from autoaccel.run import CHECKPOINT, Trial, run_trial
 
-from helpers import params_of, roundtrip, same_bits, tiny_mlp, train
+from helpers import interrupted_and_resumed, params_of, roundtrip, same_bits, tiny_mlp, train, without_time
 
 
 def test_algorithm_1_by_hand():
@@ -213,3 +214,52 @@ def test_nested_lookaheads_are_evaluated_on_the_outer_slow_weights_and_resume_ex
     fresh_opt.load_state_dict(inside["optimizer"])
     train(fresh_model, fresh_opt, 5, start=7)
     assert all(same_bits(p, q) for p, q in zip(fresh_model.parameters(), uninterrupted, strict=True))
+
+
+QUAD = {"name": "quadratic", "dim": 8, "samples": 96, "condition": 50.0}
+
+
+def _trial_config(k: int, epochs: int = 5) -> dict:
+    return {
+        "workload": QUAD,
+        "optimizer": {"base": "sgd", "lr": 0.2, "momentum": 0.9, "lookahead": {"k": k, "alpha": 0.5}},
+        "budget": {"epochs": epochs, "batch_size": 16},  # 6 steps an epoch
+        "seed": 3,
+        "device": "cpu",
+    }
+
+
+def test_with_k_beyond_the_run_every_epoch_reports_the_untrained_model_and_resumes_exactly(tmp_path):
+    """φ never syncs, so it stays φ_0 = θ_0: every epoch, and the final metric, are the untrained model's, while θ
+    trains (its training loss falls); a run cut off after epoch 2 and resumed gives the same history bit for bit,
+    and its checkpoint holds θ, not the evaluated φ."""
+    config = _trial_config(k=10**6)
+    untrained = Trial(config).setup
+    untrained.model.eval()
+    metric = untrained.workload.evaluate(untrained.model)[untrained.workload.metric]
+
+    history = []
+    result = run_trial(config, report=lambda m, _: history.append(m), checkpoint_dir=tmp_path / "straight")
+    assert [h["metric"] for h in history] == [metric] * 5 and result["metric"] == result["best_metric"] == metric
+    losses = [h["train_loss"] for h in history]
+    assert losses[-1] < losses[0] / 2  # the fast weights do train
+
+    resumed = interrupted_and_resumed(config, tmp_path / "resumed", after_epoch=2)
+    a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
+    b = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
+    assert without_time(a["history"]) == without_time(b["history"])
+    assert without_time([resumed]) == without_time([result])
+    initial = untrained.model.state_dict()
+    for key, value in b["model"].items():
+        assert same_bits(value, a["model"][key]) and not torch.equal(value, initial[key])  # θ, trained
+
+
+def test_the_trial_reports_every_epoch_and_its_final_metric_on_the_slow_weights():
+    """k = 4 at 6 steps an epoch: each epoch ends two steps past a sync, where θ ≠ φ. The metric is φ's."""
+    trial = Trial(_trial_config(k=4, epochs=3))
+    history = list(trial.epochs())
+    model, workload, opt = trial.setup.model, trial.workload, trial.setup.optimizer
+    on_fast = workload.evaluate(model)[workload.metric]
+    with evaluation_weights(opt):
+        on_slow = workload.evaluate(model)[workload.metric]
+    assert history[-1]["metric"] == trial.summary()["metric"] == on_slow != on_fast
