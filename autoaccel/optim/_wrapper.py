@@ -105,7 +105,7 @@ class OptimizerWrapper(Optimizer):
 
     # -- the weights the algorithm outputs, which a run is evaluated on ---------------------------------------
     def _output_weights(self) -> dict[torch.Tensor, torch.Tensor]:
-        """This layer's own output for each parameter where it is not the parameter itself (Lookahead: φ). None by
+        """This layer's own output for each parameter where it is not the parameter itself (Lookahead: φ). Empty by
         default: a wrapper that writes its result into the parameters passes on the output of what it wraps."""
         return {}
 
