@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -95,6 +97,42 @@ def roundtrip(obj: object) -> object:
 
 def params_of(model: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` hold the same bits (``torch.equal`` calls −0.0 and 0.0 equal, and NaN unequal to itself)."""
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and a.detach().cpu().numpy().tobytes() == b.detach().cpu().numpy().tobytes()
+    )
+
+
+class Interrupted(Exception):
+    """Raised by a trial's report: the process "dies" right after that epoch's checkpoint was written."""
+
+
+def interrupted_and_resumed(config: dict[str, Any], folder: Path, after_epoch: int) -> dict[str, Any]:
+    """Run the trial ``config`` with checkpoints in ``folder``, cut it off after epoch ``after_epoch``, then resume
+    it from its checkpoint to the end; the resumed run's result."""
+    from autoaccel.run import run_trial
+
+    def stop(metrics: dict[str, Any], _: str | None) -> None:
+        if metrics["epoch"] == after_epoch:
+            raise Interrupted
+
+    try:
+        run_trial(config, report=stop, checkpoint_dir=folder)
+    except Interrupted:
+        pass
+    else:
+        raise AssertionError(f"the trial ended before epoch {after_epoch}: nothing was interrupted")
+    return run_trial(config, checkpoint_dir=folder)
+
+
+def without_time(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Epoch records without their wall-clock fields, which no two runs share."""
+    return [{k: v for k, v in h.items() if k not in ("time_s", "time_to_target")} for h in history]
 
 
 def ill_conditioned_quadratic(d: int = 100, seed: int = 0, low: float = 1e-3):

@@ -9,7 +9,14 @@ import torch
 
 from autoaccel.optim import AndersonAcceleration
 
-from helpers import averaging_fraction_on_noisy_regression, gradient_descent, ill_conditioned_quadratic, tiny_mlp, train
+from helpers import (
+    averaging_fraction_on_noisy_regression,
+    gradient_descent,
+    ill_conditioned_quadratic,
+    same_bits,
+    tiny_mlp,
+    train,
+)
 
 
 def _aadl_by_hand(iterates, relaxation):
@@ -89,6 +96,28 @@ def test_averaging_on_replaces_the_iterate_by_the_window_mean():
         raw.append(current - 0.1 * 2 * (current - target))  # the plain SGD step from the current point
         current = torch.stack(raw[-3:]).mean(dim=0)
         torch.testing.assert_close(w.detach(), current, rtol=1e-12, atol=1e-12)
+
+
+def test_the_averaged_and_extrapolated_points_are_the_iterates_so_evaluation_swaps_nothing():
+    """The moving average and an accepted extrapolation are written into the parameters and the next base step
+    starts from them (its raw iterate is SGD's step from there): they are the iteration's output, not a read-out
+    beside it as in Polyak averaging, so the weights a run evaluates are the parameters, unswapped."""
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = AndersonAcceleration(torch.optim.SGD([w], lr=0.1), history=2, averaging="on", averaging_window=3)
+    target = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    moved = 0
+    for _ in range(12):
+        start = w.detach().clone()
+        opt.zero_grad()
+        ((w - target) ** 2).sum().backward()
+        opt.step()
+        newest = (opt._groups[0]["window_slot"] - 1) % 3
+        torch.testing.assert_close(opt.state[w]["window"][newest], start - 0.1 * 2 * (start - target))
+        moved += not torch.equal(w.detach(), opt.state[w]["window"][newest])  # averaged or extrapolated
+        before = w.detach().clone()
+        with opt.evaluation_weights():
+            assert same_bits(w, before)
+    assert opt.counters["accepted"] >= 2 and opt.counters["averaged"] >= 6 and moved >= 8
 
 
 def test_each_param_group_has_its_own_extrapolation():

@@ -4,6 +4,8 @@ each public name has one import path, and techniques can be added without editin
 from __future__ import annotations
 
 import ast
+import contextlib
+import copy
 import json
 import os
 import subprocess
@@ -17,7 +19,7 @@ import torch
 
 import autoaccel
 from autoaccel.errors import ConfigError
-from autoaccel.optim import Technique, build_optimizer, register_technique, techniques, validate_config
+from autoaccel.optim import Technique, build_optimizer, iter_stack, register_technique, techniques, validate_config
 from autoaccel.run import run_trial
 from autoaccel.workloads import Workload
 
@@ -356,6 +358,81 @@ def test_a_registered_technique_gets_what_its_capabilities_declare() -> None:
         assert sorted(table.index) == [4.0, 6.0] and table.loc[6.0, "median final gain"] == 2.0
     finally:
         techniques().pop("gain_test")
+
+
+class _PolyakSGD(torch.optim.SGD):
+    """SGD with Polyak–Ruppert averaging read out beside it: the iteration goes on unaveraged and outputs the running
+    mean of its iterates, which ``evaluation_weights()`` swaps in."""
+
+    def __init__(self, params, lr: float) -> None:
+        super().__init__(params, lr=lr)
+        self.means: list[torch.Tensor] = []
+        self.count = 0
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = super().step(closure)
+        self.count += 1
+        if not self.means:
+            self.means = [p.detach().clone() for p in self._params()]
+        for mean, p in zip(self.means, self._params(), strict=True):
+            mean.add_(p - mean, alpha=1 / self.count)
+        return loss
+
+    @contextlib.contextmanager
+    def evaluation_weights(self):
+        saved = [p.detach().clone() for p in self._params()]
+        with torch.no_grad():
+            for p, mean in zip(self._params(), self.means, strict=True):
+                p.copy_(mean)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, kept in zip(self._params(), saved, strict=True):
+                    p.copy_(kept)
+
+
+def test_a_registered_base_is_evaluated_on_the_weights_it_declares_also_inside_a_wrapper() -> None:
+    """A base of one's own whose output is not its parameters (a Polyak average) declares ``evaluation_weights``;
+    the runner evaluates every epoch on them, through a built-in wrapper around it that outputs its parameters."""
+    from autoaccel.config import Hyperparameter
+    from autoaccel.optim import evaluation_weights
+    from autoaccel.run import Trial
+
+    polyak = Technique(
+        "polyak_test",
+        "base",
+        "test base",
+        "-",
+        build=lambda params, hp, _: _PolyakSGD(params, **hp),
+        top_level=(Hyperparameter("lr", float, 0.1, "learning rate", 0.0, low_open=True),),
+    )
+    register_technique(polyak)
+    try:
+        config = {
+            "workload": {"name": "quadratic", "dim": 8, "samples": 64},
+            "optimizer": {"base": "polyak_test", "lr": 0.1, "anderson": {"history": 2}},
+            "budget": {"epochs": 2, "batch_size": 16},
+            "device": "cpu",
+        }
+        trial = Trial(config)
+        history = list(trial.epochs())
+        model, workload, opt = trial.setup.model, trial.workload, trial.setup.optimizer
+        (base,) = [layer for layer in iter_stack(opt) if isinstance(layer, _PolyakSGD)]
+        averaged = copy.deepcopy(model)
+        with torch.no_grad():
+            for p, mean in zip(averaged.parameters(), base.means, strict=True):
+                p.copy_(mean)
+        on_mean = workload.evaluate(averaged)[workload.metric]
+        assert history[-1]["metric"] == on_mean != workload.evaluate(model)[workload.metric]
+        with evaluation_weights(opt):  # the wrapper passes its base's output on
+            assert workload.evaluate(model)[workload.metric] == on_mean
+    finally:
+        techniques().pop("polyak_test")
 
 
 def test_technique_from_an_entry_point_in_another_process(tmp_path: Path) -> None:

@@ -15,11 +15,12 @@ from autoaccel.optim import (
     DemonAdam,
     Lookahead,
     build_optimizer,
+    evaluation_weights,
     iter_stack,
     validate_config,
 )
 
-from helpers import tiny_mlp
+from helpers import params_of, same_bits, tiny_mlp, train
 
 
 def _layers(config):
@@ -155,3 +156,27 @@ def test_console_script_is_installed():
 
 def test_torch_bases_are_the_torch_classes():
     assert isinstance(build_optimizer(tiny_mlp().parameters(), {"base": "adamw"}), torch.optim.AdamW)
+
+
+@pytest.mark.parametrize("name", sorted(name for name in TECHNIQUES if name != "lookahead"))
+def test_every_technique_but_lookahead_outputs_its_parameters(name):
+    """What a run evaluates is the parameters for all but Lookahead (whose output is its slow weights): Demon,
+    AdaHessian and AdaScale update them in place, Anderson writes its average and its extrapolation into them, and
+    torch's optimizers declare nothing (the protocol's default). Their evaluation weights swap nothing."""
+    technique = TECHNIQUES[name]
+    config = {"base": name} if technique.kind == "base" else {"base": "sgd", name: {}}
+    options = {}
+    if technique.section == "demon":
+        config["demon"] = {"total_steps": 10}
+    if name == "adahessian":
+        options = {"create_graph": True}
+    if name == "adascale":
+        config["adascale"] = {"num_gradients_to_accumulate": 2}
+        options = {"micro_batches": 2}
+    model = tiny_mlp()
+    opt = build_optimizer(model.parameters(), config)
+    train(model, opt, 7, **options)
+    before = params_of(model)
+    assert not all(same_bits(p, q) for p, q in zip(before, params_of(tiny_mlp()), strict=True))  # it trained
+    with evaluation_weights(opt):
+        assert all(same_bits(p, q) for p, q in zip(model.parameters(), before, strict=True))

@@ -5,7 +5,8 @@ registry). Wrappers over any optimizer: :class:`Lookahead`, :class:`AndersonAcce
 :func:`build_optimizer` builds a stack from a nested config; :func:`techniques` lists what exists and
 :func:`register_technique` adds one. A training loop asks a stack what it needs through :func:`needs_closure`,
 :func:`micro_batches`, :func:`needs_create_graph`, :func:`averages_gradients`, :func:`set_horizon`,
-:func:`budget_progress` and :func:`lr_gain`, never through its classes; :func:`average_` is the mean over
+:func:`budget_progress` and :func:`lr_gain`, and evaluates inside :func:`evaluation_weights` (the weights the
+stack outputs: Lookahead's slow weights), never through its classes; :func:`average_` is the mean over
 data-parallel workers that the loop and AdaHessian share (:func:`worker_count`, :func:`worker_rank`: the process
 group's). What the rest of autoaccel may know of a technique is on its :class:`Technique` (its statistics, scale,
 learning-rate gain, heat-map pairs, horizon), so that nothing outside this package recognises one by its name.
@@ -15,6 +16,7 @@ from ._data_parallel import average_, planned_workers, worker_count, worker_rank
 from ._protocol import (
     averages_gradients,
     budget_progress,
+    evaluation_weights,
     lr_gain,
     micro_batches,
     needs_closure,
@@ -58,6 +60,7 @@ __all__ = [
     "budget_progress",
     "build_optimizer",
     "demon_momentum",
+    "evaluation_weights",
     "iter_stack",
     "lr_gain",
     "micro_batches",

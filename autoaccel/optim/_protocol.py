@@ -18,17 +18,24 @@ An optimizer may declare any of these; torch's own declare none, and the default
   learning-rate schedule advances, in scale-invariant iterations, as the paper prescribes.
 - ``lr_gain`` (default 1.0): the factor by which the last ``step`` multiplied every param group's learning rate
   (AdaScale's gain r), so that the loop reports the rate that was applied, not only the schedule's.
+- ``evaluation_weights()`` (default: a context that changes nothing): a context manager inside which the parameters
+  hold the weights the algorithm outputs, put back bit for bit on exit; the loop evaluates inside it. Lookahead's
+  output is its slow weights φ. Every other technique here outputs its parameters: Demon, AdaHessian and AdaScale
+  update them in place, and Anderson writes its extrapolated point and its moving average into them, so the next
+  step starts there (``docs/optimizers.md``, "The weights a run is evaluated on").
 
 :class:`~autoaccel.optim.OptimizerWrapper` forwards each to the optimizer it wraps; a wrapper adds its own.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 __all__ = [
     "averages_gradients",
     "budget_progress",
+    "evaluation_weights",
     "lr_gain",
     "micro_batches",
     "needs_closure",
@@ -65,3 +72,9 @@ def set_horizon(optimizer: Any, total_steps: int) -> None:
     setter = getattr(optimizer, "set_horizon", None)
     if setter is not None:
         setter(total_steps)
+
+
+def evaluation_weights(optimizer: Any) -> AbstractContextManager[None]:
+    """``with evaluation_weights(opt): evaluate(model)``: the model holds the weights ``opt`` outputs meanwhile."""
+    context = getattr(optimizer, "evaluation_weights", None)
+    return nullcontext() if context is None else context()

@@ -6,12 +6,16 @@ the inner optimizer's very list: a scheduler that changes ``lr`` on the wrapper 
 ``self.state`` (keyed by parameter, like torch's); ``state_dict()`` keys them by parameter *position* and nests the
 inner optimizer's state dict, so a checkpoint loads into freshly built objects and through
 ``torch.load(weights_only=True)``.
+
+``evaluation_weights()`` puts the weights the stack outputs into the parameters for an evaluation and the training
+weights back on exit (see :meth:`OptimizerWrapper.evaluation_weights` for how layers compose).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -40,6 +44,8 @@ class OptimizerWrapper(Optimizer):
     """
 
     state_key = "wrapper"
+    # while this layer's output is swapped in (inside evaluation_weights): the training weights it put aside
+    _training_weights: dict[torch.Tensor, torch.Tensor] | None = None
 
     def __init__(self, optimizer: Optimizer):
         if not isinstance(optimizer, Optimizer):
@@ -97,6 +103,49 @@ class OptimizerWrapper(Optimizer):
     def lr_gain(self) -> float:
         return _protocol.lr_gain(self.optimizer)
 
+    # -- the weights the algorithm outputs, which a run is evaluated on ---------------------------------------
+    def _output_weights(self) -> dict[torch.Tensor, torch.Tensor]:
+        """This layer's own output for each parameter where it is not the parameter itself (Lookahead: φ). Empty by
+        default: a wrapper that writes its result into the parameters passes on the output of what it wraps."""
+        return {}
+
+    @contextmanager
+    def evaluation_weights(self) -> Iterator[None]:
+        """``with opt.evaluation_weights(): evaluate(model)``: inside, the parameters hold the weights this stack
+        outputs; on exit the training weights θ are back, bit for bit.
+
+        Composition: the wrapped optimizer's output goes in first, then this layer's own over it, so for each
+        parameter the outermost layer with an output of its own decides and a layer without one passes the inner
+        one on: Anderson(Lookahead(SGD)) is evaluated on Lookahead's φ, Lookahead(Lookahead(SGD)) on the outer φ.
+        Inside, ``step`` and ``load_state_dict`` refuse (a step would train weights that the exit overwrites), and
+        ``state_dict`` also carries the training weights put aside: a checkpoint taken inside holds the evaluation
+        weights as the model's, and loading the model first, then the optimizer, puts θ back, so it resumes exactly.
+        """
+        with _protocol.evaluation_weights(self.optimizer):
+            own = self._output_weights() if self._training_weights is None else {}  # re-entered: in place already
+            if not own:
+                yield
+                return
+            params = list(own)
+            with torch.no_grad():
+                saved = [p.detach().clone(memory_format=torch.preserve_format) for p in params]
+                torch._foreach_copy_(params, [own[p] for p in params])
+            self._training_weights = dict(zip(params, saved, strict=True))
+            try:
+                yield
+            finally:
+                with torch.no_grad():
+                    torch._foreach_copy_(params, saved)
+                self._training_weights = None
+
+    def _refuse_while_evaluating(self, action: str) -> None:
+        """A clear error for ``action`` inside :meth:`evaluation_weights` of this stack."""
+        if any(getattr(layer, "_training_weights", None) is not None for layer in iter_stack(self)):
+            raise RuntimeError(
+                f"{type(self).__name__}.{action}() inside evaluation_weights(): the parameters hold the evaluation "
+                "weights there, and the training weights are put back on exit; call it outside"
+            )
+
     # -- checkpointing ------------------------------------------------------------------------------------------
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -113,7 +162,10 @@ class OptimizerWrapper(Optimizer):
         position = {p: i for i, p in enumerate(self._params())}
         own = {position[p]: dict(s) for p, s in self.state.items() if p in position and s}
         extra = self._extra_state()
-        return {"state": own, "param_groups": inner["param_groups"], self.state_key: extra, "inner": inner}
+        state = {"state": own, "param_groups": inner["param_groups"], self.state_key: extra, "inner": inner}
+        if self._training_weights is not None:  # taken inside evaluation_weights(): the weights training goes on from
+            state["training_weights"] = {position[p]: t for p, t in self._training_weights.items()}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.state_key not in state_dict or "inner" not in state_dict:
@@ -122,19 +174,28 @@ class OptimizerWrapper(Optimizer):
                 f"{type(self).__name__}.load_state_dict: this state dict was not saved by a {type(self).__name__} "
                 f"(expected the key {self.state_key!r}, found {found or 'a plain optimizer state dict'})"
             )
-        self.optimizer.load_state_dict(state_dict["inner"])
+        self._refuse_while_evaluating("load_state_dict")
         params = self._params()
+        # Saved inside evaluation_weights(): the model's state holds the evaluation weights, this the training ones.
+        # Written before the inner layers load theirs, so that the innermost record (the true θ) is the last word.
+        with torch.no_grad():
+            for index, weights in state_dict.get("training_weights", {}).items():
+                p = self._param_at(params, index, "training weights")
+                p.copy_(weights)
+        self.optimizer.load_state_dict(state_dict["inner"])
         self.state = defaultdict(dict)
         for index, saved in state_dict["state"].items():
-            index = int(index)
-            if index >= len(params):
-                raise ValueError(
-                    f"{type(self).__name__}.load_state_dict: state for parameter #{index}, "
-                    f"but the optimizer has {len(params)} parameters"
-                )
-            p = params[index]
+            p = self._param_at(params, index, "state")
             self.state[p] = {k: _to_param(v, p) for k, v in saved.items()}
         self._load_extra_state(state_dict[self.state_key])
+
+    def _param_at(self, params: list[torch.Tensor], index: Any, what: str) -> torch.Tensor:
+        if int(index) >= len(params):
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: {what} for parameter #{int(index)}, "
+                f"but the optimizer has {len(params)} parameters"
+            )
+        return params[int(index)]
 
     # Not copied or pickled: a scheduler's instance-level ``step`` (bound to the original object), hooks (callables
     # of the original), and each subclass's ``_transient`` attributes (scratch buffers, autograd hook handles).

@@ -232,6 +232,7 @@ class AdaScale(OptimizerWrapper):
 
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        self._refuse_while_evaluating("step")
         if closure is not None:
             raise ValueError(
                 "AdaScale.step() takes no closure: run the accumulated backward() calls first, then step()"

@@ -37,8 +37,14 @@ mean μ; with ``"auto"`` only while the relative standard deviation across the w
 written, so a step reads the window once (for μ); where rounding of that difference could put the RSD on the
 wrong side of τ, it is computed from the deviations instead. Either way the decision is the same.
 
-The averaged point is what the iteration produced, so it is what the stored pair records as g_i. Base-optimizer
-state (momentum, Adam moments) is kept across extrapolations, as in AADL. BatchNorm buffers are not extrapolated.
+The averaged point is what the iteration produced, so it is what the stored pair records as g_i. It is also the
+algorithm's output, and so are an accepted extrapolation and, while neither applies, the plain iterate: each is
+written into the parameters and the next base step starts from it (unlike Polyak–Ruppert averaging or SWA, whose
+average is read out beside an iteration that goes on unaveraged). A run evaluates the parameters, with no swap (the
+default ``evaluation_weights()``).
+
+Base-optimizer state (momentum, Adam moments) is kept across extrapolations, as in AADL. BatchNorm buffers are not
+extrapolated.
 """
 
 from __future__ import annotations
@@ -190,6 +196,7 @@ class AndersonAcceleration(OptimizerWrapper):
 
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        self._refuse_while_evaluating("step")
         h = self.hyper
         if h["safeguard"] and closure is None:
             raise ValueError("AndersonAcceleration(safeguard=True).step() needs a closure that returns the loss")

@@ -9,12 +9,15 @@ optimizer takes k steps on the fast weights θ; after every k-th inner step::
 The inner optimizer's state (momentum, Adam moments) is kept across syncs, as in the paper. Two reference
 implementations get the timing wrong (torch-optimizer syncs at steps 1, k+1, ...; timm starts φ at θ_k); this one
 matches pytorch-optimizer's, which is paper-exact.
+
+The algorithm's output is the slow weights φ: θ is the inner optimizer's exploration away from them, and the
+authors' code evaluates φ, "which typically generalize better". ``evaluation_weights()`` swaps φ in for an
+evaluation (the trial runner's every evaluation) and θ back on exit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,8 +38,8 @@ LOOKAHEAD_HYPERPARAMETERS = (
 class Lookahead(OptimizerWrapper):
     """Wrap ``optimizer`` with Lookahead: ``Lookahead(torch.optim.SGD(params, lr=0.1), k=5, alpha=0.5)``.
 
-    ``slow_weights()`` is a context manager that swaps the slow weights φ in (for evaluation) and restores the fast
-    weights on exit; right after a sync the two coincide.
+    ``with opt.evaluation_weights(): evaluate(model)`` evaluates the slow weights φ and puts the fast weights θ back
+    bit for bit on exit; right after a sync the two coincide, and before the first step φ is the current weights.
     """
 
     state_key = "lookahead"
@@ -53,6 +56,7 @@ class Lookahead(OptimizerWrapper):
         return [self.state[p]["slow"] for p in fast], fast
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        self._refuse_while_evaluating("step")
         # φ_0 = θ_0 taken at the first step a parameter takes part in, not at construction (torch's convention for
         # lazy state): weights loaded, or a dtype/device changed, after the optimizer was built are respected.
         params = self._params()
@@ -69,22 +73,9 @@ class Lookahead(OptimizerWrapper):
                 torch._foreach_copy_(fast, slow)
         return loss
 
-    @contextmanager
-    def slow_weights(self) -> Iterator[None]:
-        """Evaluate with the slow weights φ: ``with opt.slow_weights(): evaluate(model)`` (before the first step
-        they are the current weights)."""
-        if not all(p in self.state for p in self._params()):
-            yield
-            return
-        with torch.no_grad():
-            slow, fast = self._slow_and_fast()
-            backup = [p.detach().clone() for p in fast]
-            torch._foreach_copy_(fast, slow)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_(fast, backup)
+    def _output_weights(self) -> dict[torch.Tensor, torch.Tensor]:
+        """φ of every parameter that has taken a step (before its first, φ_0 is the parameter itself)."""
+        return {p: self.state[p]["slow"] for p in self._params() if "slow" in self.state.get(p, {})}
 
     def _extra_state(self) -> dict[str, Any]:
         return {"k": self.k, "alpha": self.alpha, "inner_steps": self.inner_steps}

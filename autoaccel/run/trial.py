@@ -11,9 +11,10 @@ A trial config is a plain mapping (what a sweep samples and what ``autoaccel tra
 :func:`run_trial` gives the optimizer stack what it asks for through the protocol of :mod:`autoaccel.optim`, never
 by testing its classes: the run's length (``set_horizon``: Demon's T), micro-batches (AdaScale's accumulation), a
 graph for the backward (AdaHessian's refresh steps) and a closure (Anderson's safeguard). After every epoch it
-evaluates, checkpoints (model, optimizer, scheduler, every RNG, the data-order generator, the history) and calls
-``report(metrics, checkpoint_dir)``. A non-finite training
-loss ends the trial with status ``diverged`` and the workload's finite worst value for its metrics.
+evaluates the weights the stack outputs (``evaluation_weights``: Lookahead's slow weights; every epoch's metrics
+and the final ones), checkpoints (model, optimizer, scheduler, every RNG, the data-order generator, the history) and
+calls ``report(metrics, checkpoint_dir)``. A non-finite training loss ends the trial with status ``diverged`` and
+the workload's finite worst value for its metrics.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from autoaccel.optim import (
     averages_gradients,
     budget_progress,
     build_optimizer,
+    evaluation_weights,
     lr_gain,
     micro_batches,
     needs_closure,
@@ -309,7 +311,12 @@ class Trial:
                 stacklevel=2,
             )
         trial.model.eval()
-        evaluated = workload.evaluate(trial.model) if math.isfinite(train_loss) and trial.rank == 0 else {}
+        evaluated = {}
+        if math.isfinite(train_loss) and trial.rank == 0:
+            # on the weights the algorithm outputs (Lookahead's slow φ); the training weights are back, bit for bit,
+            # before the checkpoint below is written, so a resumed run goes on from them
+            with evaluation_weights(trial.optimizer):
+                evaluated = workload.evaluate(trial.model)
         seconds = time.perf_counter() - started
         if trial.workers > 1:  # rank 0's evaluation and clock: every worker takes the same decisions
             broadcast_module(trial.model, parameters=False)
