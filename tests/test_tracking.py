@@ -205,3 +205,21 @@ def test_a_param_decodes_to_the_value_it_encoded(value: Any, back: Any) -> None:
 
     decoded = decode_param(encode_param(value))
     assert decoded == back and type(decoded) is type(back)
+
+
+def test_a_sweeps_sqlite_store_is_switched_to_write_ahead_logging(tmp_path: Path) -> None:
+    """The one use of MLflow's private surface (tracking/_mlflow_internals.py): the engine of the store MLflow
+    opened, reached to set SQLite's WAL mode; a MLflow release that moves it fails here."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from autoaccel.tracking._store import _write_ahead_log
+
+    path = tmp_path / "mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{path}")
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # SQLite's default
+    _write_ahead_log(client)
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    client.create_experiment("still-writes")  # the store works on through the reconfigured engine
+    assert client.get_experiment_by_name("still-writes") is not None

@@ -184,7 +184,8 @@ def _ray_validate(raw: dict[str, Any], source: str) -> tuple[dict[str, Any] | No
     (its provider bootstrap is the identity) and rejects what on-prem clusters cannot have."""
     import click
     import jsonschema
-    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    from autoaccel.sweep._ray_internals import prepare_cluster_config, validate_cluster_config
 
     config = copy.deepcopy(raw)
     try:
@@ -193,8 +194,8 @@ def _ray_validate(raw: dict[str, Any], source: str) -> tuple[dict[str, Any] | No
                 from ray.autoscaler.sdk import bootstrap_config
 
                 return bootstrap_config(config, no_config_cache=True), []  # no_config_cache: writes nothing
-            config = prepare_config(config)
-            validate_config(config)
+            config = prepare_cluster_config(config)
+            validate_cluster_config(config)
         return config, []
     except jsonschema.ValidationError as error:
         return None, list(_describe(error, source))

@@ -21,6 +21,7 @@ from typing import Any
 from autoaccel.errors import ConfigError
 from autoaccel.redaction import redact_uri
 
+from ._mlflow_internals import sqlalchemy_engine
 from ._schema import LEGACY_SWEEP_ID, SWEEP_ROLE, Tags, encode_param, search
 
 __all__ = [
@@ -279,7 +280,7 @@ def _write_ahead_log(client: Any) -> None:
     local SQLite file: WAL does not work on network file systems, where a tracking server belongs anyway.)"""
     from sqlalchemy import event, text
 
-    engine = client._tracking_client.store.engine
+    engine = sqlalchemy_engine(client)
 
     def configure(connection: Any, _: Any) -> None:
         connection.execute("PRAGMA synchronous=NORMAL")
