@@ -103,7 +103,8 @@ def test_impossible_stack_in_the_space_is_caught(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_spec(_write(tmp_path, {**GOOD, "space": str(space)}))
     assert error.value.source == str(space)  # the error names the file where the problem is
-    assert error.value.key == "adascale" and "SGD-family base" in error.value.allowed
+    assert error.value.key == "params.adascale.num_gradients_to_accumulate"
+    assert "only over a base adascale can wrap (sgd, demon_sgd)" in error.value.allowed
 
 
 def test_cli_rejects_before_starting_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
