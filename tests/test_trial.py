@@ -218,6 +218,22 @@ def test_train_command_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> 
         assert "= 0" in err and "Traceback" not in err, err
 
 
+def test_a_cuda_device_this_machine_lacks_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --device cuda` without a GPU (or cuda:N past the last one) is one line naming the device and what this
+    machine allows, before anything trains (before: "RuntimeError: Found no NVIDIA driver" traceback)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cases = {"cuda": "auto or cpu: torch sees no CUDA device", "cuda:0": "auto or cpu"} if count == 0 else {}
+    cases[f"cuda:{count}"] = "auto or cpu" if count == 0 else f"cuda:0 … cuda:{count - 1} (this machine has {count})"
+    for device, allowed in cases.items():
+        argv = ["train", "--workload", "quadratic", "--epochs", "1", "--device", device]
+        assert main([*argv, "--checkpoint-dir", str(tmp_path / "ck")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"autoaccel train: error: --device = {device!r}: ") and allowed in err, err
+        assert "Traceback" not in err and not (tmp_path / "ck").exists()  # nothing trained
+
+
 def test_a_finished_checkpoint_replays_its_last_report(tmp_path: Path) -> None:
     config = _config({"base": "sgd", "lr": 0.1}, epochs=2)
     first = run_trial(config, checkpoint_dir=tmp_path)

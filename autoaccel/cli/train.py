@@ -14,7 +14,7 @@ from autoaccel.config import apply_overrides
 from autoaccel.errors import ConfigError
 from autoaccel.paths import check_output_file, check_output_folder
 from autoaccel.redaction import redact_uri
-from autoaccel.run import run_trial, validate_trial_config
+from autoaccel.run import check_device, run_trial, validate_trial_config
 from autoaccel.run.processes import check_workers, run_data_parallel
 
 __all__ = ["train_command", "trial_config_from_args"]
@@ -66,6 +66,7 @@ def _progress_statistics() -> list[str]:
 
 def train_command(args: argparse.Namespace) -> int:
     config, workload = validate_trial_config(trial_config_from_args(args))  # bad input fails here, before any work
+    check_device(config["device"], "--device")
     check_workers(config["device"], args.workers)
     if args.output_json:
         check_output_file("--output-json", args.output_json)
