@@ -163,6 +163,38 @@ def test_what_this_machine_cannot_give_is_refused_before_ray_starts(
         assert "--tracking-uri = 'foo://bar': an MLflow tracking URI" in capsys.readouterr().err
 
 
+def test_a_cluster_address_that_does_not_answer_is_refused_before_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--address ray://host:port` (Ray Client) or `host:port` (the GCS), or the same in RAY_ADDRESS, where nothing
+    answers: one line naming the address and what to do, exit 2, no folder, no parent run (before: a Ray Client
+    traceback after 36 s, or minutes of GCS retries)."""
+    from autoaccel.ports import free_loopback_port
+
+    port = free_loopback_port()  # nothing listens there
+    path = _write(tmp_path, GOOD)
+    for address in (f"ray://127.0.0.1:{port}", f"127.0.0.1:{port}"):
+        for check in (["--check"], []):
+            assert main(["sweep", str(path), "--address", address, *check]) == 2
+            err = capsys.readouterr().err
+            expected = f"--address = {address!r}: a Ray cluster that answers at 127.0.0.1:{port} within 5 s ("
+            assert err.startswith(f"autoaccel sweep: error: {expected}") and "Traceback" not in err, err
+            assert "leave the address out for a local sweep" in err and err.count("\n") == 1, err
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+    assert main(["sweep", str(path)]) == 2
+    assert f"RAY_ADDRESS = 'ray://127.0.0.1:{port}': a Ray cluster that answers" in capsys.readouterr().err
+    assert not (tmp_path / "sweeps").exists()
+    import socket
+
+    from autoaccel.sweep.preflight import check_cluster_answers
+
+    with socket.socket() as head:  # something answers: the probe lets it through (ray.init finds out the rest)
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        for address in (f"ray://127.0.0.1:{head.getsockname()[1]}", f"127.0.0.1:{head.getsockname()[1]}", "auto"):
+            check_cluster_answers(address, "--address")
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
