@@ -163,6 +163,25 @@ def test_what_this_machine_cannot_give_is_refused_before_ray_starts(
         assert "--tracking-uri = 'foo://bar': an MLflow tracking URI" in capsys.readouterr().err
 
 
+def test_resume_with_a_changed_spec_names_what_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep folder a start prepared (its spec and id; nothing else needed) and a --resume with another spec: the
+    refusal lists every key that differs, old → new, as typed (--set included), and nothing changes in the folder."""
+    from autoaccel.sweep.driver import _prepare_folder
+
+    path = _write(tmp_path, GOOD)
+    _prepare_folder(load_spec(path), resume=False)
+    folder = tmp_path / "sweeps" / GOOD["name"]
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert main(["sweep", str(path), "--resume", "--set", "budget.epochs=6", "--set", "seeds=[0, 1]"]) == 2
+    err = capsys.readouterr().err
+    differs = "it differs: budget.epochs 4 → 6; seeds (none) → [0, 1]"
+    assert err.startswith(f"autoaccel sweep: error: --resume = '{path}': the same spec as the started sweep")
+    assert err.endswith(f"{differs}\n") and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"
+    }
+
+
 def test_a_cluster_address_that_does_not_answer_is_refused_before_anything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -180,10 +180,25 @@ def test_bad_trial_configs(change: dict[str, Any], key: str) -> None:
     assert error.value.key == key
 
 
-def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+def test_checkpoint_of_another_config_is_refused_naming_what_differs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_trial(_config({"base": "sgd", "lr": 0.1}, epochs=1), checkpoint_dir=tmp_path)
-    with pytest.raises(ConfigError, match="a checkpoint of this same trial config"):
+    with pytest.raises(
+        ConfigError, match=r"a checkpoint of this same trial config; it differs: optimizer.lr 0.1 → 0.2$"
+    ):
         run_trial(_config({"base": "sgd", "lr": 0.2}, epochs=1), checkpoint_dir=tmp_path)
+    # from the command line: every key that differs (old → new), one line, nothing trained over the checkpoint
+    argv = ["train", "--workload", "quadratic", "--option", "samples=64", "--epochs", "1", "--checkpoint-dir"]
+    assert main([*argv, str(tmp_path / "cli"), "--set", "base=sgd", "--set", "lr=0.1"]) == 0
+    saved = (tmp_path / "cli" / CHECKPOINT).read_bytes()
+    capsys.readouterr()
+    changed = ["--set", "base=sgd", "--set", "lr=0.2", "--set", "momentum=0.9", "--seed", "3"]
+    assert main([*argv, str(tmp_path / "cli"), *changed]) == 2
+    err = capsys.readouterr().err
+    differs = "it differs: optimizer.lr 0.1 → 0.2; optimizer.momentum (none) → 0.9; seed 0 → 3"
+    assert err.startswith("autoaccel train: error: checkpoint_dir = ") and err.endswith(f"{differs}\n"), err
+    assert (tmp_path / "cli" / CHECKPOINT).read_bytes() == saved
 
 
 def test_train_command_json_and_mlflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from autoaccel.config import differences
 from autoaccel.errors import ConfigError
 from autoaccel.ports import free_loopback_port
 from autoaccel.tracking import LEGACY_SWEEP_ID
@@ -125,7 +126,8 @@ def _prepare_folder(spec: SweepSpec, resume: bool) -> None:
             raise ConfigError("--resume", str(spec.folder), "a sweep folder with a started sweep (none found)")
         before = yaml.safe_load(saved.read_text())
         if before != spec.raw:
-            raise ConfigError("--resume", str(spec.path), f"the same spec as the started sweep ({saved})")
+            allowed = f"the same spec as the started sweep ({saved}); it differs: {differences(before, spec.raw)}"
+            raise ConfigError("--resume", str(spec.path), allowed)
         if not identity.exists():  # a folder an earlier version started: its parent run is found by folder
             _write_atomically(identity, LEGACY_SWEEP_ID)
         return
