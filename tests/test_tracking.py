@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,7 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_at_once(tmp_path: Path) -> 
         cases = {
             "foo://bar": "an MLflow tracking URI: sqlite:///path.db, postgresql://",
             "./some/folder": "(a path is not one; a SQLite file there: sqlite:///some/folder/mlflow.db)",
+            os.path.relpath(tmp_path): folder,  # a relative path to a folder: MLflow's file store too
             "runs.db": "(a path is not one; a SQLite file there: sqlite:///runs.db)",
             str(tmp_path): folder,
             f"file://{tmp_path}": folder,

@@ -79,7 +79,7 @@ def check_tracking_uri(uri: str, key: str = "tracking.uri", source: str | None =
         scheme, host, port = parts.scheme.split("+")[0].lower(), parts.hostname, parts.port
     except ValueError as error:
         raise ConfigError(key, uri, f"a well-formed URI ({error})", source) from None
-    folder = scheme == "file" or (scheme == "" and uri.startswith("/"))  # MLflow's file store
+    folder = scheme == "file" or (scheme == "" and (uri.startswith("/") or Path(uri).is_dir()))  # MLflow's file store
     if folder and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("true", "1"):
         allowed = (
             f"{_URIS}; not a folder: MLflow 3.17 refuses its file store (it is in maintenance mode) unless "
