@@ -5,6 +5,7 @@ overrides from the command line applied to nested mappings by dotted keys."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import yaml
 
 from autoaccel.errors import ConfigError
 
-__all__ = ["Hyperparameter", "apply_overrides", "check_all", "check_int_list", "parse_value"]
+__all__ = ["Hyperparameter", "apply_overrides", "check_all", "check_int_list", "differences", "parse_value"]
 
 
 @dataclass(frozen=True)
@@ -149,3 +150,27 @@ def apply_overrides(mapping: Mapping[str, Any], assignments: Sequence[str], flag
             node = child
         node[leaf] = parse_value(text)
     return out
+
+
+_ABSENT = object()
+
+
+def differences(before: Mapping[str, Any], after: Mapping[str, Any], shown: int = 5) -> str:
+    """Where two nested configs differ, in words: ``budget.epochs 4 → 6; seeds [0] → [0, 1]`` (dotted keys, in the
+    order they are written; a key one side lacks is ``(none)`` there); the first ``shown`` and how many more."""
+    found: list[str] = []
+
+    def walk(old: Any, new: Any, key: str) -> None:
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            for sub in dict.fromkeys([*old, *new]):
+                walk(old.get(sub, _ABSENT), new.get(sub, _ABSENT), f"{key}.{sub}" if key else str(sub))
+        elif old != new:
+            found.append(f"{key} {_said(old)} → {_said(new)}")
+
+    walk(before, after, "")
+    more = f"; and {len(found) - shown} more" if len(found) > shown else ""
+    return "; ".join(found[:shown]) + more
+
+
+def _said(value: Any) -> str:
+    return "(none)" if value is _ABSENT else json.dumps(value, default=str)

@@ -216,19 +216,71 @@ def listening_addresses_of_children(marker: str = "spawn_main") -> set[str]:
     ``multiprocessing`` spawned ones, not a Ray an earlier test left running) listen on (TCP, Linux: /proc)."""
     import os
 
-    me, inodes = str(os.getpid()), set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    me, inodes = os.getpid(), set()
+    for pid, parent in _parents().items():
+        if parent != me:
+            continue
         try:
-            with open(f"/proc/{pid}/stat") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[1] != me:  # the field after the state: the parent
-                    continue
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 if marker.encode() not in handle.read():
                     continue
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
         except OSError:  # it ended meanwhile
             continue
+        inodes |= _socket_inodes(pid)
     return {address for address, _, inode in _listeners() if inode in inodes}
+
+
+def listeners_of_process_tree(root: int) -> list[tuple[str, int, str]]:
+    """Every TCP socket that process ``root`` or any process descended from it listens on: (local address, port,
+    the listening process's command line), Linux: /proc."""
+    parents, tree = _parents(), {root}
+    for pid in parents:
+        chain, at = [], pid
+        while at in parents and at not in tree and at not in chain:  # up to the root, or to a process outside it
+            chain.append(at)
+            at = parents[at]
+        if at in tree:
+            tree.update(chain)
+    owners = {inode: pid for pid in tree for inode in _socket_inodes(pid)}
+    return [(address, port, _command(owners[inode])) for address, port, inode in _listeners() if inode in owners]
+
+
+def _parents() -> dict[int, int]:
+    """Every process of this machine: its parent's id."""
+    import os
+
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                found[int(pid)] = int(handle.read().rsplit(")", 1)[1].split()[1])  # the field after the state
+        except OSError:  # it ended meanwhile
+            continue
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds open (none if it ended meanwhile)."""
+    import os
+
+    inodes = set()
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in descriptors:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return f"pid {pid} (ended)"

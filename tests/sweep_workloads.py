@@ -53,3 +53,24 @@ class DyingQuadratic(NoisyQuadratic):
             os.remove(marker)
             os.kill(os.getpid(), signal.SIGKILL)
         return super().loss(model, batch)
+
+
+class PausingQuadratic(NoisyQuadratic):
+    """At the first evaluation of the whole sweep (rank 0's, in a multi-worker trial: it alone evaluates) it creates
+    the file ``reached`` and waits until the file ``release`` exists: a test looks at the running sweep meanwhile.
+    Waiting for a file is waiting for the test's state; the bound only keeps a test that died from holding Ray."""
+
+    name = "pausing_quadratic"
+    options = (
+        *NoisyQuadratic.options,
+        Hyperparameter("reached", str, "", "file created when a trial trains"),
+        Hyperparameter("release", str, "", "file whose creation lets it go on"),
+    )
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        if not os.path.exists(self.config["reached"]):
+            open(self.config["reached"], "w").close()
+            deadline = time.monotonic() + 600
+            while not os.path.exists(self.config["release"]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return super().evaluate(model)

@@ -82,7 +82,7 @@ def test_no_import_cycle_counting_imports_inside_functions() -> None:
 LAYERS = (
     ("autoaccel.redaction", "autoaccel.ports"),
     ("autoaccel.errors", "autoaccel.objective"),
-    ("autoaccel.config",),
+    ("autoaccel.config", "autoaccel.paths"),
     ("autoaccel.optim", "autoaccel.workloads"),
     ("autoaccel.run",),
     ("autoaccel.tracking",),

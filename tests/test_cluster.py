@@ -355,7 +355,7 @@ class Recorder:
 def test_parsers() -> None:
     args = _parse(["cluster", "validate", "--trials", "a.yaml", "b.yaml", "--trials", "c.yaml"])
     assert (args.cluster_yaml, args.trials, args.func) == (
-        "cluster.yaml",
+        None,  # not named: validate tells that apart from a cluster.yaml typed (the default is taken then)
         ["a.yaml", "b.yaml", "c.yaml"],
         cluster_command,
     )
@@ -378,6 +378,31 @@ def test_validate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "valid with 1 trial spec(s)" in capsys.readouterr().out
     assert cluster_command(_parse(["cluster", "validate", str(CLOUD), "--trials", str(QUICKSTART)])) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 2  # one line per problem
+
+
+def test_validate_with_the_cluster_file_after_the_specs_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--trials` takes every file after it: a cluster file typed there is named as one, with the command that
+    works, instead of a check of a cluster.yaml nobody named; with no cluster file named and none here, the same."""
+    from autoaccel.cli import main
+
+    spec = _spec(tmp_path)
+    monkeypatch.chdir(tmp_path)  # no cluster.yaml here
+    assert main(["cluster", "validate", "--trials", str(spec), str(ONPREM)]) == 2
+    err = capsys.readouterr().err
+    usage = f"autoaccel cluster validate {ONPREM} --trials {spec}"
+    refusal = f"--trials = '{ONPREM}': trial specs, not a cluster file; name that first: {usage}"
+    assert err == f"autoaccel cluster: error: {refusal}\n"
+    assert main(["cluster", "validate", "--trials", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autoaccel cluster: error: CLUSTER.yaml = None: a cluster file, named before --trials")
+    assert "none was named, and there is no cluster.yaml" in err and err.count("\n") == 1, err
+    assert main(["cluster", "validate", str(ONPREM), "--trials", str(spec)]) == 0  # as the refusal says
+    assert f"{ONPREM}: valid with 1 trial spec(s)" in capsys.readouterr().out
+    monkeypatch.chdir(ROOT)  # the default, when it is there, still serves
+    assert main(["cluster", "validate", "--trials", str(spec)]) == 0
+    assert "cluster.yaml: valid with 1 trial spec(s)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("action", ["up", "down", "attach", "status"])

@@ -288,15 +288,77 @@ def test_a_missing_space_file_is_an_error(tmp_path):
 
 
 def test_check_reports_an_impossible_stack_with_its_sample(tmp_path):
-    path = _write(
-        tmp_path, "s.yaml", "params: {base: {choice: [adam]}, adascale.num_gradients_to_accumulate: {value: 2}}"
+    # a rule across keys that only validating a whole sample sees (AdaScale's step takes no closure)
+    text = (
+        "params: {base: {value: sgd}, adascale.num_gradients_to_accumulate: {value: 2},"
+        " anderson.safeguard: {value: true}}"
     )
+    path = _write(tmp_path, "s.yaml", text)
     with pytest.raises(ConfigError) as caught:
         check(load_space(path), 5)
     error = caught.value
-    assert (error.source, error.key) == (str(path), "adascale")
-    assert "needs an SGD-family base" in error.allowed
-    assert 'sample 0 of 5 (random sampler, seed 0): {"base": "adam"' in error.allowed
+    assert (error.source, error.key) == (str(path), "anderson.safeguard")
+    assert "false under adascale" in error.allowed
+    assert 'sample 0 of 5 (random sampler, seed 0): {"base": "sgd"' in error.allowed
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "where"),
+    [
+        # a base choice with adam: a sampled check draws the pair only by chance
+        (
+            "params: {base: {choice: [sgd, demon_sgd, adam]}, adascale.num_gradients_to_accumulate: {value: 2}}",
+            "params.adascale.num_gradients_to_accumulate",
+            'params.base can be "adam" here',
+        ),
+        # the wrapper behind a helper that does not exclude adam
+        (
+            "params: {base: {choice: [sgd, adam]}, _scaled: {choice: [false, true]},"
+            " adascale.num_gradients_to_accumulate: {value: 2, when: {_scaled: true}}}",
+            "params.adascale.num_gradients_to_accumulate",
+            'params.base can be "adam" here',
+        ),
+        # a family that sets the whole section over an Adam base
+        (
+            "families: {plain: {params: {base: {value: sgd}}},"
+            " scaled: {params: {base: {value: adam}, adascale: {value: {num_gradients_to_accumulate: 2}}}}}",
+            "families.scaled.params.adascale",
+            'families.scaled.params.base can be "adam" here (family scaled)',
+        ),
+    ],
+    ids=["base choice", "behind a helper", "a family's section"],
+)
+def test_a_wrapper_over_a_base_it_cannot_wrap_is_refused_on_load(tmp_path, text, key, where, capsys):
+    """Wherever the conditions let AdaScale meet Adam, loading refuses the space, naming the file, the wrapper's
+    key and the bases it can wrap (the registry's ``Technique.wraps``), before any sample is drawn: `spaces show`
+    (which samples without building) and `sweep --check` alike."""
+    from autoaccel.cli import main
+
+    path = _write(tmp_path, "s.yaml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_space(path)
+    error = caught.value
+    assert (error.source, error.key) == (str(path), key)
+    assert "only over a base adascale can wrap (sgd, demon_sgd)" in error.allowed and where in error.allowed
+    assert main(["spaces", "show", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"autoaccel spaces: error: {path}: {key} = ") and "Traceback" not in err, err
+
+
+def test_a_wrapper_only_where_its_bases_are_drawn_loads(tmp_path):
+    """The conditions decide: AdaScale set only when the base is SGD (directly, or through a helper that is only
+    drawn then), or only in a family whose base is SGD, is a valid space; every sample builds."""
+    texts = [
+        "params: {base: {choice: [sgd, adam]}, adascale.num_gradients_to_accumulate: {value: 2, when: {base: sgd}}}",
+        "params: {base: {choice: [sgd, adam]}, _scaled: {choice: [false, true], when: {base: [sgd]}},"
+        " adascale.num_gradients_to_accumulate: {value: 2, when: {_scaled: true}}}",
+        "families: {adam: {params: {base: {value: adam}}},"
+        " adascale_sgd: {params: {base: {value: sgd}, adascale.num_gradients_to_accumulate: {value: 2}}}}",
+    ]
+    for i, text in enumerate(texts):
+        samples = check(load_space(_write(tmp_path, f"s{i}.yaml", text)), 30)
+        assert {s.optimizer["base"] for s in samples} == {"sgd", "adam"}  # both drawn, adascale only over sgd
+        assert all("adascale" not in s.optimizer or s.optimizer["base"] == "sgd" for s in samples)
 
 
 def test_check_reports_a_constructor_rule_that_validate_config_cannot_see(tmp_path):

@@ -243,8 +243,8 @@ print(results, len(token) == 64, token in commands)
 
 
 def test_a_local_sweeps_ray_is_its_own_and_admits_only_its_own_processes() -> None:
-    """A new Ray, whatever cluster this machine started last; its servers listen on every interface, and a
-    per-driver token (in no command line) keeps others out."""
+    """A new Ray, whatever cluster this machine started last; it listens on loopback only (tests/test_listeners.py),
+    and a per-driver token (in no command line) keeps out other users of this machine, who reach loopback too."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     done = subprocess.run([sys.executable, "-c", _PRIVATE_RAY], env=env, capture_output=True, text=True, timeout=240)
     assert done.stdout.strip().splitlines()[-1:] == [

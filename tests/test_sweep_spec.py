@@ -103,7 +103,8 @@ def test_impossible_stack_in_the_space_is_caught(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_spec(_write(tmp_path, {**GOOD, "space": str(space)}))
     assert error.value.source == str(space)  # the error names the file where the problem is
-    assert error.value.key == "adascale" and "SGD-family base" in error.value.allowed
+    assert error.value.key == "params.adascale.num_gradients_to_accumulate"
+    assert "only over a base adascale can wrap (sgd, demon_sgd)" in error.value.allowed
 
 
 def test_cli_rejects_before_starting_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,6 +161,57 @@ def test_what_this_machine_cannot_give_is_refused_before_ray_starts(
     for command in ("report", "export"):  # the other commands that open a store
         assert main([command, "--experiment", "x", "--tracking-uri", "foo://bar", "--out", str(tmp_path / "o")]) == 2
         assert "--tracking-uri = 'foo://bar': an MLflow tracking URI" in capsys.readouterr().err
+
+
+def test_resume_with_a_changed_spec_names_what_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep folder a start prepared (its spec and id; nothing else needed) and a --resume with another spec: the
+    refusal lists every key that differs, old → new, as typed (--set included), and nothing changes in the folder."""
+    from autoaccel.sweep.driver import _prepare_folder
+
+    path = _write(tmp_path, GOOD)
+    _prepare_folder(load_spec(path), resume=False)
+    folder = tmp_path / "sweeps" / GOOD["name"]
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert main(["sweep", str(path), "--resume", "--set", "budget.epochs=6", "--set", "seeds=[0, 1]"]) == 2
+    err = capsys.readouterr().err
+    differs = "it differs: budget.epochs 4 → 6; seeds (none) → [0, 1]"
+    assert err.startswith(f"autoaccel sweep: error: --resume = '{path}': the same spec as the started sweep")
+    assert err.endswith(f"{differs}\n") and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"
+    }
+
+
+def test_a_cluster_address_that_does_not_answer_is_refused_before_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--address ray://host:port` (Ray Client) or `host:port` (the GCS), or the same in RAY_ADDRESS, where nothing
+    answers: one line naming the address and what to do, exit 2, no folder, no parent run (before: a Ray Client
+    traceback after 36 s, or minutes of GCS retries)."""
+    from autoaccel.ports import free_loopback_port
+
+    port = free_loopback_port()  # nothing listens there
+    path = _write(tmp_path, GOOD)
+    for address in (f"ray://127.0.0.1:{port}", f"127.0.0.1:{port}"):
+        for check in (["--check"], []):
+            assert main(["sweep", str(path), "--address", address, *check]) == 2
+            err = capsys.readouterr().err
+            expected = f"--address = {address!r}: a Ray cluster that answers at 127.0.0.1:{port} within 5 s ("
+            assert err.startswith(f"autoaccel sweep: error: {expected}") and "Traceback" not in err, err
+            assert "leave the address out for a local sweep" in err and err.count("\n") == 1, err
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+    assert main(["sweep", str(path)]) == 2
+    assert f"RAY_ADDRESS = 'ray://127.0.0.1:{port}': a Ray cluster that answers" in capsys.readouterr().err
+    assert not (tmp_path / "sweeps").exists()
+    import socket
+
+    from autoaccel.sweep.preflight import check_cluster_answers
+
+    with socket.socket() as head:  # something answers: the probe lets it through (ray.init finds out the rest)
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        for address in (f"ray://127.0.0.1:{head.getsockname()[1]}", f"127.0.0.1:{head.getsockname()[1]}", "auto"):
+            check_cluster_answers(address, "--address")
 
 
 @pytest.mark.parametrize(

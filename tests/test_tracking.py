@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -142,15 +143,20 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_at_once(tmp_path: Path) -> 
     from autoaccel.errors import ConfigError
     from autoaccel.tracking import check_tracking_uri
 
-    check_tracking_uri(f"sqlite:///{tmp_path}/m.db")  # databases and folders: MLflow names its own errors
-    check_tracking_uri(str(tmp_path))
+    check_tracking_uri(f"sqlite:///{tmp_path}/m.db")  # a database: MLflow names its own errors
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
     server, not_mlflow = _server_answering(404)
     try:
+        folder = "not a folder: MLflow 3.17 refuses its file store (it is in maintenance mode) unless"
         cases = {
-            "foo://bar": "an MLflow tracking URI: sqlite:///path",
+            "foo://bar": "an MLflow tracking URI: sqlite:///path.db, postgresql://",
+            "./some/folder": "(a path is not one; a SQLite file there: sqlite:///some/folder/mlflow.db)",
+            os.path.relpath(tmp_path): folder,  # a relative path to a folder: MLflow's file store too
+            "runs.db": "(a path is not one; a SQLite file there: sqlite:///runs.db)",
+            str(tmp_path): folder,
+            f"file://{tmp_path}": folder,
             "http://": "http(s)://host:port of an MLflow tracking server",
             refused: "no answer: ConnectionRefusedError",
             not_mlflow: "GET /health answered 404",
@@ -162,6 +168,34 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_at_once(tmp_path: Path) -> 
             assert "pw" not in str(error.value)
     finally:
         server.shutdown()
+
+
+def test_a_folder_is_refused_as_a_store_unless_mlflow_is_told_to_allow_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow 3.17 raises an MlflowException traceback for its file store; every command that opens a store says
+    so in one line instead, with the URIs it takes, before anything is read or written. MLflow's own opt-out is
+    honoured."""
+    from autoaccel.cli import main
+    from autoaccel.tracking import check_tracking_uri
+
+    folder = tmp_path / "some" / "folder"
+    folder.mkdir(parents=True)
+    commands = {
+        "export": ["export", "--experiment", "x", "--out", str(tmp_path / "out")],
+        "report": ["report", "--experiment", "x", "--out", str(tmp_path / "out")],
+        "train": ["train", "--workload", "quadratic", "--epochs", "1", "--checkpoint-dir", str(tmp_path / "out")],
+    }
+    for name, argv in commands.items():
+        for uri in (str(folder), f"file://{folder}"):
+            assert main([*argv, "--tracking-uri", uri]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"autoaccel {name}: error: --tracking-uri = {uri!r}: an MLflow tracking URI: ")
+            assert "sqlite:///path.db" in err and "unless MLFLOW_ALLOW_FILE_STORE=true" in err, err
+            assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["some"] and not any(folder.iterdir())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    check_tracking_uri(str(folder))  # allowed: MLflow opens it
 
 
 def test_children_are_read_page_by_page_with_their_tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

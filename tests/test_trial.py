@@ -167,10 +167,25 @@ def test_bad_trial_configs(change: dict[str, Any], key: str) -> None:
     assert error.value.key == key
 
 
-def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+def test_checkpoint_of_another_config_is_refused_naming_what_differs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_trial(_config({"base": "sgd", "lr": 0.1}, epochs=1), checkpoint_dir=tmp_path)
-    with pytest.raises(ConfigError, match="a checkpoint of this same trial config"):
+    with pytest.raises(
+        ConfigError, match=r"a checkpoint of this same trial config; it differs: optimizer.lr 0.1 → 0.2$"
+    ):
         run_trial(_config({"base": "sgd", "lr": 0.2}, epochs=1), checkpoint_dir=tmp_path)
+    # from the command line: every key that differs (old → new), one line, nothing trained over the checkpoint
+    argv = ["train", "--workload", "quadratic", "--option", "samples=64", "--epochs", "1", "--checkpoint-dir"]
+    assert main([*argv, str(tmp_path / "cli"), "--set", "base=sgd", "--set", "lr=0.1"]) == 0
+    saved = (tmp_path / "cli" / CHECKPOINT).read_bytes()
+    capsys.readouterr()
+    changed = ["--set", "base=sgd", "--set", "lr=0.2", "--set", "momentum=0.9", "--seed", "3"]
+    assert main([*argv, str(tmp_path / "cli"), *changed]) == 2
+    err = capsys.readouterr().err
+    differs = "it differs: optimizer.lr 0.1 → 0.2; optimizer.momentum (none) → 0.9; seed 0 → 3"
+    assert err.startswith("autoaccel train: error: checkpoint_dir = ") and err.endswith(f"{differs}\n"), err
+    assert (tmp_path / "cli" / CHECKPOINT).read_bytes() == saved
 
 
 def test_train_command_json_and_mlflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -203,6 +218,22 @@ def test_train_command_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> 
         assert main(["train", "--workload", "quadratic", flag, "0"]) == 2
         err = capsys.readouterr().err
         assert "= 0" in err and "Traceback" not in err, err
+
+
+def test_a_cuda_device_this_machine_lacks_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --device cuda` without a GPU (or cuda:N past the last one) is one line naming the device and what this
+    machine allows, before anything trains (before: "RuntimeError: Found no NVIDIA driver" traceback)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cases = {"cuda": "auto or cpu: torch sees no CUDA device", "cuda:0": "auto or cpu"} if count == 0 else {}
+    cases[f"cuda:{count}"] = "auto or cpu" if count == 0 else f"cuda:0 … cuda:{count - 1} (this machine has {count})"
+    for device, allowed in cases.items():
+        argv = ["train", "--workload", "quadratic", "--epochs", "1", "--device", device]
+        assert main([*argv, "--checkpoint-dir", str(tmp_path / "ck")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"autoaccel train: error: --device = {device!r}: ") and allowed in err, err
+        assert "Traceback" not in err and not (tmp_path / "ck").exists()  # nothing trained
 
 
 def test_a_finished_checkpoint_replays_its_last_report(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,8 @@ def _sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.set)  # every bad input fails here, before Ray starts
     if args.command == "compare" and spec.compare is None:
         raise ConfigError("compare", None, f"a compare section in {args.spec} (or run it with `autoaccel sweep`)")
+    report = (args.out or str(Path("reports") / spec.name)) if args.command == "compare" else None
+    _check_outputs(files={"--output-json": args.output_json}, folders={"--out": report})  # written after the work
     if args.check:
         from autoaccel.sweep.preflight import check_environment
 
@@ -129,13 +131,25 @@ def _sweep(args: argparse.Namespace) -> int:
         return 130
     code = 0
     if args.command == "compare":
-        code = _report_and_print([spec.experiment], spec.tracking_uri, args.out or str(Path("reports") / spec.name))
+        code = _report_and_print([spec.experiment], spec.tracking_uri, report)
     errored = result["statuses"].get("errored", 0)
     if errored:  # recorded and reported as failures; the exit status says so too, for scripts and schedulers
         where = Path(result["folder"]) / "tune"
         print(f"{errored} trial(s) errored: their tracebacks are in {where}/**/error.txt", file=sys.stderr)
         return code or 1
     return code
+
+
+def _check_outputs(*, files: Mapping[str, str | None], folders: Mapping[str, str | None]) -> None:
+    """Every place a command will write (flag → path; None: not asked for), checked before it starts any work."""
+    from autoaccel.paths import check_output_file, check_output_folder
+
+    for key, path in files.items():
+        if path is not None:
+            check_output_file(key, path)
+    for key, path in folders.items():
+        if path is not None:
+            check_output_folder(key, path)
 
 
 def _report_and_print(experiments: list[str], uri: str | None, out: str, parquet: Sequence[str] = ()) -> int:
@@ -167,8 +181,10 @@ def _store(args: argparse.Namespace) -> str:
 def _export(args: argparse.Namespace) -> int:
     from autoaccel.analysis import export
 
+    store = _store(args)
+    _check_outputs(files={}, folders={"--out": args.out})
     try:
-        result = export(args.experiment, _store(args), args.out)
+        result = export(args.experiment, store, args.out)
     except ValueError as error:  # no such experiment, no trials: one clear line
         print(f"autoaccel export: error: {error}", file=sys.stderr)
         return 2
@@ -188,10 +204,13 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError("--out", None, "a folder for the report (required with --parquet)")
         if any(Path(args.out).resolve() == Path(folder).resolve() for folder in args.parquet):
             raise ConfigError("--out", args.out, "a folder other than the --parquet ones (the report writes tables)")
+        _check_outputs(files={}, folders={"--out": args.out})
         return _report_and_print(args.experiment or [], None, args.out, args.parquet)
     if not args.experiment:
         raise ConfigError("--experiment", None, "an experiment (sweep) name, or --parquet FOLDER")
-    return _report_and_print(args.experiment, _store(args), args.out or str(Path("reports") / args.experiment[0]))
+    store, out = _store(args), args.out or str(Path("reports") / args.experiment[0])
+    _check_outputs(files={}, folders={"--out": out})
+    return _report_and_print(args.experiment, store, out)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,11 +5,14 @@ runs), then run Ray's or MLflow's command line."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from autoaccel.cluster.launch import (
     DASHBOARD,
@@ -48,16 +51,36 @@ def _spec_in_working_dir(spec: str) -> str:
         raise ConfigError("spec", spec, allowed) from None
 
 
+def _validate_arguments(cluster_yaml: str | None, trials: Sequence[str]) -> str:
+    """The cluster file ``validate`` checks. ``--trials`` takes every file after it, so a cluster file typed after
+    the specs lands among them, and the check would run on a default cluster.yaml nobody named: a usage error that
+    says so instead."""
+    for trial in trials:
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            if isinstance(raw := yaml.safe_load(Path(trial).read_text()), dict) and "provider" in raw:
+                specs = " ".join(t for t in trials if t != trial) or "SPEC ..."
+                usage = f"autoaccel cluster validate {trial} --trials {specs}"
+                raise ConfigError("--trials", trial, f"trial specs, not a cluster file; name that first: {usage}")
+    if cluster_yaml is not None:
+        return cluster_yaml
+    if not DEFAULT_CLUSTER.exists():
+        usage = "autoaccel cluster validate CLUSTER.yaml --trials SPEC ..."
+        allowed = f"a cluster file, named before --trials ({usage}): none was named, and there is no {DEFAULT_CLUSTER}"
+        raise ConfigError("CLUSTER.yaml", None, allowed)
+    return str(DEFAULT_CLUSTER)
+
+
 def cluster_command(args: argparse.Namespace, runner: Runner | None = None) -> int:
     """``autoaccel cluster validate|up|down|attach|status|submit``: validate, then (except validate) run Ray."""
     run = runner or run_command
     action = args.cluster_command
     if action == "validate":
-        problems = validate_cluster(args.cluster_yaml, args.trials)
+        cluster_yaml = _validate_arguments(args.cluster_yaml, args.trials)
+        problems = validate_cluster(cluster_yaml, args.trials)
         if problems:
             return _report(problems)
         checked = f" with {len(args.trials)} trial spec(s)" if args.trials else ""
-        print(f"{args.cluster_yaml}: valid{checked}")
+        print(f"{cluster_yaml}: valid{checked}")
         return 0
     if action == "submit":
         spec = _spec_in_working_dir(args.spec)
@@ -117,7 +140,9 @@ def add_cluster_parser(subparsers: Any) -> argparse.ArgumentParser:
     }
     for name, text in helps.items():
         action = actions.add_parser(name, help=text)
-        action.add_argument("cluster_yaml", nargs="?", default=str(DEFAULT_CLUSTER), help="default: cluster.yaml")
+        # validate: None when not named, so that a cluster file typed after --trials is told apart from the default
+        default = None if name == "validate" else str(DEFAULT_CLUSTER)
+        action.add_argument("cluster_yaml", nargs="?", default=default, help="default: cluster.yaml")
         if name == "validate":
             action.add_argument(
                 "--trials", nargs="+", action="extend", default=[], metavar="SPEC", help="trial specs to check"

@@ -12,8 +12,9 @@ import yaml
 
 from autoaccel.config import apply_overrides
 from autoaccel.errors import ConfigError
+from autoaccel.paths import check_output_file, check_output_folder
 from autoaccel.redaction import redact_uri
-from autoaccel.run import run_trial, validate_trial_config
+from autoaccel.run import check_device, run_trial, validate_trial_config
 from autoaccel.run.processes import check_workers, run_data_parallel
 
 __all__ = ["train_command", "trial_config_from_args"]
@@ -65,7 +66,12 @@ def _progress_statistics() -> list[str]:
 
 def train_command(args: argparse.Namespace) -> int:
     config, workload = validate_trial_config(trial_config_from_args(args))  # bad input fails here, before any work
+    check_device(config["device"], "--device")
     check_workers(config["device"], args.workers)
+    if args.output_json:
+        check_output_file("--output-json", args.output_json)
+    if args.checkpoint_dir:
+        check_output_folder("--checkpoint-dir", args.checkpoint_dir)
     import torch
 
     from autoaccel.optim import build_optimizer, planned_workers

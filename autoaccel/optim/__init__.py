@@ -35,6 +35,7 @@ from ._registry import (
     techniques_in,
     trial_set_keys,
     validate_config,
+    wrapped_bases,
 )
 from ._wrapper import OptimizerWrapper, iter_stack, optimizer_statistics
 from .adahessian import AdaHessian
@@ -77,4 +78,5 @@ __all__ = [
     "validate_config",
     "worker_count",
     "worker_rank",
+    "wrapped_bases",
 ]

@@ -53,6 +53,7 @@ __all__ = [
     "techniques_in",
     "trial_set_keys",
     "validate_config",
+    "wrapped_bases",
 ]
 
 
@@ -93,7 +94,9 @@ class Technique:
       the examples of a baseline at the base batch (a comparison says so beside its verdict);
     - ``heatmaps``: pairs of config keys worth a heat map when both were sampled (the pairs its paper studies);
     - ``horizon``: the key of its section that the trial sets from the run's step budget (``set_horizon``), never
-      sampled by a search space.
+      sampled by a search space;
+    - ``wraps``: for a wrapper, which bases it can wrap (``base technique → bool``; None: every one), so that a
+      search space is refused where it could put it over another (AdaScale: the SGD family), without sampling.
     """
 
     name: str
@@ -114,6 +117,7 @@ class Technique:
     scale_invariant_budget: bool = False
     heatmaps: tuple[tuple[str, str], ...] = ()
     horizon: str | None = None
+    wraps: Callable[[Technique], bool] | None = field(default=None, repr=False)
 
     @property
     def hyperparameters(self) -> tuple[tuple[str, Hyperparameter], ...]:
@@ -166,13 +170,18 @@ def _adahessian(params: Any, hp: dict[str, Any], section: dict[str, Any]) -> Opt
     return AdaHessian(params, betas=betas, **hp, **section)
 
 
+def _sgd_family(base: Technique) -> bool:
+    """AdaScale's bases: its gain rescales an SGD step (arXiv:2007.05105 §3); an adaptive step has its own scale."""
+    return base.sgd_family
+
+
 def _adascale_check(config: dict[str, Any]) -> None:
     if (config.get("anderson") or {}).get("safeguard"):
         allowed = "false under adascale (AdaScale.step takes no closure, the safeguard needs one)"
         raise ConfigError("anderson.safeguard", True, allowed)
     base = TECHNIQUES[config["base"]]
-    if not base.sgd_family:
-        family = ", ".join(n for n, t in TECHNIQUES.items() if t.sgd_family)
+    if not _sgd_family(base):
+        family = ", ".join(wrapped_bases(TECHNIQUES["adascale"]))
         reason = " (its Hessian-vector backward would fire AdaScale's hooks)" if base.name == "adahessian" else ""
         allowed = f"needs an SGD-family base ({family}), not {base.name!r}{reason}"
         raise ConfigError("adascale", config["adascale"], allowed)
@@ -311,6 +320,7 @@ TECHNIQUES: dict[str, Technique] = {
             lr_gain="adascale_gain",
             scale=_adascale_scale,
             scale_invariant_budget=True,
+            wraps=_sgd_family,
         ),
     )
 }
@@ -341,6 +351,11 @@ def techniques() -> dict[str, Technique]:
         for point in entry_points(group="autoaccel.techniques"):
             register_technique(point.load())
     return TECHNIQUES
+
+
+def wrapped_bases(wrapper: Technique) -> list[str]:
+    """The bases ``wrapper`` can wrap (its ``wraps``), by name."""
+    return [n for n, t in techniques().items() if t.kind == "base" and (wrapper.wraps is None or wrapper.wraps(t))]
 
 
 def _bases() -> list[str]:

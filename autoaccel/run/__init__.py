@@ -15,6 +15,7 @@ _LAZY = {
     "BUDGET": "budget",
     "check_budget": "budget",
     "CHECKPOINT": "checkpoint",
+    "check_device": "device",
     "resolve_device": "device",
     "Report": "trial",
     "Trial": "trial",

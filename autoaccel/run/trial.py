@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from autoaccel import objective
+from autoaccel.config import differences
 from autoaccel.errors import ConfigError, DataError
 from autoaccel.optim import (
     average_,
@@ -257,7 +258,8 @@ class Trial:
         trial = self.setup
         saved = load_checkpoint(self.path)
         if saved["config"] != self.config:
-            raise ConfigError("checkpoint_dir", str(self.path), "a checkpoint of this same trial config")
+            allowed = f"a checkpoint of this same trial config; it differs: {differences(saved['config'], self.config)}"
+            raise ConfigError("checkpoint_dir", str(self.path), allowed)
         written_by = saved.get("world_size", 1)
         if written_by != trial.workers:
             allowed = f"a checkpoint written by {trial.workers} worker(s), as this trial has (it was {written_by})"

@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from autoaccel.config import differences
 from autoaccel.errors import ConfigError
 from autoaccel.ports import free_loopback_port
 from autoaccel.tracking import LEGACY_SWEEP_ID
@@ -91,11 +92,11 @@ def _init_ray(address: str | None, workers: int = 1) -> None:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         return
     # A new local Ray, private to this sweep: without address="local", ray.init joins the cluster a `ray start` on
-    # this machine last began (and the sweep would run on it, or hang on its authentication). A token guards every
-    # connection (_private_ray_environment). No dashboard, unless trials have several workers: Ray Train frees the
-    # workers of a trial ASHA stopped only through the State API, which the dashboard serves (ray-project/ray#54305);
-    # it then listens on loopback, at a port its processes are told (with several Ray instances on one machine they
-    # would not find it themselves).
+    # this machine last began (and the sweep would run on it, or hang on its authentication). It listens on loopback
+    # and a token guards every connection (_private_ray_environment). No dashboard, unless trials have several
+    # workers: Ray Train frees the workers of a trial ASHA stopped only through the State API, which the dashboard
+    # serves (ray-project/ray#54305); it then listens on loopback, at a port its processes are told (with several Ray
+    # instances on one machine they would not find it themselves).
     dashboard: dict[str, Any] = {"include_dashboard": False}
     if workers > 1:
         port = free_loopback_port()
@@ -127,7 +128,8 @@ def _prepare_folder(spec: SweepSpec, resume: bool) -> None:
             raise ConfigError("--resume", str(spec.folder), "a sweep folder with a started sweep (none found)")
         before = yaml.safe_load(saved.read_text())
         if before != spec.raw:
-            raise ConfigError("--resume", str(spec.path), f"the same spec as the started sweep ({saved})")
+            allowed = f"the same spec as the started sweep ({saved}); it differs: {differences(before, spec.raw)}"
+            raise ConfigError("--resume", str(spec.path), allowed)
         if not identity.exists():  # a folder an earlier version started: its parent run is found by folder
             _write_atomically(identity, LEGACY_SWEEP_ID)
         return
@@ -200,15 +202,30 @@ def _folder_lock(folder: Path, create: bool) -> Iterator[None]:
 
 
 def _private_ray_environment(address: str | None) -> None:
-    """A local Ray that admits only this driver's processes. Its core servers listen on every interface (Ray 2.60
-    has no loopback-only option; ``_node_ip_address`` changes what they announce, not where they listen), so every
-    connection must carry a token: a fresh random one per driver, handed to its own processes through the
-    environment and written nowhere. A user's own RAY_AUTH_* settings are kept. A Ray core this process loaded before
-    read its configuration then (a mode set now would reach the servers but not this driver): Ray's own default
-    applies, token authentication with the token in ~/.ray/auth_token."""
+    """A local Ray that listens on loopback only and admits only this driver's processes.
+
+    Loopback: with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (read when Ray is imported, here and in each process Ray
+    starts) Ray takes 127.0.0.1 as its node address, as it does on macOS and Windows (``ray_constants.py``,
+    ``services.get_node_ip_address``), and every server of the session binds it: GCS, raylet, every core worker,
+    dashboard and agents, metrics. (``_node_ip_address`` cannot do it: Ray maps a loopback address given there back
+    to the machine's address.) Such a Ray takes no other node, which a local sweep has none of; joining a cluster
+    (``--address``) is left alone. A multi-worker trial's process group then meets through a file and connects over
+    ``lo`` (``_process_group.py``): torch's TCPStore would listen on every interface.
+
+    A token still guards every connection (other users of this machine reach 127.0.0.1): a fresh random one per
+    driver, handed to its own processes through the environment and written nowhere. A user's own settings (RAY_AUTH_*,
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, GLOO_/NCCL_SOCKET_IFNAME) are kept. A Ray core this process loaded before read
+    its configuration then (a setting made now would reach the servers but not this driver): Ray's own defaults apply,
+    every interface, and token authentication with the token in ~/.ray/auth_token."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if cluster_address(address) or "ray._raylet" in sys.modules:
         return
+    for variable, value in (
+        ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
+        ("GLOO_SOCKET_IFNAME", "lo"),
+        ("NCCL_SOCKET_IFNAME", "lo"),
+    ):
+        os.environ.setdefault(variable, value)
     if os.environ.setdefault("RAY_AUTH_MODE", "token") == "token" and "RAY_AUTH_TOKEN_PATH" not in os.environ:
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 

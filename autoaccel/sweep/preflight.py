@@ -4,6 +4,7 @@ that cannot run stops in seconds with one line, and writes nothing."""
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from autoaccel.errors import ConfigError
@@ -11,7 +12,9 @@ from autoaccel.tracking import check_tracking_uri
 
 from .spec import SweepSpec
 
-__all__ = ["check_environment", "cluster_address"]
+__all__ = ["check_cluster_answers", "check_environment", "cluster_address"]
+
+REACH_TIMEOUT_S = 5.0  # a cluster's head answers a TCP connection in milliseconds, even across a region
 
 
 def cluster_address(address: str | None) -> str | None:
@@ -24,12 +27,13 @@ def check_environment(spec: SweepSpec, address: str | None = None) -> None:
     may be on its workers only), ConfigError when the tracking store cannot be reached, or when a trial asks for more
     CPUs or GPUs than the Ray it will run on has (Ray would keep it pending forever): this machine's for a local
     sweep, the Ray this program joined itself (``ray.init`` before ``run_sweep``) as that Ray counts them. A cluster
-    given by ``address`` or RAY_ADDRESS is not joined yet: ``autoaccel cluster validate`` checks its nodes against
-    the cluster's file."""
+    given by ``address`` or RAY_ADDRESS is not joined yet: it must answer there (:func:`check_cluster_answers`), and
+    ``autoaccel cluster validate`` checks its nodes against the cluster's file."""
     from autoaccel.workloads import get_workload
 
     check_tracking_uri(spec.tracking_uri, source=str(spec.path))
     if cluster_address(address):
+        check_cluster_answers(cluster_address(address), "--address" if address else "RAY_ADDRESS")
         return  # its data may live on its workers only, and its resources are the cluster file's to check
     ray = sys.modules.get("ray")
     started = ray is not None and ray.is_initialized()
@@ -48,3 +52,23 @@ def check_environment(spec: SweepSpec, address: str | None = None) -> None:
             bound = f"the {there:g} {key.upper()}(s) of {where}; --address joins a cluster"
             allowed = f"{spec.workers} workers × {key} ≤ {bound}" if spec.workers > 1 else f"at most {bound}"
             raise ConfigError(f"resources.{key}", spec.resources[key], allowed, str(spec.path))
+
+
+def check_cluster_answers(address: str, key: str) -> None:
+    """Raise ConfigError (naming ``key``) when nothing answers a TCP connection at the ``host:port`` of ``address``
+    (``ray://host:port``, Ray Client, or ``host:port``, the GCS) within a few seconds: ``ray.init`` would retry for
+    half a minute or more and end with a traceback, after the sweep folder and its parent run were made. Whether
+    the answer is Ray's is for ``ray.init`` to find out; ``auto`` and other forms are left to it."""
+    scheme, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("", "ray") or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        allowed = (
+            f"a Ray cluster that answers at {host}:{port} within {REACH_TIMEOUT_S:g} s ({reason}): start it "
+            "(`autoaccel cluster up`, `ray start --head`), forward its port, or leave the address out for a local sweep"
+        )
+        raise ConfigError(key, address, allowed) from None

@@ -193,7 +193,9 @@ def load_space(path: str | Path) -> SearchSpace:
     families = _families(path, data.get("families"))
     params = _with_families(shared, families, source) if families else list(shared.values())
     _check_conditions(params)
-    return SearchSpace(name, description.strip(), path, tuple(_prune(params)), tuple(families))
+    params = _prune(params)
+    _check_stacks(params, tuple(families))
+    return SearchSpace(name, description.strip(), path, tuple(params), tuple(families))
 
 
 def to_config(flat: Mapping[str, Any]) -> Sample:
@@ -472,6 +474,53 @@ def _prune(params: list[Param]) -> list[Param]:
         if all(ref in kept and (kept[ref].kind != "value" or kept[ref].value in values) for ref, values in param.when):
             kept[param.name] = param
     return list(kept.values())
+
+
+def _implied(param: Param, by_name: Mapping[str, Param]) -> dict[str, list[Any]]:
+    """What ``param`` being drawn implies: parameter name → the values it must have (its conditions, and those of
+    the parameters they name, which must be drawn too: a condition on an inactive parameter does not hold)."""
+    found: dict[str, list[Any]] = {}
+    for ref, values in param.when:
+        implied = [(ref, list(values)), *(_implied(by_name[ref], by_name).items() if ref in by_name else ())]
+        for name, allowed in implied:
+            found[name] = [v for v in found[name] if v in allowed] if name in found else allowed
+    return found
+
+
+def _check_stacks(params: list[Param], families: tuple[str, ...]) -> None:
+    """Refuse a space that can put a wrapper over a base it cannot wrap (the registry's ``Technique.wraps``:
+    AdaScale over Adam). Every pairing the conditions allow is checked, not a sample of them: a sampled check can
+    miss a rare one, and ``spaces show`` samples without building."""
+    from autoaccel.optim import techniques, wrapped_bases
+
+    known, by_name = techniques(), {p.name: p for p in params}
+    for param in params:
+        section = param.key.partition(".")[0]
+        wrapper = known.get(section)
+        if wrapper is None or wrapper.kind != "wrapper" or wrapper.wraps is None:
+            continue
+        if param.key == section and param.kind == "value" and param.value is None:
+            continue  # {value: null}: the wrapper left out
+        implied, tag = _implied(param, by_name), param.name.partition(TAG)[2]
+        scopes = [tag] if tag else [f for f in families if f in implied.get(FAMILY, families)] if families else [None]
+        for family in scopes:
+            base = by_name.get(f"base{TAG}{family}") or by_name.get("base")
+            if base is None:
+                continue  # no base at all: validate_config says so for every sample
+            drawn = list(base.choices) if base.kind == "choice" else [base.value]
+            for value in drawn:
+                if value not in implied.get(base.name, drawn) or value not in known:
+                    continue  # excluded by the conditions, or not a technique (the key's own check names it)
+                if not wrapper.wraps(known[value]):
+                    accepted = ", ".join(wrapped_bases(wrapper))
+                    where = f" (family {family})" if family else ""
+                    base_at = base.origin if base.source == param.source else f"{base.origin} of {base.source}"
+                    allowed = (
+                        f"only over a base {section} can wrap ({accepted}), but {base_at} can be {_fmt(value)} "
+                        f"here{where}; narrow it, or add when: {{{base.key}: [{accepted}]}} to {param.origin}"
+                    )
+                    shown = param.value if param.kind == "value" else param.outcomes()
+                    raise ConfigError(param.origin, shown, allowed, param.source)
 
 
 # --- names against the optimizer registry ------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def _drive_workers(params: dict[str, Any], payload: dict[str, Any]) -> None:
     Train inside Tune) whose workers each run :func:`_train_worker`; ``TuneReportCallback`` forwards rank 0's
     reports to Tune. Ray Train keeps the checkpoints (``train_storage``/``train-<trial id>``, the name without a
     timestamp: a retried or resumed trial finds them and continues from the latest) and restarts the worker group
-    from there when a worker dies (``max_failures`` times). Workers that do not all start within
+    from there when a worker dies (``max_failures`` times). On a local sweep's loopback-only Ray the workers meet
+    through a file, not at a TCP port (:mod:`._process_group`). Workers that do not all start within
     ``worker_start_timeout_s`` fail the trial, with Ray Train's error, instead of waiting forever."""
     import os
 
@@ -60,6 +61,8 @@ def _drive_workers(params: dict[str, Any], payload: dict[str, Any]) -> None:
     import ray.train.torch
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ._process_group import torch_config
 
     # read by Ray Train's controller, which it passes on to (train/v2/_internal/constants.py)
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(payload["worker_start_timeout_s"])
@@ -72,7 +75,7 @@ def _drive_workers(params: dict[str, Any], payload: dict[str, Any]) -> None:
     trainer = ray.train.torch.TorchTrainer(
         _train_worker,
         train_loop_config={"params": params, "payload": payload},
-        torch_config=ray.train.torch.TorchConfig(backend="nccl" if gpu else "gloo"),
+        torch_config=torch_config("nccl" if gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=payload["workers"], use_gpu=gpu, resources_per_worker=per_worker
         ),

@@ -65,6 +65,7 @@ def resolve_tracking_uri(uri: str | None, folder: str | os.PathLike[str] = ".") 
 # The stores MLflow 3.17 opens (a SQLAlchemy URI may name its driver: postgresql+psycopg2://...).
 _SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks")
 REACH_TIMEOUT_S = 5.0
+_URIS = "an MLflow tracking URI: sqlite:///path.db, postgresql://, mysql://, mssql://, http(s)://host:port"
 
 
 def check_tracking_uri(uri: str, key: str = "tracking.uri", source: str | None = None) -> None:
@@ -79,11 +80,20 @@ def check_tracking_uri(uri: str, key: str = "tracking.uri", source: str | None =
         scheme, host, port = parts.scheme.split("+")[0].lower(), parts.hostname, parts.port
     except ValueError as error:
         raise ConfigError(key, uri, f"a well-formed URI ({error})", source) from None
-    if scheme not in _SCHEMES and not (scheme == "" and uri.startswith("/")):
-        allowed = "an MLflow tracking URI: sqlite:///path, postgresql://, mysql://, mssql://, file:///path, http(s)://host:port"
+    folder = scheme == "file" or (scheme == "" and (uri.startswith("/") or Path(uri).is_dir()))  # MLflow's file store
+    if folder and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("true", "1"):
+        allowed = (
+            f"{_URIS}; not a folder: MLflow 3.17 refuses its file store (it is in maintenance mode) unless "
+            "MLFLOW_ALLOW_FILE_STORE=true; `mlflow migrate-filestore` moves an old one into a database"
+        )
         raise ConfigError(key, uri, allowed, source)
+    if scheme not in _SCHEMES and not folder:
+        path = uri.removeprefix("./").rstrip("/")
+        database = path if path.endswith(".db") else f"{path}/mlflow.db"
+        hint = "" if scheme else f" (a path is not one; a SQLite file there: sqlite:///{database})"
+        raise ConfigError(key, uri, f"{_URIS}{hint}", source)
     if scheme not in ("http", "https"):
-        return  # a database or a folder: MLflow's own error names it, at once
+        return  # a database (or a folder MLflow was told to allow): MLflow's own error names it, at once
     if not host:
         raise ConfigError(key, uri, "http(s)://host:port of an MLflow tracking server", source)
     kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
