@@ -45,9 +45,13 @@ _VERDICT_COLUMNS = {
     "setting": "setting",
     "verdict": "verdict",
     "n_seeds": "seeds",
-    "ratio": "ratio",
+    "tuning_replicates": "tuning replicates",
+    "ratio": "ratio (< 1 better)",
     "ratio_ci_low": "ratio low",
     "ratio_ci_high": "ratio high",
+    "difference": "difference",
+    "p_adjusted": "p (Holm)",
+    "detectable_ratio": "detectable ratio",
     "win_rate": "win rate",
     "speedup": "speed-up",
     "speedup_ci_low": "speed-up low",
@@ -116,10 +120,17 @@ def verdict(runs: pd.DataFrame, history: pd.DataFrame, table: pd.DataFrame | Non
         return section
     counts = table["verdict"].value_counts()
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    higher = table["mode"].iloc[0] == "max"
     section.text.append(
-        f"{len(table)} technique-against-baseline comparison(s): {summary}. Ratios < 1 mean the technique's final "
-        f"{table['metric'].iloc[0]} is better; intervals are 95% bootstrap intervals over paired seeds; the rule "
-        "and the method are in docs/compare.md."
+        f"{len(table)} technique-against-baseline comparison(s): {summary}. The table's ratios are turned so that "
+        f"< 1 means the technique's final {table['metric'].iloc[0]} is better "
+        f"({'higher is better: baseline ÷ technique' if higher else 'lower is better: technique ÷ baseline'}; "
+        "the sentences say technique ÷ baseline); `difference` is technique − baseline in the metric's units. Each "
+        "interval is the row's own 95% one (the signed-rank test over seeds, or the t over tuning replicates); a "
+        "verdict is `better` or `worse` when that test still rejects after Holm's correction over every row here, "
+        f"`equivalent` when the ratio is shown within ±{100 * table['equivalence_margin'].iloc[0]:g}%, else "
+        "`inconclusive`; `detectable ratio` is what the row would find with 80% power. The rule and the method "
+        "are in docs/compare.md."
     )
     several = table["experiment"].nunique() > 1
     section.text.extend(sentence(row, several) for _, row in table.iterrows())
