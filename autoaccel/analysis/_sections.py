@@ -378,24 +378,33 @@ def robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
     else:
         section.tables.append(
             (
-                "Final metric over seeds, per configuration (mean, std, 95% t-interval from ≥ 3 finite values; "
-                "n_nonfinite counts the failed seeds)",
-                seed_robustness(seeds, "final_metric", by=("family", "configuration")),
+                "Final metric over seeds, per configuration (mean, std, 95% t-interval from ≥ 3 seeds, median; "
+                f"every seed counted: a failed one, counted in n_nonfinite, is the worst value ({_worst(mode)}), so "
+                "it shows in the mean, min or max and leaves std and the interval undefined)",
+                seed_robustness(seeds, "final_metric", by=("family", "configuration"), mode=mode),
             )
         )
     if "budget.batch_size" in done and done["budget.batch_size"].nunique() > 1:
         failed = results["status"] != "completed"  # a failed run is counted, with no value
         values = results.assign(final_metric=results["final_metric"].mask(failed))
         table = batch_size_robustness(
-            values, "final_metric", batch_col="budget.batch_size", by="family", statistics=_by_batch_size()
+            values, "final_metric", batch_col="budget.batch_size", by="family", statistics=_by_batch_size(), mode=mode
         )
-        section.tables.append(("Quality and steps to target against batch size", table))
+        caption = (
+            "Quality and steps to target against batch size (every run counted: a failed one, in n_nonfinite, is "
+            f"the worst value, {_worst(mode)}, in the mean and median, and leaves std undefined)"
+        )
+        section.tables.append((caption, table))
     else:
         section.missing.append(
             "a single batch size: sample `budget.batch_size` or list `study.batch_sizes` to see "
             "how each technique holds up as batches shrink (Anderson's moving-average regime)"
         )
     return section
+
+
+def _worst(mode: str) -> str:
+    return "∞" if objective.worst(mode) > 0 else "−∞"
 
 
 def perturbation(runs: pd.DataFrame, mode: str, metric: str) -> Section:
