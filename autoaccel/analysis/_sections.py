@@ -33,7 +33,13 @@ from ._robustness import (
     seed_robustness,
     top_k_finishes,
 )
-from ._sensitivity import importance_by_group, perturbation_loss, sensitivity_curve, sensitivity_heatmap
+from ._sensitivity import (
+    MIN_IMPORTANCE_TRIALS,
+    importance_by_group,
+    perturbation_loss,
+    sensitivity_curve,
+    sensitivity_heatmap,
+)
 
 __all__ = ["by_scale", "is_comparison"]
 
@@ -285,15 +291,19 @@ def importance(runs: pd.DataFrame, mode: str, distributions: Mapping[str, Any] |
     section = Section("Hyperparameter importance")
     done = runs[runs["status"].isin(_FINISHED)]
     params = _hyperparameters(done)
-    if len(done) < 4 or not params:
-        section.missing.append(f"importance needs ≥ 4 completed trials with varied hyperparameters (have {len(done)})")
+    if len(done) < MIN_IMPORTANCE_TRIALS or not params:
+        section.missing.append(
+            f"importance needs ≥ {MIN_IMPORTANCE_TRIALS} completed trials with varied hyperparameters (have "
+            f"{len(done)}{'' if params else ', none varied'}): from fewer its ranking and interval are noise"
+        )
         return section
     table = importance_by_group(
         done, "family", metric="final_metric", mode=mode, n_bootstrap=10, distributions=distributions
     )
     section.text.append(
         "PED-ANOVA (Optuna's default evaluator; handles conditional parameters) on completed trials,"
-        " with 10 bootstrap resamples for the interval; per family and over all ('(all)')"
+        f" with 10 bootstrap resamples for the interval; per family with ≥ {MIN_IMPORTANCE_TRIALS} completed trials"
+        " (a family with fewer says so in its note) and over all ('(all)')"
         + ("; ranges and scales as the search space declares them." if distributions else ".")
     )
     section.tables.append(("Importance (normalised per group)", table.reset_index(drop=True)))
