@@ -67,6 +67,7 @@ __all__ = [
     "MIN_SEEDS",
     "VERDICTS",
     "final_runs",
+    "interval_text",
     "sentence",
     "tuning_curves",
     "verdict_rule",
@@ -421,7 +422,7 @@ def sentence(row: pd.Series | dict[str, Any], with_experiment: bool = False) -> 
     ratio, low, high = (row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"])
     if higher:  # technique ÷ baseline, as the sentence reads
         ratio, low, high = (_inverse(v) for v in (ratio, high, low))
-    digits = _figures(low, high)
+    digits = _figures(low, ratio, high)
     verdict = row["verdict"]
     if verdict == "equivalent":
         verdict += f" (within ±{_num(100 * row['equivalence_margin'])}%)"
@@ -463,25 +464,40 @@ def _evidence(row: pd.Series | dict[str, Any], n: int, replicates: int) -> str:
         basis = (
             f"t over {replicates} tuning replicates × {n} seeds, their ratios {_num(row['replicate_spread'])}× apart"
         )
-    text = f"{basis}, p = {_num(row['p_value'], 2)}, {_num(row['p_adjusted'], 2)} after Holm"
+    if row["verdict"] == "equivalent":  # the test that decided: a difference of at least the margin, rejected
+        margin = _num(100 * row["equivalence_margin"])
+        text = f"{basis}, p = {_num(row['p_equivalence'], 2)} for a difference of ±{margin}% or more"
+        text += f", {_num(row['p_equivalence_adjusted'], 2)} after Holm"
+    else:
+        text = f"{basis}, p = {_num(row['p_value'], 2)}, {_num(row['p_adjusted'], 2)} after Holm"
     limit = row["detectable_ratio"]
     if limit == 0:
         return text + "; no gain could have been detected"
     if math.isnan(limit):
         return text + "; most runs failed, so no detectable gain can be stated"
     shown = _inverse(limit) if row["mode"] == "max" else limit
-    return text + f"; it could detect {_num(shown)}× or better"
+    return text + f"; it could detect {_num(shown, _figures(shown))}× or better"
+
+
+def interval_text(estimate: float, low: float, high: float) -> tuple[str, str, str]:
+    """An estimate and its interval as text, with the figures that keep the ends apart and off 1 (see
+    :func:`sentence`): what a table beside a verdict shows."""
+    digits = _figures(low, estimate, high)
+    return _num(estimate, digits), _num(low, digits), _num(high, digits)
 
 
 def _inverse(value: float) -> float:
     return math.inf if value == 0 else 1.0 / value
 
 
-def _figures(low: float, high: float) -> int:
-    """Significant figures (at least 3) enough to tell an interval's ends from each other and from 1."""
+def _figures(*values: float) -> int:
+    """Significant figures (at least 3) enough to tell an interval's ends (and its estimate) from each other and
+    from 1, so that no interval next to a verdict reads as a point or as 1 when it is not."""
     for digits in range(3, 12):
-        a, b, one = _num(low, digits), _num(high, digits), _num(1.0, digits)
-        if (a != b or low == high) and (a != one or low == 1) and (b != one or high == 1):
+        shown = [_num(v, digits) for v in values]
+        one = _num(1.0, digits)
+        apart = len(set(shown)) == len(set(values))
+        if apart and all(text != one or v == 1 for text, v in zip(shown, values, strict=True)):
             return digits
     return 12
 
@@ -492,7 +508,8 @@ def _signed(value: float | None) -> str:
         return "n/a"
     if math.isinf(value):
         return "+∞" if value > 0 else "−∞"
-    return f"{value:+.3g}".replace("-", "−")
+    text = f"{value:+.3g}"
+    return "−" + text[1:] if text.startswith("-") else text
 
 
 def _num(value: float, digits: int = 3) -> str:

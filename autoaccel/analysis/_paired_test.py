@@ -39,10 +39,10 @@ Estimate, interval and two-sided test (level ``α = 1 − ci``), by the tuning r
 - **Detectable ratio** (:func:`detectable`): the smallest effect the row would find with 80% power, on the log scale
   ``δ = (t_{1−α/(2K),ν} + t_{0.8,ν})·σ̂`` with ``K`` the rows reported together (the Bonferroni level: a row that
   clears it clears Holm's whatever the others show). For the t over replicates ``σ̂ = se``, ``ν`` as above; for the
-  signed-rank test ``σ̂ = 1.4826·MAD(d)/√(n·3/π)`` (a robust spread of the seeds, with 3/π the test's efficiency
-  against a t under normal errors, Lehmann 1975), ``ν = n − 1``, and ``δ = ∞`` when even ``n`` seeds all on one
-  side cannot clear the level (``2/2ⁿ > α/K``; the ratio is then 0: no gain could be detected), NaN when most runs
-  failed (no finite spread). The row's ``detectable_ratio`` is ``exp(−δ)``.
+  signed-rank test ``σ̂ = sd(d)/√(n·3/π)`` (with failures among the d, ``1.4826·MAD(d)`` for ``sd(d)``; 3/π is
+  the test's efficiency against a t under normal errors, Lehmann 1975), ``ν = n − 1``, and ``δ = ∞`` when even
+  ``n`` seeds all on one side cannot clear the level (``2/2ⁿ > α/K``; the ratio is then 0: no gain could be
+  detected), NaN when most runs failed (no finite spread). The row's ``detectable_ratio`` is ``exp(−δ)``.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def _signed_rank(
     # equivalence: below +Δ (few averages at or above it) and above −Δ (few at or below it)
     below = _cdf(n, int((walsh >= delta).sum()) + undefined)
     above = _cdf(n, int((walsh <= -delta).sum()) + undefined)
-    scale = _robust_sd(d) / math.sqrt(n * _EFFICIENCY)
+    scale = _seed_sd(d) / math.sqrt(n * _EFFICIENCY)
     estimate = _median(walsh)
     return Evidence(
         estimate, low, high, p, max(below, above), test, n_seeds, replicates, spread, scale, n - 1, 2.0 / 2.0**n
@@ -217,14 +217,15 @@ def _median(ordered: np.ndarray) -> float:
     return a if a == b else math.nan if math.isinf(a) and math.isinf(b) else (a + b) / 2.0
 
 
-def _robust_sd(d: np.ndarray) -> float:
-    """1.4826 × the median absolute deviation: the standard deviation for normal values, finite with failures
-    among fewer than half of them."""
+def _seed_sd(d: np.ndarray) -> float:
+    """The spread of the paired log ratios over seeds: their standard deviation; with failures among them (±∞),
+    1.4826 × their median absolute deviation, which is finite while fewer than half failed (∞ after)."""
+    if np.isfinite(d).all():
+        return float(d.std(ddof=1)) if d.size > 1 else math.nan
     centre = _median(np.sort(d))
     if not math.isfinite(centre):
         return math.inf
-    with np.errstate(invalid="ignore"):
-        return 1.4826 * _median(np.sort(np.abs(d - centre)))
+    return 1.4826 * _median(np.sort(np.abs(d - centre)))
 
 
 def _spread(estimates: Sequence[float]) -> float:

@@ -21,7 +21,7 @@ from autoaccel import objective
 from autoaccel.redaction import redact_uri
 
 from . import _plots as plots
-from ._compare import final_runs, sentence
+from ._compare import final_runs, interval_text, sentence
 from ._render import Section, is_missing
 from ._robustness import (
     algoperf_times,
@@ -140,7 +140,10 @@ def verdict(runs: pd.DataFrame, history: pd.DataFrame, table: pd.DataFrame | Non
     )
     several = table["experiment"].nunique() > 1
     section.text.extend(sentence(row, several) for _, row in table.iterrows())
-    shown = table[list(_VERDICT_COLUMNS)].rename(columns=_VERDICT_COLUMNS)
+    shown = table[list(_VERDICT_COLUMNS)].copy()
+    texts = [interval_text(*row) for row in shown[["ratio", "ratio_ci_low", "ratio_ci_high"]].to_numpy(dtype=float)]
+    shown[["ratio", "ratio_ci_low", "ratio_ci_high"]] = pd.DataFrame(texts, index=shown.index)  # never a point
+    shown = shown.rename(columns=_VERDICT_COLUMNS)
     section.tables.append(("Verdict per technique and setting (verdict.parquet has every column)", shown))
     section.images.append(("forest plot of the ratios", plots.png(plots.forest_plot(table))))
     curves_figure = plots.learning_curves(table, final_runs(runs), history)
