@@ -111,8 +111,7 @@ def seeds_needed(sigma: float, gain: float, rows: int) -> int:
     from autoaccel.analysis._paired_test import SEEDS, Evidence, detectable
 
     for n in range(2, 200):
-        scale = sigma / math.sqrt(n * 3 / math.pi)
-        evidence = Evidence(0, 0, 0, 1, 1, SEEDS, n, 1, math.nan, scale, n - 1, 2 / 2**n)
+        evidence = Evidence(0, 0, 0, 1, 1, SEEDS, n, 1, math.nan, sigma, n - 1, 2 / 2**n)
         if detectable(evidence, 0.05 / rows) <= -math.log(1 - gain):
             return n
     return 200
