@@ -297,7 +297,9 @@ def expected_best_of_k(
 
     With ``bootstrap = B > 0``, a ``ci`` band: B resamples of the n trials with replacement (seeded), the exact
     formula on each, and the lower/upper ``(1 − ci)/2`` quantiles taken without interpolation (the ``lower`` and
-    ``higher`` order statistics: a slightly conservative band that also stays defined with infinite values).
+    ``higher`` order statistics, so that the band stays defined with infinite values). It is a percentile
+    bootstrap: a description of the trials' spread, not a calibrated interval (a few trials under-cover), and no
+    verdict rests on it.
 
     Returns a DataFrame indexed by ``k`` with ``expected`` (and ``ci_low``, ``ci_high`` with a bootstrap).
     """
