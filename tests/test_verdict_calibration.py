@@ -164,6 +164,26 @@ def test_replicates_that_disagree_widen_the_interval() -> None:
     assert one["test"] == "signed-rank over seeds" and one["verdict"] == "better" and one["ratio_ci_high"] < 0.85
 
 
+def test_failures_among_replicates_count_as_the_worst_result() -> None:
+    """A failed run is the worst result with replicates too: a few failed seeds leave each replicate pair's
+    estimate finite (still the t over replicates, the estimate pulled towards worse); a replicate whose
+    configuration failed on every seed leaves no mean, and the row falls back to the signed-rank test over its
+    runs, where those failures take the largest ranks; every replicate failing everywhere is worse."""
+    table = _replicated([0.9, 0.9, 0.9])
+    technique = table["family"] == "fam"
+    few = table.assign(status=np.where(technique & table["seed"].isin(["1", "2"]), "diverged", "completed"))
+    row = verdict_table(few).iloc[0]
+    assert row["test"] == "t over tuning replicates" and row["failure_rate"] == pytest.approx(0.2)
+    assert row["ratio"] > verdict_table(table).iloc[0]["ratio"]  # worse than without the failures, never better
+    one = table.assign(status=np.where(technique & (table["tuning_replicate"] == 1), "diverged", "completed"))
+    row = verdict_table(one).iloc[0]
+    assert row["test"] == "signed-rank over runs" and row["verdict"] == "inconclusive"
+    assert row["ratio_ci_high"] == math.inf and row["replicate_spread"] == math.inf and row["n_runs"] == 30
+    every = table.assign(status=np.where(technique, "errored", "completed"))
+    row = verdict_table(every).iloc[0]
+    assert row["verdict"] == "worse" and row["ratio"] == math.inf and row["failure_rate"] == 1.0
+
+
 def test_an_old_export_without_replicates_is_one_replicate() -> None:
     """No ``tuning_replicate`` column (a sweep from before replicates), or nulls in it: every run is replicate 0,
     and the row says it rests on seeds alone."""
