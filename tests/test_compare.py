@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from autoaccel.analysis import build_report, export_experiments, read_parquet, tuning_curves, verdict_table
+from autoaccel.analysis._compare import sentence
 from autoaccel.cli import main
 from autoaccel.errors import ConfigError
 from autoaccel.sweep import load_spec, run_sweep
@@ -56,56 +57,67 @@ def _table(*families: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([row for rows in families for row in rows])
 
 
-def test_a_baseline_in_disguise_has_ratio_exactly_one_and_no_verdict() -> None:
-    same = [0.5, 0.4, 0.6, 0.55, 0.45]
+def test_a_baseline_in_disguise_has_ratio_exactly_one_and_is_equivalent() -> None:
+    """Identical runs on 10 seeds: ratio 1 with the interval [1, 1], no difference, and the interval inside any
+    margin: equivalent. On 5 seeds the same runs say nothing: no rank test reaches 5% there."""
+    same = [0.5, 0.4, 0.6, 0.55, 0.45, 0.52, 0.48, 0.41, 0.63, 0.5]
     row = verdict_table(_table(_final("base", None, same), _final("twin", "base", same))).iloc[0]
     assert (row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"]) == (1.0, 1.0, 1.0)
-    assert row["win_rate"] == 0.0 and row["verdict"] == "no clear difference" and row["n_seeds"] == 5
+    assert row["win_rate"] == 0.0 and row["verdict"] == "equivalent" and row["n_seeds"] == 10
+    assert row["p_value"] == 1.0 and row["difference"] == 0.0 and row["test"] == "signed-rank over seeds"
+    assert row["tuning_replicates"] == 1 and math.isnan(row["replicate_spread"])
+    row = verdict_table(_table(_final("base", None, same[:5]), _final("twin", "base", same[:5]))).iloc[0]
+    assert row["verdict"] == "inconclusive" and (row["ratio_ci_low"], row["ratio_ci_high"]) == (0.0, math.inf)
 
 
 def test_better_on_every_seed_is_better_and_the_interval_is_below_one() -> None:
-    base = [1.0, 2.0, 1.5, 1.2, 0.8]
+    base = [1.0, 2.0, 1.5, 1.2, 0.8, 1.1]
     table = _table(_final("base", None, base), _final("fast", "base", [0.9 * v for v in base]))
     row = verdict_table(table).iloc[0]
     assert row["ratio"] == pytest.approx(0.9) and row["ratio_ci_high"] < 1 and row["verdict"] == "better"
     assert row["win_rate"] == 1.0 and row["failure_rate"] == 0.0
+    assert row["p_value"] == pytest.approx(2 / 2**6) and row["p_adjusted"] == row["p_value"]  # one row
+    # in the metric's units, family − baseline: the per-seed differences are −0.1 × the baseline's value
+    assert -0.1 * max(base) < row["difference"] < -0.1 * min(base)
 
 
 def test_pairing_by_seed_sees_what_the_spread_over_seeds_hides() -> None:
-    """Seeds differ 5× while the technique is 5% better on each: unpaired, the two sets overlap almost entirely (an
+    """Seeds differ 8× while the technique is 5% better on each: unpaired, the two sets overlap almost entirely (an
     interval of the ratio of medians from independent resamples spans 1); paired by seed, it is better on every
     seed, and a seed that is better only against another seed's baseline does not count."""
-    base = [1.0, 2.0, 3.0, 4.0, 5.0]
+    base = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
     table = _table(_final("base", None, base), _final("fam", "base", [0.95 * v for v in base]))
     row = verdict_table(table).iloc[0]
     assert row["ratio"] == pytest.approx(0.95) and row["verdict"] == "better" and row["win_rate"] == 1.0
     rng = np.random.default_rng(0)
     unpaired = [
-        np.median(rng.choice([0.95 * v for v in base], 5)) / np.median(rng.choice(base, 5)) for _ in range(2000)
+        np.median(rng.choice([0.95 * v for v in base], 8)) / np.median(rng.choice(base, 8)) for _ in range(2000)
     ]
     assert np.quantile(unpaired, 0.025) < 1 < np.quantile(unpaired, 0.975)
     shifted = [0.95 * v for v in base[1:]] + [0.95 * base[0]]  # 5% below the *next* seed's baseline
     row = verdict_table(_table(_final("base", None, base), _final("fam", "base", shifted))).iloc[0]
-    assert row["win_rate"] == pytest.approx(0.2) and row["verdict"] != "better"
+    assert row["win_rate"] == pytest.approx(1 / 8) and row["verdict"] != "better"
 
 
 def test_a_family_that_always_diverges_is_worse_with_failure_rate_one() -> None:
-    table = _table(_final("base", None, [0.5] * 5), _final("boom", "base", [None] * 5))
+    table = _table(_final("base", None, [0.5] * 6), _final("boom", "base", [None] * 6))
     row = verdict_table(table).iloc[0]
     assert math.isinf(row["ratio"]) and row["ratio_ci_low"] == math.inf and row["verdict"] == "worse"
     assert row["failure_rate"] == 1.0 and row["win_rate"] == 0.0 and math.isinf(row["median"])
+    assert row["difference"] == math.inf  # a failure is the worst value in the metric's units too
 
 
 def test_a_failed_seed_ranks_worst_never_as_a_finite_stand_in() -> None:
-    """Four better seeds and one diverged: the stand-in 1e6 would be a finite 2e6× ratio; it is ∞ instead, and
-    the failure shows in the failure rate and the median over seeds."""
-    table = _table(_final("base", None, [0.5] * 5), _final("fam", "base", [0.4, 0.4, 0.4, 0.4, None]))
+    """Seven better seeds and one diverged: the stand-in 1e6 would be a finite 2e6× ratio; it is ∞ instead, it
+    takes the largest rank, and the failure shows in the failure rate and the median over seeds."""
+    table = _table(_final("base", None, [0.5] * 8), _final("fam", "base", [0.4] * 7 + [None]))
     row = verdict_table(table).iloc[0]
-    assert row["failure_rate"] == pytest.approx(0.2) and row["win_rate"] == pytest.approx(0.8)
-    assert math.isinf(row["ratio_ci_high"]) and row["verdict"] == "no clear difference"
-    baseline_failed = _table(_final("base", None, [0.5, 0.5, None, 0.5, 0.5]), _final("fam", "base", [0.4] * 5))
+    assert row["failure_rate"] == pytest.approx(1 / 8) and row["win_rate"] == pytest.approx(7 / 8)
+    assert math.isinf(row["ratio_ci_high"]) and row["verdict"] == "inconclusive"
+    baseline_failed = _table(_final("base", None, [0.5] * 3 + [None] + [0.5] * 4), _final("fam", "base", [0.4] * 8))
     row = verdict_table(baseline_failed).iloc[0]  # the baseline's failure is the family's win (ratio 0)
-    assert row["win_rate"] == 1.0 and row["ratio_ci_high"] < 1 and row["baseline_failure_rate"] == pytest.approx(0.2)
+    assert row["win_rate"] == 1.0 and row["ratio_ci_high"] < 1 and row["baseline_failure_rate"] == pytest.approx(1 / 8)
+    assert row["verdict"] == "better"
 
 
 def test_speedup_counts_never_as_never_and_leaves_out_seeds_where_neither_reached() -> None:
@@ -117,30 +129,48 @@ def test_speedup_counts_never_as_never_and_leaves_out_seeds_where_neither_reache
     assert row["reached_rate"] == pytest.approx(0.6) and row["baseline_reached_rate"] == pytest.approx(0.6)
 
 
-def test_for_a_metric_to_maximise_below_one_is_still_better() -> None:
-    table = _table(
-        _final("base", None, [0.80, 0.82, 0.81], mode="max"), _final("fam", "base", [0.90, 0.91, 0.92], mode="max")
-    )
+def test_for_a_metric_to_maximise_below_one_is_still_better_and_the_sentence_says_higher_is_better() -> None:
+    base, fam = [0.80, 0.82, 0.81, 0.83, 0.79, 0.80], [0.90, 0.91, 0.92, 0.90, 0.89, 0.93]
+    table = _table(_final("base", None, base, mode="max"), _final("fam", "base", fam, mode="max"))
     row = verdict_table(table).iloc[0]
     assert row["ratio"] < 1 and row["verdict"] == "better" and row["mode"] == "max"
+    assert row["difference"] > 0  # the family's accuracy minus the baseline's: more accurate
+    words = sentence(row)
+    # technique ÷ baseline as the words read: more accurate is > 1
+    assert f"{1 / row['ratio']:.3g}× base's" in words and "higher is better" in words
+    assert f"+{row['difference']:.3g} val_mse" in words
+
+
+def test_an_interval_next_to_a_verdict_is_never_rounded_to_a_point() -> None:
+    """0.1% better on every seed: three significant figures would print [0.999, 0.999], or [1, 1]."""
+    base = [0.5, 0.6, 0.55, 0.52, 0.58, 0.51]
+    fam = [v * (0.9990 + 0.0001 * i) for i, v in enumerate(base)]
+    row = verdict_table(_table(_final("base", None, base), _final("fam", "base", fam))).iloc[0]
+    assert row["verdict"] == "better"
+    low, high = re.search(r"\[([\d.]+), ([\d.]+)\]", sentence(row)).groups()
+    assert low != high and "1" not in (low, high) and float(high) < 1
 
 
 def test_a_family_at_a_batch_of_its_own_is_paired_with_its_baseline_at_the_baselines_batch() -> None:
     """AdaScale or the linear scaling rule at S × the batch against plain SGD at the base batch, seed by seed; a
     baseline run at several batches is no one reference, so such a family then gets no pairs (and no verdict)."""
-    base = [1.0, 2.0, 1.5, 1.2, 0.8]
+    base = [1.0, 2.0, 1.5, 1.2, 0.8, 1.1]
     scaled = [dict(row, **{"budget.batch_size": 256}) for row in _final("scaled", "base", [v * 1.1 for v in base])]
     row = verdict_table(_table(_final("base", None, base), scaled)).iloc[0]
     assert (row["setting"], row["baseline_setting"]) == ("toy / batch 256", "toy / batch 32")
-    assert row["n_seeds"] == 5 and row["ratio"] == pytest.approx(1.1) and row["verdict"] == "worse"
+    assert row["n_seeds"] == 6 and row["ratio"] == pytest.approx(1.1) and row["verdict"] == "worse"
     two = [dict(r, **{"budget.batch_size": 64, "run_id": r["run_id"] + "b"}) for r in _final("base", None, base)]
     row = verdict_table(_table(_final("base", None, base), two, scaled)).iloc[0]
-    assert row["n_seeds"] == 0 and row["verdict"] == "no clear difference"
+    assert row["n_seeds"] == 0 and row["verdict"] == "inconclusive"
 
 
-def test_too_few_seeds_give_no_verdict() -> None:
-    row = verdict_table(_table(_final("base", None, [1.0, 1.0]), _final("fam", "base", [0.5, 0.5]))).iloc[0]
-    assert row["n_seeds"] == 2 and row["ratio_ci_high"] < 1 and row["verdict"] == "no clear difference"
+def test_too_few_seeds_give_no_verdict_and_say_so() -> None:
+    """Five seeds, each twice as good: no rank test reaches 5% on five seeds (2/2⁵ > 5%), so no claim, no part in
+    the correction, nothing detectable, and the sentence says why."""
+    row = verdict_table(_table(_final("base", None, [1.0] * 5), _final("fam", "base", [0.5] * 5))).iloc[0]
+    assert row["n_seeds"] == 5 and row["ratio"] == 0.5 and row["verdict"] == "inconclusive"
+    assert math.isnan(row["p_adjusted"]) and row["detectable_ratio"] == 0.0
+    assert "only 5 paired seeds: a claim needs 6" in sentence(row)
 
 
 def test_interrupted_runs_are_left_out_and_a_table_without_final_runs_is_an_error() -> None:
@@ -195,7 +225,8 @@ def _spec(tmp_path: Path, name: str = "known-answers", families: tuple[str, ...]
         "budget": {"epochs": 30, "batch_size": 64},
         "compare": {
             "tuning": {"trials_per_family": TRIALS_PER_FAMILY},
-            "final": {"seeds": [1, 2, 3]},
+            # eight seeds: with five rows corrected together a rank test decides from 8 (2/2⁸ × 5 < 5%)
+            "final": {"seeds": list(range(1, 9))},
             "baselines": baselines,
         },
         "search": {"max_concurrent": 2, "seed": 0},
@@ -234,10 +265,10 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     slow, fast = (at_rung.loc[at_rung["family"] == f, "value"] for f in ("slow_sgd", "sgd"))
     assert slow.min() > fast.max()
     # every study's choice re-run on the paired seeds: slow_sgd's three, each from its own study's trials
-    assert len(final) == (5 + 3) * 3 and set(final["seed"]) == {"1", "2", "3"}
+    assert len(final) == (5 + 3) * 8 and set(final["seed"]) == {str(s) for s in range(1, 9)}
     slow_final = final[final["family"] == "slow_sgd"]
     source_replicate = tuning.set_index("run_id")["tuning_replicate"]
-    assert slow_final.groupby("tuning_replicate").size().to_dict() == dict.fromkeys([0, 1, 2], 3)
+    assert slow_final.groupby("tuning_replicate").size().to_dict() == dict.fromkeys([0, 1, 2], 8)
     assert (slow_final["study.source_run"].map(source_replicate) == slow_final["tuning_replicate"]).all()
     # the timing pass: every final run knows what a step of its configuration costs, measured alone
     assert (final["cost_per_step_s"] > 0).all()
@@ -259,7 +290,7 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     verdict = verdict_table(runs).set_index("family")
     twin = verdict.loc["twin_sgd"]  # Lookahead with α = 1 is SGD: the same run, bit for bit, on every seed
     assert (twin["ratio"], twin["ratio_ci_low"], twin["ratio_ci_high"]) == (1.0, 1.0, 1.0)
-    assert twin["verdict"] == "no clear difference"
+    assert twin["verdict"] == "equivalent" and twin["difference"] == 0.0
     anderson = verdict.loc["anderson_sgd"]  # AA on gradient descent of a quadratic: a known acceleration
     assert anderson["verdict"] == "better" and anderson["ratio_ci_high"] < 0.1 and anderson["win_rate"] == 1.0
     exploding = verdict.loc["exploding_sgd"]
@@ -270,7 +301,7 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     assert (half["setting"], half["baseline_setting"], half["n_seeds"]) == (
         "quadratic / batch 32",
         "quadratic / batch 64",
-        3,
+        8,
     )
     assert (verdict.drop(index="half_batch_sgd")["baseline_setting"] == "quadratic / batch 64").all()
 
@@ -283,7 +314,9 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     for column in ("family", "baseline", "setting", "n_seeds", "ratio", "ratio_ci_low", "ratio_ci_high", "win_rate",
                    "speedup", "speedup_ci_low", "speedup_ci_high", "failure_rate", "verdict"):  # fmt: skip
         assert column in stored
-    assert set(stored["verdict"]) <= {"better", "worse", "no clear difference"}
+    assert set(stored["verdict"]) <= {"better", "worse", "equivalent", "inconclusive"}
+    for column in ("p_value", "p_adjusted", "detectable_ratio", "difference", "tuning_replicates", "test"):
+        assert column in stored
     assert np.isfinite(stored.loc[stored["family"] == "anderson_sgd", "ratio"]).all()
 
 
@@ -341,7 +374,7 @@ def test_a_comparison_interrupted_mid_tuning_resumes_to_the_same_shape(tmp_path:
     snapshot.write_text(json.dumps(state))
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "twin_sgd over sgd at quadratic / batch 64: no clear difference" in resumed.stdout
+    assert "twin_sgd over sgd at quadratic / batch 64: inconclusive" in resumed.stdout
     assert "Failed to fetch metrics" not in resumed.stderr  # Tune's warning about files the sweep does not write
     spec = load_spec(path)
     runs = export_experiments([spec.experiment], spec.tracking_uri)[0].to_pandas()
@@ -390,11 +423,11 @@ def test_several_settings_add_profiles_and_top_k_from_the_final_runs(tmp_path: P
     _comparison_store(
         uri,
         "two-settings",
-        {
-            ("base", 16): [0.4, 0.45, 0.42],
-            ("fam", 16): [0.3, None, None],
-            ("base", 64): [0.6, 0.62, 0.61],
-            ("fam", 64): [0.3, 0.32, 0.31],
+        {  # nine seeds: with two rows corrected together, 7 is the fewest a rank test can decide on
+            ("base", 16): [0.4, 0.45, 0.42, 0.41, 0.44, 0.43, 0.40, 0.46, 0.42],
+            ("fam", 16): [0.3, None, None, 0.31, None, None, 0.32, None, None],
+            ("base", 64): [0.6, 0.62, 0.61, 0.63, 0.6, 0.64, 0.62, 0.61, 0.6],
+            ("fam", 64): [0.3, 0.32, 0.31, 0.3, 0.33, 0.31, 0.32, 0.3, 0.31],
         },
     )
     written = build_report(["two-settings"], uri, tmp_path / "report", log_artifacts=False)
@@ -445,18 +478,21 @@ def test_comparisons_reported_together_keep_their_own_pairs_direction_and_config
     """Two comparisons in one table (`autoaccel report --experiment A --experiment B`): one minimises an error, the
     other maximises an accuracy on the same workload and batch size, and each family's final runs name the tuning
     run they re-run. Each comparison is judged on its own: its direction, its seeds, its configurations."""
-    error = _table(_final("base", None, [0.5, 0.6, 0.55]), _final("fam", "base", [0.4, 0.5, 0.45])).assign(
+    errors = [0.5, 0.6, 0.55, 0.52, 0.58, 0.51, 0.57, 0.53]
+    error = _table(_final("base", None, errors), _final("fam", "base", [v - 0.1 for v in errors])).assign(
         experiment="errors"
     )
+    accuracies = [0.80, 0.82, 0.81, 0.79, 0.83, 0.80, 0.78, 0.81]
     accuracy = _table(
-        _final("base", None, [0.80, 0.82, 0.81], mode="max"), _final("fam", "base", [0.90, 0.91, 0.92], mode="max")
+        _final("base", None, accuracies, mode="max"), _final("fam", "base", [v + 0.1 for v in accuracies], mode="max")
     ).assign(experiment="accuracies")
     both = pd.concat([error, accuracy], ignore_index=True)
     both["study.source_run"] = both["experiment"] + "-" + both["family"]  # one tuning run per family and experiment
     table = verdict_table(both).set_index("experiment")
     assert len(table) == 2 and set(table["verdict"]) == {"better"} and (table["win_rate"] == 1.0).all()
     assert table.loc["accuracies", "mode"] == "max" and table.loc["errors", "mode"] == "min"
-    assert (table["n_seeds"] == 3).all()  # seed 1 of one comparison is not paired with seed 1 of the other
+    assert (table["n_seeds"] == 8).all()  # seed 1 of one comparison is not paired with seed 1 of the other
+    assert (table["p_adjusted"] == 2 * table["p_value"]).all()  # both rows corrected together (Holm over 2 rows)
 
 
 def test_exports_that_disagree_about_a_run_are_refused(tmp_path: Path) -> None:

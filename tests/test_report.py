@@ -125,7 +125,7 @@ def test_partial_and_single_trial_sweeps_explain_what_is_missing(tmp_path: Path)
     page = Path(build_report(["single"], uri, tmp_path / "single")["html"]).read_text()
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in page
-    assert "importance needs ≥ 4 completed trials" in page
+    assert "importance needs ≥ 10 completed trials with varied hyperparameters (have 1" in page
 
 
 def test_empty_or_unknown_experiment_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

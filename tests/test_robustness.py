@@ -226,10 +226,36 @@ def test_seed_robustness_student_t() -> None:
     assert (adam["min"], adam["max"]) == (1.0, 3.0)
     sgd = table.loc["sgd"]
     assert sgd["n"] == 1 and sgd["mean"] == 5.0 and math.isnan(sgd["ci_low"]) and math.isnan(sgd["std"])
-    anderson = table.loc["anderson+adam"]  # NaN and ∞ are counted, not averaged
-    assert (anderson["n"], anderson["n_finite"], anderson["n_nonfinite"], anderson["mean"]) == (3, 1, 2, 0.5)
+    anderson = table.loc["anderson+adam"]  # NaN and ∞ are failed seeds: counted, never left out of the mean
+    assert (anderson["n"], anderson["n_finite"], anderson["n_nonfinite"]) == (3, 1, 2)
+    assert all(math.isnan(anderson[c]) for c in ("mean", "std", "ci_low", "median", "min", "max"))
+    worst = seed_robustness(_trials(), "final_metric", mode="min").set_index("family").loc["anderson+adam"]
+    assert (worst["mean"], worst["median"], worst["min"], worst["max"]) == (INF, INF, 0.5, INF)  # failure = worst
+    assert math.isnan(worst["std"]) and math.isnan(worst["ci_low"])
+    best = seed_robustness(_trials(), "final_metric", mode="max").set_index("family").loc["anderson+adam"]
+    assert (best["mean"], best["min"], best["max"]) == (-INF, -INF, 0.5)  # for accuracy the worst is −∞
     overall = seed_robustness(_trials(), "final_metric", by=None)
     assert len(overall) == 1 and overall.loc[0, "n"] == 7
+
+
+def test_a_failed_seed_never_makes_a_technique_look_less_variable() -> None:
+    """Two families with the same finite seeds, one of which also diverged on a fourth: left out, its spread would
+    equal the other's; counted, its mean is ∞ and its spread undefined, in both tables."""
+    rows = pd.DataFrame(
+        {
+            "family": ["steady"] * 4 + ["shaky"] * 4,
+            "final_metric": [1.0, 1.1, 0.9, 1.0, 1.0, 1.1, 0.9, np.nan],
+            "steps_to_target": [5] * 8,
+            "budget.batch_size": [32] * 8,
+        }
+    )
+    spread = seed_robustness(rows, mode="min").set_index("family")
+    assert spread.loc["steady", "std"] > 0 and math.isnan(spread.loc["shaky", "std"])
+    assert spread.loc["shaky", "mean"] == INF and spread.loc["shaky", "n_nonfinite"] == 1
+    batches = batch_size_robustness(rows, mode="min").set_index("family")
+    assert batches.loc["shaky", "mean_metric"] == INF and batches.loc["shaky", "n_nonfinite"] == 1
+    assert math.isnan(batches.loc["shaky", "std_metric"]) and batches.loc["shaky", "median_metric"] == 1.05
+    assert batches.loc["steady", "mean_metric"] == pytest.approx(1.0)
 
 
 def test_batch_size_robustness() -> None:
@@ -237,6 +263,9 @@ def test_batch_size_robustness() -> None:
     table = batch_size_robustness(_trials(), statistics=statistics).set_index(["family", "budget.batch_size"])
     adam32 = table.loc[("adam", 32)]
     assert (adam32["n"], adam32["mean_metric"], adam32["reached_fraction"]) == (2, 1.5, 1.0)
+    assert (adam32["n_nonfinite"], adam32["median_metric"]) == (0, 1.5)
+    anderson64 = table.loc[("anderson+adam", 64)]  # its one run: ∞, a failure, counted
+    assert anderson64["n_nonfinite"] == 1 and math.isnan(anderson64["mean_metric"])
     assert adam32["median_steps_to_target"] == 15.0
     assert table.loc[("adam", 64), "median_steps_to_target"] == INF  # a miss counts as ∞
     anderson32 = table.loc[("anderson+adam", 32)]

@@ -110,8 +110,14 @@ def test_importance_from_a_study_and_failed_trials() -> None:
 
 def test_importance_edge_cases() -> None:
     df = _synthetic(10)
-    with pytest.raises(ValueError, match="at least 2 trials"):
-        param_importance(df.iloc[:1])
+    with pytest.raises(ValueError, match="at least 10 completed trials with a finite metric, got 9"):
+        param_importance(df.iloc[:9])  # from fewer than 10, importance is noise: refused, with why
+    assert len(param_importance(df.iloc[:3], n_bootstrap=0, min_trials=3)) == 2  # unless fewer are asked for
+    failing = df.assign(final_metric=df["final_metric"].where(df.index < 9))  # 9 completed, 1 failed
+    with pytest.raises(ValueError, match="got 9"):
+        param_importance(failing)  # a failed trial scores as the worst, but it is no completed trial
+    with pytest.raises(ValueError, match="min_trials"):
+        param_importance(df, min_trials=1)
     with pytest.raises(ValueError, match="empty"):
         param_importance(df.iloc[:0])
     with pytest.raises(ValueError, match="evaluator"):
@@ -167,7 +173,7 @@ def test_importance_by_group_per_family_and_overall() -> None:
     overall = table[table["group"] == "(all)"].set_index("param")
     assert "family" in overall.index and overall["importance"].idxmax() == "optimizer.lr"
     adam = table[table["group"] == "adam"]  # one trial: kept, with the reason
-    assert len(adam) == 1 and adam["param"].isna().all() and "at least 2 trials" in adam["note"].iloc[0]
+    assert len(adam) == 1 and adam["param"].isna().all() and "at least 10 completed trials" in adam["note"].iloc[0]
 
 
 def test_sensitivity_curve_best_bin_holds_the_optimum() -> None:

@@ -32,8 +32,8 @@ __all__ = [
     "verdict_label",
 ]
 
-# a verdict's colour in every plot: better green, worse red, any other word (no decision) grey
-_COLOURS = {"better": "#1a7f37", "worse": "#b42318"}
+# a verdict's colour in every plot: better green, worse red, equivalent blue, inconclusive grey
+_COLOURS = {"better": "#1a7f37", "worse": "#b42318", "equivalent": "#1f5fbf"}
 _UNDECIDED = "#555555"
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from autoaccel.tracking import Tags, find_sweep_parent
 
 from . import _sections as sections
-from ._compare import tuning_curves, verdict_table
+from ._compare import EQUIVALENCE_MARGIN, tuning_curves, verdict_table
 from ._distributions import declared_distributions
 from ._export import declared_spaces, export_experiments, read_parquet, write_parquet
 from ._render import Section, render_html, render_markdown
@@ -52,11 +52,14 @@ def build_report(
     *,
     log_artifacts: bool = True,
     parquet: Sequence[str | Path] = (),
+    equivalence_margin: float = EQUIVALENCE_MARGIN,
 ) -> dict[str, Any]:
     """Export, analyse and render; return the paths written. Logs them to the sweep's parent run when asked.
 
     ``parquet``: folders of an earlier export (``runs.parquet``, ``history.parquet``) to report instead of the
-    tracking store, offline (``tracking_uri`` None); ``experiments`` then picks among theirs (empty: all)."""
+    tracking store, offline (``tracking_uri`` None); ``experiments`` then picks among theirs (empty: all).
+    ``equivalence_margin``: a comparison's verdict calls a technique ``equivalent`` when its ratio's interval lies
+    within ``[1/(1 + m), 1 + m]`` (the spec's ``compare.equivalence_margin``)."""
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +90,7 @@ def build_report(
 
     def verdict_tables() -> tuple[pd.DataFrame | None, pd.DataFrame]:  # for two sections, computed once
         if "tables" not in cache:
-            cache["tables"] = _verdict_tables(runs, out)
+            cache["tables"] = _verdict_tables(runs, out, equivalence_margin)
         return cache["tables"]
 
     builders: list[Callable[[], Section]] = [  # in the order of SECTIONS
@@ -128,13 +131,13 @@ def build_report(
     }
 
 
-def _verdict_tables(runs: pd.DataFrame, out: Path) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+def _verdict_tables(runs: pd.DataFrame, out: Path, margin: float) -> tuple[pd.DataFrame | None, pd.DataFrame]:
     """A comparison's verdict (None while its final runs have not run) and tuning curves, written as
     ``verdict.parquet`` and ``tuning.parquet``."""
     curves = tuning_curves(runs)
     if not (runs["phase"] == "final").any():
         return None, curves
-    table = verdict_table(runs)
+    table = verdict_table(runs, equivalence_margin=margin)
     table.to_parquet(out / "verdict.parquet", index=False)
     curves.to_parquet(out / "tuning.parquet", index=False)
     return table, curves

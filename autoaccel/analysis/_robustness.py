@@ -20,7 +20,7 @@ parameter) and returns plain outputs (dicts, NumPy arrays, DataFrames). Definiti
   the budgets of Crowded Valley, Schmidt et al. 2021; notes B3, B5.2): the expected best value among k configurations
   drawn without replacement from the n random-search trials, exactly via order statistics.
 - **Seed robustness** (DeepOBS, notes B2; Crowded Valley re-runs with 10 seeds): mean, std and a Student-t
-  confidence interval of the mean over seeds.
+  confidence interval of the mean over seeds, every seed counted (a failed one as the worst value).
 - **Failure accounting** (notes B5.6): diverged, errored, interrupted runs are counted and kept, never dropped.
 """
 
@@ -297,7 +297,9 @@ def expected_best_of_k(
 
     With ``bootstrap = B > 0``, a ``ci`` band: B resamples of the n trials with replacement (seeded), the exact
     formula on each, and the lower/upper ``(1 − ci)/2`` quantiles taken without interpolation (the ``lower`` and
-    ``higher`` order statistics: a slightly conservative band that also stays defined with infinite values).
+    ``higher`` order statistics, so that the band stays defined with infinite values). It is a percentile
+    bootstrap: a description of the trials' spread, not a calibrated interval (a few trials under-cover), and no
+    verdict rests on it.
 
     Returns a DataFrame indexed by ``k`` with ``expected`` (and ``ci_low``, ``ci_high`` with a bootstrap).
     """
@@ -342,43 +344,71 @@ def _t_quantile(q: float, dof: int) -> float:
     return float(stats.t.ppf(q, dof))
 
 
+def _counted(values: np.ndarray, mode: str | None) -> np.ndarray:
+    """Every value, a failure (missing, NaN or ±∞) kept: as the worst value with a ``mode``, else as NaN."""
+    failed = ~np.isfinite(values)
+    return np.where(failed, objective.worst(mode) if mode is not None else np.nan, values)
+
+
+def _spread(values: np.ndarray, mode: str | None) -> dict[str, float]:
+    """mean, std, median, min and max over every value, failures counted (see :func:`seed_robustness`)."""
+    counted = _counted(values, mode)
+    if counted.size == 0:
+        return dict.fromkeys(("mean", "std", "median", "min", "max"), math.nan)
+    failed = not np.isfinite(values).all()
+    with np.errstate(invalid="ignore"):
+        return {
+            "mean": float(counted.mean()),
+            "std": math.nan if failed or counted.size < 2 else float(counted.std(ddof=1)),
+            "median": float(np.median(counted)) if mode is not None or not failed else math.nan,
+            "min": float(counted.min()) if mode is not None or not failed else math.nan,
+            "max": float(counted.max()) if mode is not None or not failed else math.nan,
+        }
+
+
 def seed_robustness(
     df: pd.DataFrame,
     metric: str = "final_metric",
     by: str | Sequence[str] | None = ("family",),
     ci: float = 0.95,
+    mode: str | None = None,
 ) -> pd.DataFrame:
-    """Spread of a metric over seeds, per group (DeepOBS' mean ± std over seeds, notes B2; B5.3).
+    """Spread of a metric over seeds, per group (DeepOBS' mean ± std over seeds, notes B2; B5.3), every seed counted.
 
-    Per group: ``n`` (rows), ``n_finite`` (rows whose metric is a finite number; the statistics use these),
-    ``n_nonfinite`` (missing, NaN or ±∞, e.g. diverged; counted, not hidden), ``mean``, ``std`` (sample, ddof = 1),
-    a ``ci`` confidence interval of the mean from Student's t, ``mean ± t_{(1+ci)/2, n−1} · std / √n``
-    (``ci_low``/``ci_high``; NaN, i.e. null, with fewer than :data:`MIN_INTERVAL` finite values), ``min`` and
-    ``max``.
+    Per group: ``n`` (rows), ``n_finite`` (rows whose metric is a finite number), ``n_nonfinite`` (missing, NaN or
+    ±∞: a failed seed, e.g. diverged), and over all ``n`` rows ``mean``, ``std`` (sample, ddof = 1), a ``ci``
+    confidence interval of the mean from Student's t, ``mean ± t_{(1+ci)/2, n−1} · std / √n`` (``ci_low``/``ci_high``;
+    NaN with fewer than :data:`MIN_INTERVAL` rows), ``median``, ``min`` and ``max``. A failed seed is never left
+    out: with ``mode`` it is the worst value there is (∞ for ``min``, −∞ for ``max``), so the mean, the median when
+    at least half failed, and min or max say so, and std and the interval are undefined (NaN); without ``mode``
+    nothing over a group with a failure is defined (NaN) and ``n_nonfinite`` says why. A technique that diverges on
+    its worst seeds must not look less variable for it.
     """
+    if mode is not None:
+        objective.check_mode(mode)
     keys = _group_keys(by)
     _require_rows(df, metric, *keys)
     rows = []
     for key, group in _groups(df, keys):
         values = pd.to_numeric(group[metric], errors="coerce").to_numpy(dtype=float)
-        finite = values[np.isfinite(values)]
-        m = finite.size
-        mean = float(finite.mean()) if m else math.nan
-        std = float(finite.std(ddof=1)) if m > 1 else math.nan
+        m = int(np.isfinite(values).sum())
+        stats = _spread(values, mode)
         # no interval from fewer than MIN_INTERVAL points: from two, a t-interval is too wide to say anything
-        half = _t_quantile((1 + ci) / 2, m - 1) * std / math.sqrt(m) if m >= MIN_INTERVAL else math.nan
+        n = values.size
+        half = _t_quantile((1 + ci) / 2, n - 1) * stats["std"] / math.sqrt(n) if n >= MIN_INTERVAL else math.nan
         rows.append(
             {
                 **dict(zip(keys, key, strict=True)),
-                "n": len(group),
+                "n": n,
                 "n_finite": m,
-                "n_nonfinite": len(group) - m,
-                "mean": mean,
-                "std": std,
-                "ci_low": mean - half,
-                "ci_high": mean + half,
-                "min": float(finite.min()) if m else math.nan,
-                "max": float(finite.max()) if m else math.nan,
+                "n_nonfinite": n - m,
+                "mean": stats["mean"],
+                "std": stats["std"],
+                "ci_low": stats["mean"] - half,
+                "ci_high": stats["mean"] + half,
+                "median": stats["median"],
+                "min": stats["min"],
+                "max": stats["max"],
             }
         )
     return pd.DataFrame(rows)
@@ -391,31 +421,39 @@ def batch_size_robustness(
     by: str | Sequence[str] | None = "family",
     steps_col: str = "steps_to_target",
     statistics: Sequence[str] = (),
+    mode: str | None = None,
 ) -> pd.DataFrame:
     """Quality and speed per (group, batch size): does a technique keep helping as the batch grows?
 
-    Per (group, batch size): ``n``; ``mean_metric`` and ``std_metric`` over the finite metric values (``n_finite``
-    of them); ``reached_fraction``, the share of trials with a steps-to-target; ``median_steps_to_target``, with a
-    miss counted as ``∞`` (DeepOBS' "speed" counts a miss as the full budget, notes B2; ∞ keeps the median honest:
-    it is ∞ when most trials missed). For each column of ``statistics`` the table has (what a technique reports per
-    run, e.g. ``final_aa_averaging_fraction``, Anderson's share of steps that took the averaged iterate),
+    Per (group, batch size): ``n``; ``n_finite`` and ``n_nonfinite`` (a failed trial: a missing or non-finite
+    metric); ``mean_metric``, ``std_metric`` and ``median_metric`` over every trial, a failure counted as in
+    :func:`seed_robustness` (the worst value with ``mode``, else making them NaN); ``reached_fraction``, the share
+    of trials with a steps-to-target; ``median_steps_to_target``, with a miss counted as ``∞`` (DeepOBS' "speed"
+    counts a miss as the full budget, notes B2; ∞ keeps the median honest: it is ∞ when most trials missed). For
+    each column of ``statistics`` the table has (what a technique reports per run, e.g.
+    ``final_aa_averaging_fraction``, Anderson's share of steps that took the averaged iterate),
     ``mean_<statistic>`` over its non-missing values (NaN for families that do not report it).
     """
+    if mode is not None:
+        objective.check_mode(mode)
     keys = [*_group_keys(by), batch_col]
     _require_rows(df, metric, steps_col, *keys)
     present = [column for column in statistics if column in df.columns]
     rows = []
     for key, group in _groups(df, keys):
         values = pd.to_numeric(group[metric], errors="coerce").to_numpy(dtype=float)
-        finite = values[np.isfinite(values)]
+        finite = int(np.isfinite(values).sum())
+        stats = _spread(values, mode)
         steps = pd.to_numeric(group[steps_col], errors="coerce").to_numpy(dtype=float, copy=True)
         steps[np.isnan(steps)] = np.inf
         row = {
             **dict(zip(keys, key, strict=True)),
             "n": len(group),
-            "n_finite": finite.size,
-            "mean_metric": float(finite.mean()) if finite.size else math.nan,
-            "std_metric": float(finite.std(ddof=1)) if finite.size > 1 else math.nan,
+            "n_finite": finite,
+            "n_nonfinite": len(group) - finite,
+            "mean_metric": stats["mean"],
+            "std_metric": stats["std"],
+            "median_metric": stats["median"],
             "reached_fraction": float(np.isfinite(steps).mean()),
             "median_steps_to_target": float(np.median(steps)),
         }

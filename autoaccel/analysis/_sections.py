@@ -21,7 +21,7 @@ from autoaccel import objective
 from autoaccel.redaction import redact_uri
 
 from . import _plots as plots
-from ._compare import final_runs, sentence
+from ._compare import final_runs, interval_text, sentence
 from ._render import Section, is_missing
 from ._robustness import (
     algoperf_times,
@@ -33,7 +33,13 @@ from ._robustness import (
     seed_robustness,
     top_k_finishes,
 )
-from ._sensitivity import importance_by_group, perturbation_loss, sensitivity_curve, sensitivity_heatmap
+from ._sensitivity import (
+    MIN_IMPORTANCE_TRIALS,
+    importance_by_group,
+    perturbation_loss,
+    sensitivity_curve,
+    sensitivity_heatmap,
+)
 
 __all__ = ["by_scale", "is_comparison"]
 
@@ -45,9 +51,13 @@ _VERDICT_COLUMNS = {
     "setting": "setting",
     "verdict": "verdict",
     "n_seeds": "seeds",
-    "ratio": "ratio",
+    "tuning_replicates": "tuning replicates",
+    "ratio": "ratio (< 1 better)",
     "ratio_ci_low": "ratio low",
     "ratio_ci_high": "ratio high",
+    "difference": "difference",
+    "p_adjusted": "p (Holm)",
+    "detectable_ratio": "detectable ratio",
     "win_rate": "win rate",
     "speedup": "speed-up",
     "speedup_ci_low": "speed-up low",
@@ -116,14 +126,24 @@ def verdict(runs: pd.DataFrame, history: pd.DataFrame, table: pd.DataFrame | Non
         return section
     counts = table["verdict"].value_counts()
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    higher = table["mode"].iloc[0] == "max"
     section.text.append(
-        f"{len(table)} technique-against-baseline comparison(s): {summary}. Ratios < 1 mean the technique's final "
-        f"{table['metric'].iloc[0]} is better; intervals are 95% bootstrap intervals over paired seeds; the rule "
-        "and the method are in docs/compare.md."
+        f"{len(table)} technique-against-baseline comparison(s): {summary}. The table's ratios are turned so that "
+        f"< 1 means the technique's final {table['metric'].iloc[0]} is better "
+        f"({'higher is better: baseline ÷ technique' if higher else 'lower is better: technique ÷ baseline'}; "
+        "the sentences say technique ÷ baseline); `difference` is technique − baseline in the metric's units. Each "
+        "interval is the row's own 95% one (the signed-rank test over seeds, or the t over tuning replicates); a "
+        "verdict is `better` or `worse` when that test still rejects after Holm's correction over every row here, "
+        f"`equivalent` when the ratio is shown within ±{100 * table['equivalence_margin'].iloc[0]:g}%, else "
+        "`inconclusive`; `detectable ratio` is what the row would find with 80% power. The rule and the method "
+        "are in docs/compare.md."
     )
     several = table["experiment"].nunique() > 1
     section.text.extend(sentence(row, several) for _, row in table.iterrows())
-    shown = table[list(_VERDICT_COLUMNS)].rename(columns=_VERDICT_COLUMNS)
+    shown = table[list(_VERDICT_COLUMNS)].copy()
+    texts = [interval_text(*row) for row in shown[["ratio", "ratio_ci_low", "ratio_ci_high"]].to_numpy(dtype=float)]
+    shown[["ratio", "ratio_ci_low", "ratio_ci_high"]] = pd.DataFrame(texts, index=shown.index)  # never a point
+    shown = shown.rename(columns=_VERDICT_COLUMNS)
     section.tables.append(("Verdict per technique and setting (verdict.parquet has every column)", shown))
     section.images.append(("forest plot of the ratios", plots.png(plots.forest_plot(table))))
     curves_figure = plots.learning_curves(table, final_runs(runs), history)
@@ -274,15 +294,19 @@ def importance(runs: pd.DataFrame, mode: str, distributions: Mapping[str, Any] |
     section = Section("Hyperparameter importance")
     done = runs[runs["status"].isin(_FINISHED)]
     params = _hyperparameters(done)
-    if len(done) < 4 or not params:
-        section.missing.append(f"importance needs ≥ 4 completed trials with varied hyperparameters (have {len(done)})")
+    if len(done) < MIN_IMPORTANCE_TRIALS or not params:
+        section.missing.append(
+            f"importance needs ≥ {MIN_IMPORTANCE_TRIALS} completed trials with varied hyperparameters (have "
+            f"{len(done)}{'' if params else ', none varied'}): from fewer its ranking and interval are noise"
+        )
         return section
     table = importance_by_group(
         done, "family", metric="final_metric", mode=mode, n_bootstrap=10, distributions=distributions
     )
     section.text.append(
         "PED-ANOVA (Optuna's default evaluator; handles conditional parameters) on completed trials,"
-        " with 10 bootstrap resamples for the interval; per family and over all ('(all)')"
+        f" with 10 bootstrap resamples for the interval; per family with ≥ {MIN_IMPORTANCE_TRIALS} completed trials"
+        " (a family with fewer says so in its note) and over all ('(all)')"
         + ("; ranges and scales as the search space declares them." if distributions else ".")
     )
     section.tables.append(("Importance (normalised per group)", table.reset_index(drop=True)))
@@ -367,24 +391,33 @@ def robustness(runs: pd.DataFrame, mode: str, metric: str) -> Section:
     else:
         section.tables.append(
             (
-                "Final metric over seeds, per configuration (mean, std, 95% t-interval from ≥ 3 finite values; "
-                "n_nonfinite counts the failed seeds)",
-                seed_robustness(seeds, "final_metric", by=("family", "configuration")),
+                "Final metric over seeds, per configuration (mean, std, 95% t-interval from ≥ 3 seeds, median; "
+                f"every seed counted: a failed one, counted in n_nonfinite, is the worst value ({_worst(mode)}), so "
+                "it shows in the mean, min or max and leaves std and the interval undefined)",
+                seed_robustness(seeds, "final_metric", by=("family", "configuration"), mode=mode),
             )
         )
     if "budget.batch_size" in done and done["budget.batch_size"].nunique() > 1:
         failed = results["status"] != "completed"  # a failed run is counted, with no value
         values = results.assign(final_metric=results["final_metric"].mask(failed))
         table = batch_size_robustness(
-            values, "final_metric", batch_col="budget.batch_size", by="family", statistics=_by_batch_size()
+            values, "final_metric", batch_col="budget.batch_size", by="family", statistics=_by_batch_size(), mode=mode
         )
-        section.tables.append(("Quality and steps to target against batch size", table))
+        caption = (
+            "Quality and steps to target against batch size (every run counted: a failed one, in n_nonfinite, is "
+            f"the worst value, {_worst(mode)}, in the mean and median, and leaves std undefined)"
+        )
+        section.tables.append((caption, table))
     else:
         section.missing.append(
             "a single batch size: sample `budget.batch_size` or list `study.batch_sizes` to see "
             "how each technique holds up as batches shrink (Anderson's moving-average regime)"
         )
     return section
+
+
+def _worst(mode: str) -> str:
+    return "∞" if objective.worst(mode) > 0 else "−∞"
 
 
 def perturbation(runs: pd.DataFrame, mode: str, metric: str) -> Section:

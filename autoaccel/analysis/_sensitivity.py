@@ -34,6 +34,7 @@ from ._distributions import infer_distributions, looks_log
 from ._robustness import _require_rows
 
 __all__ = [
+    "MIN_IMPORTANCE_TRIALS",
     "importance_by_group",
     "param_importance",
     "perturbation_loss",
@@ -41,6 +42,10 @@ __all__ = [
     "sensitivity_heatmap",
 ]
 
+
+# Completed trials an importance needs: from fewer, PED-ANOVA's top 10 % holds one trial and a bootstrap of the
+# trials can put the point estimate outside its own interval (issue 22 found tables from 3-5 trials in reports).
+MIN_IMPORTANCE_TRIALS = 10
 
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
@@ -196,6 +201,7 @@ def param_importance(
     failed: str = "worst",
     distributions: Mapping[str, Any] | None = None,
     evaluator_options: Mapping[str, Any] | None = None,
+    min_trials: int = MIN_IMPORTANCE_TRIALS,
 ) -> pd.DataFrame:
     """Normalized importance of each hyperparameter, with a bootstrap confidence interval (notes B5.5, D8).
 
@@ -221,11 +227,16 @@ def param_importance(
       ``max_depth`` for fANOVA). PED-ANOVA is unstable with fewer than 5 trials in its top quantile (Optuna's own
       advice); the result's ``attrs["warnings"]`` then says so.
 
+    - ``min_trials``: the completed trials (a finite metric) it needs, :data:`MIN_IMPORTANCE_TRIALS` unless asked
+      for fewer (at least 2: Optuna cannot compare fewer).
+
     Returns a DataFrame indexed by ``param``, sorted by importance, with ``importance``, ``ci_low``, ``ci_high``,
     ``conditional`` (not set in every trial) and ``note``; ``attrs`` hold ``n_trials``, ``n_failed``, ``evaluator``
-    and the ``warnings`` Optuna raised on the point estimate. Raises ``ValueError`` for fewer than 2 usable trials
-    (Optuna cannot compare fewer) or an empty table.
+    and the ``warnings`` Optuna raised on the point estimate. Raises ``ValueError`` for fewer than ``min_trials``
+    completed trials (the message says how many there are) or an empty table.
     """
+    if min_trials < 2:
+        raise ValueError(f"min_trials must be at least 2 (Optuna cannot compare fewer trials), got {min_trials}")
     if isinstance(data, pd.DataFrame):
         objective.check_mode(mode)
         _require_rows(data, metric, *(params or ()))
@@ -236,8 +247,12 @@ def param_importance(
     else:
         records, mode, n_failed = _records_from_study(data)
         names = list(params) if params is not None else sorted({p for r in records for p in r[0]})
-    if len(records) < 2:
-        raise ValueError(f"importance needs at least 2 trials with a usable metric, got {len(records)}")
+    completed = len(records) - (n_failed if failed == "worst" else 0)
+    if completed < min_trials:
+        raise ValueError(
+            f"importance needs at least {min_trials} completed trials with a finite metric, got {completed}: "
+            "from fewer its ranking and interval are noise"
+        )
     if not names:
         raise ValueError("no hyperparameters to assess: pass params (no optimizer.* column varies)")
     _make_evaluator(evaluator, seed, evaluator_options or {})  # fail early on a bad name or option

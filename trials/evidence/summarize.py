@@ -237,9 +237,11 @@ def _tuning_outcomes(runs: pd.DataFrame, title: str) -> None:
 def _spread(runs: pd.DataFrame, title: str) -> None:
     """Per comparison and family: the spread of the final runs' metric over seeds; a failure counted."""
     rows = runs[runs["phase"] == "final"]
-    rows = rows.assign(final_metric=rows["final_metric"].where(~rows["status"].isin(FAILED), np.inf))
+    rows = rows.assign(final_metric=rows["final_metric"].where(~rows["status"].isin(FAILED)))  # a failure: no value
     rows = rows[rows["status"].isin(("completed", *FAILED))]
-    spread = seed_robustness(rows, by=("experiment", "family"))
+    modes = rows["mode"].dropna().unique()
+    # a failed seed counts as the worst value (one direction), or makes the spread undefined (several)
+    spread = seed_robustness(rows, by=("experiment", "family"), mode=modes[0] if len(modes) == 1 else None)
     spread = spread.assign(cv=spread["std"] / spread["mean"].abs())
     shown = spread[["experiment", "family", "n", "n_nonfinite", "mean", "std", "cv", "min", "max"]]
     _print(title, shown.assign(**{c: shown[c].map(_num) for c in ("mean", "std", "cv", "min", "max")}))
