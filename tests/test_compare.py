@@ -317,6 +317,15 @@ def test_a_comparison_gives_the_known_verdicts(tmp_path: Path) -> None:
     assert set(stored["verdict"]) <= {"better", "worse", "equivalent", "inconclusive"}
     for column in ("p_value", "p_adjusted", "detectable_ratio", "difference", "tuning_replicates", "test"):
         assert column in stored
+    # at equal compute: the timing pass's cost per step, each row again with both sides at the same training cost
+    anderson_row = stored.set_index("family").loc["anderson_sgd"]
+    assert anderson_row["cost_ratio"] > 0 and np.isfinite(anderson_row["ratio_equal_time"])
+    assert (
+        anderson_row["ratio_equal_time_ci_low"]
+        <= anderson_row["ratio_equal_time"]
+        <= anderson_row["ratio_equal_time_ci_high"]
+    )
+    assert "× the cost per step" in page and "Tuning protocol: 3 independent studies per family" in page
     assert np.isfinite(stored.loc[stored["family"] == "anderson_sgd", "ratio"]).all()
 
 

@@ -185,11 +185,12 @@ def test_typed_param_columns_and_nulls_for_absent_params(store: str) -> None:
 def test_column_order_is_fixed_then_sorted(store: str) -> None:
     runs, history = export_experiments(["sweep-min"], store)
     names = runs.column_names
-    assert names[:19] == [
-        "run_id", "experiment", "sweep", "trial_id", "workload", "family", "technique", "seed", "phase", "baseline",
-        "status", "epochs", "crashes", "world_size", "metric_name", "mode", "target", "sweep_metric", "sweep_mode",
+    assert names[:23] == [
+        "run_id", "experiment", "sweep", "trial_id", "workload", "family", "technique", "seed", "phase",
+        "tuning_replicate", "sampler_seed", "cost_per_step_s", "baseline", "status", "epochs", "crashes", "world_size",
+        "metric_name", "mode", "target", "sweep_metric", "sweep_mode", "protocol",
     ]  # fmt: skip
-    params = names[19 : names.index("final_metric")]
+    params = names[23 : names.index("final_metric")]
     assert params == sorted(params) and "optimizer.lr" in params
     finals = [n for n in names if n.startswith("final_") and n != "final_metric"]
     assert finals == sorted(finals)

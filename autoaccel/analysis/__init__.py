@@ -43,6 +43,7 @@ _LAZY = {
     ),
     **dict.fromkeys(("final_runs", "tuning_curves", "verdict_rule", "verdict_table"), "_compare"),
     **dict.fromkeys(("declared_distributions", "infer_distributions"), "_distributions"),
+    "equal_compute": "_cost",
     **dict.fromkeys(("SECTIONS", "build_report"), "_report"),
     **dict.fromkeys(("by_scale", "is_comparison"), "_sections"),
     **dict.fromkeys(("Section", "markdown_table", "render_html", "render_markdown"), "_render"),

@@ -432,6 +432,7 @@ def sentence(row: pd.Series | dict[str, Any], with_experiment: bool = False) -> 
         f"({'higher' if higher else 'lower'} is better; {_signed(row.get('difference'))} {row['metric']}), "
         f"{wins}/{runs} {'seeds' if replicates == 1 else 'runs'} better ({_evidence(row, n, replicates)})"
     )
+    text += _at_equal_compute(row, higher)
     reached, base_reached = _num(100 * row["reached_rate"]), _num(100 * row["baseline_reached_rate"])
     if row["speedup_n"] == 0:
         text += ", neither reached the target"
@@ -449,6 +450,24 @@ def sentence(row: pd.Series | dict[str, Any], with_experiment: bool = False) -> 
     if row.get("scale_invariant"):
         text += f" (AdaScale trained to its scale-invariant budget: up to S× the examples {row['baseline']} saw)"
     return text
+
+
+def _at_equal_compute(row: pd.Series | dict[str, Any], higher: bool) -> str:
+    """The same comparison at equal compute (the timing pass's cost per step; ``equal_compute``), if it was timed."""
+    cost = row.get("cost_ratio")
+    if cost is None or not math.isfinite(cost):
+        return ""
+    text = f", {_num(cost)}× the cost per step"
+    ratio, low, high = (row.get(k) for k in ("ratio_equal_time", "ratio_equal_time_ci_low", "ratio_equal_time_ci_high"))
+    if ratio is None or not math.isfinite(ratio):
+        return text
+    if higher:
+        ratio, low, high = (_inverse(v) for v in (ratio, high, low))
+    digits = _figures(low, ratio, high)
+    return text + (
+        f": {_num(ratio, digits)}× [{_num(low, digits)}, {_num(high, digits)}] at equal compute "
+        f"({row['verdict_equal_time']} there)"
+    )
 
 
 def _evidence(row: pd.Series | dict[str, Any], n: int, replicates: int) -> str:

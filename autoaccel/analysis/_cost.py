@@ -1,80 +1,105 @@
-"""Equal compute: each side of a comparison's pair at the same training cost, from the runs' histories.
+"""Equal compute: each row of a comparison's verdict again, with both sides at the same training cost.
 
 A comparison's final runs train the same number of steps; a technique whose step costs more (AdaHessian's
 Hessian-vector product, Anderson's least squares) has then used more compute. The timing pass measured each final
-configuration's seconds per step alone (``cost_per_step_s``). For a pair of runs on one seed, with totals
-``C = steps × cost_per_step`` for each side, the side that used more is read at the last epoch it had reached within
-the other's total, ``min(C_family, C_baseline)``, and the other at its end: the result each would have at equal time.
+configuration's seconds per step alone (``cost_per_step_s``). For a row (technique, baseline, setting) each side's
+compute is ``C = steps × cost_per_step`` (the median over its final runs); both sides are read at
+``T = min(C_technique, C_baseline)``: the side that used more at the last evaluation it had reached within ``T``,
+the other at its end. The row's test then runs on those values, alone: the equal-time figures are a second view of
+the same runs, not a claim corrected with the others (the verdict is the equal-steps one).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["at_equal_compute", "cost_ratio"]
+__all__ = ["EQUAL_TIME_COLUMNS", "equal_compute"]
+
+EQUAL_TIME_COLUMNS = (
+    "cost_ratio",
+    "ratio_equal_time",
+    "ratio_equal_time_ci_low",
+    "ratio_equal_time_ci_high",
+    "verdict_equal_time",
+)
 
 
-def cost_ratio(own: pd.DataFrame, base: pd.DataFrame) -> float:
-    """The median over the family's final runs of their seconds per step ÷ the median over the baseline's (> 1: the
-    family's steps cost more); NaN when either was not timed."""
-    if "cost_per_step_s" not in own or "cost_per_step_s" not in base:
-        return math.nan
-    family, baseline = own["cost_per_step_s"].median(), base["cost_per_step_s"].median()
-    return float(family / baseline) if family > 0 and baseline > 0 else math.nan
+def equal_compute(
+    runs: pd.DataFrame, history: pd.DataFrame, table: pd.DataFrame, *, ci: float = 0.95, **verdict: Any
+) -> pd.DataFrame:
+    """``table`` (a :func:`verdict_table` of ``runs``) with :data:`EQUAL_TIME_COLUMNS`: ``cost_ratio`` (the
+    technique's seconds per step ÷ its baseline's, medians over their final runs; > 1: its steps cost more) and the
+    ratio, interval and verdict at equal compute. NaN (and no verdict) where the runs were not timed."""
+    from ._compare import final_runs, verdict_table
+
+    out = table.copy()
+    for column in EQUAL_TIME_COLUMNS:
+        out[column] = None if column == "verdict_equal_time" else math.nan
+    if table.empty or "cost_per_step_s" not in runs:
+        return out
+    final = final_runs(runs)
+    curves = _curves(history)
+    for index, row in table.iterrows():
+        in_experiment = final[final["experiment"] == row["experiment"]]
+        own = in_experiment[(in_experiment["family"] == row["family"]) & (in_experiment["setting"] == row["setting"])]
+        base = in_experiment[
+            (in_experiment["family"] == row["baseline"]) & (in_experiment["setting"] == row["baseline_setting"])
+        ]
+        costs = own["cost_per_step_s"].median(), base["cost_per_step_s"].median()
+        if not all(c > 0 for c in costs):
+            continue
+        out.loc[index, "cost_ratio"] = costs[0] / costs[1]
+        budget = min(_compute(own, curves), _compute(base, curves))
+        if not math.isfinite(budget):
+            continue
+        pair = pd.concat([_within(own, curves, budget), _within(base, curves, budget)])
+        again = verdict_table(pair, ci=ci, **verdict)
+        again = again[(again["family"] == row["family"]) & (again["baseline"] == row["baseline"])]
+        if len(again) == 1:
+            found = again.iloc[0]
+            out.loc[index, "ratio_equal_time"] = found["ratio"]
+            out.loc[index, "ratio_equal_time_ci_low"] = found["ratio_ci_low"]
+            out.loc[index, "ratio_equal_time_ci_high"] = found["ratio_ci_high"]
+            out.loc[index, "verdict_equal_time"] = found["verdict"]
+    return out
 
 
-def at_equal_compute(own: pd.DataFrame, base: pd.DataFrame, history: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
-    """Copies of a pair's final runs (``own``: the family's, ``base``: its baseline's, one run per seed each) with
-    ``final_metric`` as each run stood at equal compute with the other side's run on its seed. A failed run stays a
-    failure; a seed whose runs were not timed, or where one side had not reached its first evaluation within the
-    other's total, gets NaN (no result at equal compute: left out of the pairing)."""
-    own, base = own.copy(), base.copy()
-    if "cost_per_step_s" not in own or "cost_per_step_s" not in base or history.empty:
-        own["final_metric"], base["final_metric"] = math.nan, math.nan
-        return own, base
+def _curves(history: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """run_id → (steps, metric) at each evaluation, in order."""
+    if history.empty:
+        return {}
     metric = history[history["key"] == "metric"].dropna(subset=["step"]).sort_values(["run_id", "epoch"])
-    curves = {
+    return {
         run_id: (rows["step"].to_numpy(float), rows["value"].to_numpy(float))
         for run_id, rows in metric.groupby("run_id")
     }
-    by_seed = base.set_index(base["seed"].astype(str))
-    for index, row in own.iterrows():
-        seed = str(row["seed"])
-        if seed not in by_seed.index:
-            continue
-        other = by_seed.loc[seed]
-        f_value, b_value = _pair(row, other, curves)
-        own.loc[index, "final_metric"] = f_value
-        base.loc[base["seed"].astype(str) == seed, "final_metric"] = b_value
-    return own, base
 
 
-def _pair(family: pd.Series, baseline: pd.Series, curves: dict) -> tuple[float, float]:
-    f_total, b_total = _total(family, curves), _total(baseline, curves)
-    if math.isnan(f_total) or math.isnan(b_total):
-        return math.nan, math.nan
-    budget = min(f_total, b_total)
-    return _value_within(family, curves, budget), _value_within(baseline, curves, budget)
+def _compute(rows: pd.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
+    """The median over the runs of seconds of training steps used: last step × cost per step (failed runs too:
+    they used what they used; a run with no evaluation counts nothing)."""
+    totals = [
+        curves[run_id][0][-1] * cost
+        for run_id, cost in zip(rows["run_id"], rows["cost_per_step_s"], strict=True)
+        if run_id in curves and len(curves[run_id][0]) and cost > 0
+    ]
+    return float(np.median(totals)) if totals else math.inf
 
 
-def _total(run: pd.Series, curves: dict) -> float:
-    """Seconds of training steps the run used in all: its last step × its cost per step."""
-    cost = run.get("cost_per_step_s")
-    steps = curves.get(run["run_id"], (np.array([]),))[0]
-    if cost is None or not cost > 0 or steps.size == 0:
-        return math.nan
-    return float(steps[-1] * cost)
-
-
-def _value_within(run: pd.Series, curves: dict, budget: float) -> float:
-    """The run's metric at the last evaluation within ``budget`` seconds of steps (its final result when that is
-    its end; NaN for a failure's: the caller keeps its status)."""
-    steps, values = curves[run["run_id"]]
-    reached = np.nonzero(steps * run["cost_per_step_s"] <= budget * (1 + 1e-9))[0]
-    if reached.size == 0:
-        return math.nan
-    last = reached[-1]
-    return float(run["final_metric"]) if last == steps.size - 1 else float(values[last])
+def _within(rows: pd.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarray]], budget: float) -> pd.DataFrame:
+    """The runs with ``final_metric`` as it stood at the last evaluation within ``budget`` seconds of steps (the
+    run's own final value when that is its end); a run with no evaluation within it has no result there (NaN:
+    the pairing leaves it out); a failed run stays a failure."""
+    rows = rows.copy()
+    for index, row in rows.iterrows():
+        steps, values = curves.get(row["run_id"], (np.array([]), np.array([])))
+        reached = np.nonzero(steps * row["cost_per_step_s"] <= budget * (1 + 1e-9))[0]
+        if reached.size == 0:
+            rows.loc[index, "final_metric"] = math.nan
+        elif reached[-1] < steps.size - 1:
+            rows.loc[index, "final_metric"] = values[reached[-1]]
+    return rows

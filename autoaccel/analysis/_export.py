@@ -399,6 +399,8 @@ def _runs_table(
         "target": pa.array(target, pa.float64()),
         "sweep_metric": _strings(s.get("metric") for s in sweep),
         "sweep_mode": _strings(s.get("mode") for s in sweep),
+        # a comparison's tuning protocol (studies, scheduler, sampler, margin, what they can cost), JSON
+        "protocol": _strings(s.get(Tags.PROTOCOL) for s in sweep),
     }
     summary = _metric_summary(history, ids, mode, target)
     for key in sorted({key for run_id in ids for key in params.get(run_id, {})}):

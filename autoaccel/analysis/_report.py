@@ -24,6 +24,7 @@ from autoaccel.tracking import Tags, find_sweep_parent
 
 from . import _sections as sections
 from ._compare import EQUIVALENCE_MARGIN, tuning_curves, verdict_table
+from ._cost import equal_compute
 from ._distributions import declared_distributions
 from ._export import declared_spaces, export_experiments, read_parquet, write_parquet
 from ._render import Section, render_html, render_markdown
@@ -52,14 +53,15 @@ def build_report(
     *,
     log_artifacts: bool = True,
     parquet: Sequence[str | Path] = (),
-    equivalence_margin: float = EQUIVALENCE_MARGIN,
+    equivalence_margin: float | None = None,
 ) -> dict[str, Any]:
     """Export, analyse and render; return the paths written. Logs them to the sweep's parent run when asked.
 
     ``parquet``: folders of an earlier export (``runs.parquet``, ``history.parquet``) to report instead of the
     tracking store, offline (``tracking_uri`` None); ``experiments`` then picks among theirs (empty: all).
     ``equivalence_margin``: a comparison's verdict calls a technique ``equivalent`` when its ratio's interval lies
-    within ``[1/(1 + m), 1 + m]`` (the spec's ``compare.equivalence_margin``)."""
+    within ``[1/(1 + m), 1 + m]``; by default the margin the comparison's spec set (``compare.equivalence_margin``,
+    recorded with its protocol), else 2%."""
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -84,13 +86,17 @@ def build_report(
     log_scales = {column: bool(getattr(d, "log", False)) for column, d in distributions.items()}
     # a comparison: tuning trials say how each knob matters, final runs how robust the chosen configurations are
     compared = sections.is_comparison(runs)
+    protocols = sections.protocols(runs)
+    if equivalence_margin is None:
+        margins = {p.get("equivalence_margin") for p in protocols.values()} - {None}
+        equivalence_margin = margins.pop() if len(margins) == 1 else EQUIVALENCE_MARGIN
     tuning = runs[runs["phase"] == "tuning"] if compared else runs
     final = runs[runs["phase"] == "final"] if compared else runs
     cache: dict[str, tuple[pd.DataFrame | None, pd.DataFrame]] = {}
 
     def verdict_tables() -> tuple[pd.DataFrame | None, pd.DataFrame]:  # for two sections, computed once
         if "tables" not in cache:
-            cache["tables"] = _verdict_tables(runs, out, equivalence_margin)
+            cache["tables"] = _verdict_tables(runs, history, out, equivalence_margin)
         return cache["tables"]
 
     builders: list[Callable[[], Section]] = [  # in the order of SECTIONS
@@ -131,13 +137,15 @@ def build_report(
     }
 
 
-def _verdict_tables(runs: pd.DataFrame, out: Path, margin: float) -> tuple[pd.DataFrame | None, pd.DataFrame]:
-    """A comparison's verdict (None while its final runs have not run) and tuning curves, written as
-    ``verdict.parquet`` and ``tuning.parquet``."""
+def _verdict_tables(
+    runs: pd.DataFrame, history: pd.DataFrame, out: Path, margin: float
+) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """A comparison's verdict (None while its final runs have not run; with each row at equal compute too) and
+    tuning curves, written as ``verdict.parquet`` and ``tuning.parquet``."""
     curves = tuning_curves(runs)
     if not (runs["phase"] == "final").any():
         return None, curves
-    table = verdict_table(runs, equivalence_margin=margin)
+    table = equal_compute(runs, history, verdict_table(runs, equivalence_margin=margin), equivalence_margin=margin)
     table.to_parquet(out / "verdict.parquet", index=False)
     curves.to_parquet(out / "tuning.parquet", index=False)
     return table, curves

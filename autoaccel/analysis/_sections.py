@@ -9,6 +9,7 @@ pairs worth a heat map, its learning-rate gain), never its name.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from collections.abc import Mapping, Sequence
@@ -140,6 +141,13 @@ def verdict(runs: pd.DataFrame, history: pd.DataFrame, table: pd.DataFrame | Non
     )
     several = table["experiment"].nunique() > 1
     section.text.extend(sentence(row, several) for _, row in table.iterrows())
+    for experiment, protocol in protocols(runs).items():
+        where = f" ({experiment})" if several else ""
+        section.text.append(
+            f"Tuning protocol{where}: {protocol['replicates']} independent studies per family × "
+            f"{protocol['trials_per_study']} trials, {protocol['sampler']} + {protocol['scheduler']['type']}."
+            + "".join(f" Note: {note}." for note in protocol.get("notes", []))
+        )
     shown = table[list(_VERDICT_COLUMNS)].copy()
     texts = [interval_text(*row) for row in shown[["ratio", "ratio_ci_low", "ratio_ci_high"]].to_numpy(dtype=float)]
     shown[["ratio", "ratio_ci_low", "ratio_ci_high"]] = pd.DataFrame(texts, index=shown.index)  # never a point
@@ -150,6 +158,14 @@ def verdict(runs: pd.DataFrame, history: pd.DataFrame, table: pd.DataFrame | Non
     section.images.append(("learning curves against the baseline", plots.png(curves_figure)))
     section.images.append(("tuning budget", plots.png(plots.budget_curves(curves, runs["mode"].dropna().iloc[0]))))
     return section
+
+
+def protocols(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """experiment → its comparison's tuning protocol as the sweep recorded it (none for older sweeps)."""
+    if "protocol" not in runs:
+        return {}
+    with_protocol = runs.dropna(subset=["protocol"]).drop_duplicates("experiment")
+    return {row["experiment"]: json.loads(row["protocol"]) for _, row in with_protocol.iterrows()}
 
 
 # -- the details ----------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ._asha import stopped_trials
 from ._checkpoints import CheckpointPruner
 from ._timing import cost_key
 from .compare import STUDY_KEY, protocol_notes
-from .reruns import trial_params
+from .reruns import best_runs, trial_params
 from .space import load_space
 from .spec import Phase, SweepSpec
 from .trainable import plan, trial_status
@@ -411,14 +411,24 @@ class SweepTracking(tune.Callback):
         return counts
 
     def _best(self, k: int = 3) -> list[dict[str, Any]]:
-        """The ``k`` best completed trials (in a comparison: each family's best tuning trial), parameters typed."""
-        rows = []
-        for run in self._children():
-            tags, value = run.data.tags, run.data.metrics.get(self.spec.metric)
-            if tags.get(Tags.STATUS) == "completed" and value is not None and tags.get(Tags.PHASE) != "final":
-                row = {"value": value, "family": tags.get(Tags.FAMILY), "optimizer": trial_params(run)}
-                rows.append({**row, "run_id": run.info.run_id})
-        rows = objective.ranked(rows, lambda r: r["value"], self.spec.mode)
+        """The ``k`` best completed trials (in a comparison: each family's best tuning trial), parameters typed,
+        ranked as the final runs and the verdict rank them (:func:`~autoaccel.sweep.reruns.best_runs`)."""
+        done = [
+            run
+            for run in self._children()
+            if run.data.tags.get(Tags.STATUS) == "completed"
+            and self.spec.metric in run.data.metrics
+            and run.data.tags.get(Tags.PHASE) != "final"
+        ]
+        rows = [
+            {
+                "value": run.data.metrics[self.spec.metric],
+                "family": run.data.tags.get(Tags.FAMILY),
+                "optimizer": trial_params(run),
+                "run_id": run.info.run_id,
+            }
+            for run in best_runs(done, self.spec.metric, self.spec.mode)
+        ]
         if not self.spec.compare:
             return rows[:k]
         first: dict[str, dict[str, Any]] = {}

@@ -46,6 +46,7 @@ __all__ = [
     "PROBABILITY_KEYS",
     "STUDY",
     "Point",
+    "best_runs",
     "final_points",
     "perturbation_configs",
     "study_points",
@@ -124,7 +125,7 @@ def final_points(
     has ``replicates`` independent studies: each one's choice is re-run, so the verdict sees tuning luck).
 
     Completed tuning trials rank by their final ``metric`` (the sweep's; a mean over the tuning seeds), ties broken
-    by the earlier trial (:func:`autoaccel.objective.ranked` keeps the order of equal values); a study none of whose
+    by the final training loss, then the earlier trial (:func:`best_runs`); a study none of whose
     trials completed (all diverged or errored) re-runs its first trials, so that its failure shows in the verdict
     instead of the study vanishing from it."""
     runs = list(children(client, experiment_id, parent_id, **{Tags.PHASE: "tuning"}))
@@ -133,7 +134,7 @@ def final_points(
     for study in compare.studies:
         own = [r for r in runs if r.data.tags.get(Tags.FAMILY) == study.family and _replicate(r) == study.replicate]
         done = [r for r in own if r.data.tags.get(Tags.STATUS) == "completed" and metric in r.data.metrics]
-        chosen = objective.ranked(done, lambda r: r.data.metrics[metric], mode)[: compare.top] or own[: compare.top]
+        chosen = best_runs(done, metric, mode)[: compare.top] or own[: compare.top]
         for run in chosen:
             params = trial_params(run, budget)
             for batch in compare.final_batch_sizes(study.family):
@@ -141,6 +142,19 @@ def final_points(
                     config = {**params, "budget.batch_size": batch}
                     points.append(Point(config, study.family, seed, run.info.run_id, replicate=study.replicate))
     return points
+
+
+def best_runs(runs: Sequence[Any], metric: str, mode: str) -> list[Any]:
+    """MLflow trial runs best first by the one documented rule (:func:`autoaccel.objective.best_order`): the better
+    ``metric``, then the lower final training loss, then the earlier start. The CLI's best list, ``--output-json``
+    and a comparison's final runs all rank by it, as the verdict does."""
+    return objective.best_order(
+        runs,
+        lambda r: r.data.metrics.get(metric),
+        mode,
+        second=lambda r: r.data.metrics.get("train_loss"),
+        started=lambda r: r.info.start_time,
+    )
 
 
 def _replicate(run: Any) -> int:
