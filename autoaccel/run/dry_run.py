@@ -1,0 +1,125 @@
+"""A workload's own code run once, before any sweep starts: setup, model, one batch, loss, backward, one optimizer
+step per configuration, one ``evaluate()``.
+
+A mistake in a user's workload (a model whose output does not fit the targets, NaN in the data, a declared metric
+``evaluate()`` does not return) would otherwise surface inside every Ray trial, as retries, tracebacks and trials
+called "diverged" that blame the optimizer. Here it is one :class:`WorkloadError` naming the workload, the method
+and what was expected. It runs on the CPU: a sweep's driver holds no GPU, and one batch is cheap there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from autoaccel.errors import ConfigError, DataError
+from autoaccel.workloads import Workload, get_workload
+
+from .trial import _Setup, validate_trial_config
+
+__all__ = ["WorkloadError", "dry_run"]
+
+
+class WorkloadError(ConfigError):
+    """A workload's own code does not do what the protocol asks (one line: workload, method, what was expected)."""
+
+    def __init__(self, workload: str, method: str, message: str) -> None:
+        self.workload, self.method, self.message = workload, method, message
+        super().__init__(f"workload {workload}", method, message)
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return type(self), (self.workload, self.method, self.message)
+
+    def __str__(self) -> str:
+        return f"workload {self.workload}: {self.method} {self.message}"
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or "(no message)"
+    return f"{type(error).__name__}: {text[:400]}"
+
+
+def _call(name: str, method: str, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)``; what it raises becomes one WorkloadError (bad input it raised itself passes as is)."""
+    try:
+        return function(*args)
+    except (ConfigError, DataError):
+        raise
+    except Exception as error:  # the user's code: any exception, named once
+        raise WorkloadError(name, method, f"raised {_one_line(error)}") from None
+
+
+def dry_run(
+    workload: Mapping[str, Any],
+    optimizers: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+    budget: Mapping[str, Any],
+    metrics: Sequence[str] = (),
+) -> None:
+    """Run ``workload``'s code once on the CPU; raise :class:`WorkloadError` (or the DataError its data check
+    raises) at the first thing that is not as the protocol asks.
+
+    ``optimizers``: (what it is, e.g. "family adam's first draw"; the optimizer config; budget overrides) — each takes
+    one step on a fresh model from the same first batch. ``metrics``: what the sweep ranks, besides the workload's
+    declared ``metric`` and ``metrics``, that ``evaluate()`` must return.
+    """
+    spec = dict(workload)
+    instance = get_workload(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    name = instance.name
+    device = torch.device("cpu")
+    _call(name, "setup()", instance.setup, device)
+    _call(name, "check_data()", instance.check_data)  # now on the loaded data: the default checks its tensors
+    size = _call(name, "train_size()", instance.train_size)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise WorkloadError(name, "train_size()", f"returned {size!r}; expected the number of examples, an int ≥ 1")
+    for label, optimizer, overrides in optimizers or [("a plain SGD step", {"base": "sgd", "lr": 1e-3}, {})]:
+        steps = {k: v for k, v in budget.items() if k not in ("epochs", "steps")}
+        config = {"workload": spec, "optimizer": dict(optimizer), "budget": {**steps, **overrides, "steps": 1}}
+        config["device"] = "cpu"
+        setup = _call(name, "model()", _Setup, validate_trial_config(config)[0], instance)
+        if not isinstance(setup.model, torch.nn.Module):
+            raise WorkloadError(name, "model()", f"returned {type(setup.model).__name__}; expected a torch nn.Module")
+        batches = _call(name, "batches()", instance.batches, setup.global_batch, setup.generator)
+        batch = _call(name, "batches()", next, iter(batches), None)
+        if batch is None:
+            raise WorkloadError(name, "batches()", f"yielded no batch of {setup.global_batch}; expected one or more")
+        _check_loss(name, _call(name, "loss()", instance.loss, setup.model, batch))
+        setup.model.zero_grad()
+        loss = _call(name, f"loss() with one optimizer step ({label})", setup.step, batch)
+        if not math.isfinite(float(loss)):
+            raise WorkloadError(name, "loss()", f"is {float(loss)} at one optimizer step ({label}); expected finite")
+    setup.model.eval()
+    evaluated = _call(name, "evaluate()", instance.evaluate, setup.model)
+    _check_metrics(instance, evaluated, metrics)
+
+
+def _check_loss(name: str, loss: Any) -> None:
+    if not isinstance(loss, torch.Tensor):
+        raise WorkloadError(name, "loss()", f"returned {type(loss).__name__}; expected a scalar torch tensor")
+    if loss.ndim != 0:
+        shape = tuple(loss.shape)
+        raise WorkloadError(name, "loss()", f"returned a tensor of shape {shape}; expected a scalar (the batch mean)")
+    if not loss.requires_grad:
+        raise WorkloadError(name, "loss()", "returned a tensor without a graph; expected one computed from the model")
+    if not torch.isfinite(loss.detach()):
+        raise WorkloadError(name, "loss()", f"is {loss.item()} on the first batch of a new model; expected finite")
+
+
+def _check_metrics(workload: Workload, evaluated: Any, ranked: Sequence[str]) -> None:
+    name = workload.name
+    if not isinstance(evaluated, Mapping):
+        raise WorkloadError(name, "evaluate()", f"returned {type(evaluated).__name__}; expected a dict of floats")
+    declared = dict.fromkeys([*workload.metrics, workload.metric, *(m for m in ranked if m in workload.metrics)])
+    missing = [m for m in declared if m not in evaluated]
+    if missing:
+        returned = ", ".join(map(str, evaluated)) or "nothing"
+        allowed = f"expected every declared metric ({', '.join(declared)}); missing {', '.join(missing)}"
+        raise WorkloadError(name, "evaluate()", f"returned {returned}; {allowed}")
+    for key in declared:
+        try:
+            float(evaluated[key])
+        except (TypeError, ValueError):
+            value = evaluated[key]
+            raise WorkloadError(name, "evaluate()", f"returned {key} = {value!r}; expected a number") from None
