@@ -103,12 +103,11 @@ def _resume_hint(args: argparse.Namespace) -> str:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from autoaccel.comparison import report_folder
     from autoaccel.sweep import load_spec, run_sweep
 
     spec = load_spec(args.spec, args.set)  # every bad input fails here, before Ray starts
-    if args.command == "compare" and spec.compare is None:
-        raise ConfigError("compare", None, f"a compare section in {args.spec} (or run it with `autoaccel sweep`)")
-    report = (args.out or str(Path("reports") / spec.name)) if args.command == "compare" else None
+    report = report_folder(spec, args.out) if args.command == "compare" else None
     _check_outputs(files={"--output-json": args.output_json}, folders={"--out": report})  # written after the work
     if args.check:
         from autoaccel.sweep.preflight import check_environment

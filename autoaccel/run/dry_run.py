@@ -74,7 +74,9 @@ def dry_run(
     size = _call(name, "train_size()", instance.train_size)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise WorkloadError(name, "train_size()", f"returned {size!r}; expected the number of examples, an int ≥ 1")
-    for label, optimizer, overrides in optimizers or [("a plain SGD step", {"base": "sgd", "lr": 1e-3}, {})]:
+    if not optimizers:
+        raise ValueError("dry_run needs at least one optimizer configuration to step with")
+    for label, optimizer, overrides in optimizers:
         steps = {k: v for k, v in budget.items() if k not in ("epochs", "steps")}
         config = {"workload": spec, "optimizer": dict(optimizer), "budget": {**steps, **overrides, "steps": 1}}
         config["device"] = "cpu"
