@@ -57,44 +57,78 @@ def dry_run(
     optimizers: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
     budget: Mapping[str, Any],
     metrics: Sequence[str] = (),
-) -> None:
+    workers: int = 1,
+) -> int:
     """Run ``workload``'s code once on the CPU; raise :class:`WorkloadError` (or the DataError its data check
-    raises) at the first thing that is not as the protocol asks.
+    raises) at the first thing that is not as the protocol asks. Returns the optimizer steps taken.
 
     ``optimizers``: (what it is, e.g. "family adam's first draw"; the optimizer config; budget overrides) — each takes
-    one step on a fresh model from the same first batch. ``metrics``: what the sweep ranks, besides the workload's
-    declared ``metric`` and ``metrics``, that ``evaluate()`` must return.
+    one step on a fresh model from its first batch. ``metrics``: what the sweep ranks, besides the workload's
+    declared ``metric`` and ``metrics``, that ``evaluate()`` must return. With ``workers`` > 1 (a data-parallel
+    trial), a configuration only that many workers can build (AdaScale counts their gradients) takes no step here:
+    the space's check built it as they will.
     """
     spec = dict(workload)
     instance = get_workload(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
     name = instance.name
-    device = torch.device("cpu")
-    _call(name, "setup()", instance.setup, device)
+    _call(name, "setup()", instance.setup, torch.device("cpu"))
     _call(name, "check_data()", instance.check_data)  # now on the loaded data: the default checks its tensors
     size = _call(name, "train_size()", instance.train_size)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise WorkloadError(name, "train_size()", f"returned {size!r}; expected the number of examples, an int ≥ 1")
-    if not optimizers:
-        raise ValueError("dry_run needs at least one optimizer configuration to step with")
+    model, steps = None, 0
     for label, optimizer, overrides in optimizers:
-        steps = {k: v for k, v in budget.items() if k not in ("epochs", "steps")}
-        config = {"workload": spec, "optimizer": dict(optimizer), "budget": {**steps, **overrides, "steps": 1}}
-        config["device"] = "cpu"
-        setup = _call(name, "model()", _Setup, validate_trial_config(config)[0], instance)
-        if not isinstance(setup.model, torch.nn.Module):
-            raise WorkloadError(name, "model()", f"returned {type(setup.model).__name__}; expected a torch nn.Module")
+        kept = {k: v for k, v in budget.items() if k not in ("epochs", "steps")}
+        config = {"workload": spec, "optimizer": dict(optimizer), "budget": {**kept, **overrides, "steps": 1}}
+        try:
+            setup = _call(name, "model()", _Setup, validate_trial_config({**config, "device": "cpu"})[0], instance)
+        except ConfigError as error:
+            if workers > 1 and not isinstance(error, WorkloadError):
+                continue  # a configuration for several workers' gradients
+            raise
+        model = setup.model
+        if not isinstance(model, torch.nn.Module):
+            raise WorkloadError(name, "model()", f"returned {type(model).__name__}; expected a torch nn.Module")
         batches = _call(name, "batches()", instance.batches, setup.global_batch, setup.generator)
         batch = _call(name, "batches()", next, iter(batches), None)
         if batch is None:
             raise WorkloadError(name, "batches()", f"yielded no batch of {setup.global_batch}; expected one or more")
-        _check_loss(name, _call(name, "loss()", instance.loss, setup.model, batch))
-        setup.model.zero_grad()
+        try:
+            loss = instance.loss(model, batch)
+        except (ConfigError, DataError):
+            raise
+        except Exception as error:  # the user's code: what it raised, and the shapes that met there
+            shapes = _shapes(model, batch)
+            raise WorkloadError(name, "loss()", f"raised {_one_line(error)}; expected a scalar loss{shapes}") from None
+        _check_loss(name, loss)
+        model.zero_grad()
         loss = _call(name, f"loss() with one optimizer step ({label})", setup.step, batch)
         if not math.isfinite(float(loss)):
             raise WorkloadError(name, "loss()", f"is {float(loss)} at one optimizer step ({label}); expected finite")
-    setup.model.eval()
-    evaluated = _call(name, "evaluate()", instance.evaluate, setup.model)
+        steps += 1
+    if model is None:  # no configuration to step with here: the model as a trial starts it
+        model = _call(name, "model()", instance.model)
+        if not isinstance(model, torch.nn.Module):
+            raise WorkloadError(name, "model()", f"returned {type(model).__name__}; expected a torch nn.Module")
+    model.eval()
+    evaluated = _call(name, "evaluate()", instance.evaluate, model)
     _check_metrics(instance, evaluated, metrics)
+    return steps
+
+
+def _shapes(model: torch.nn.Module, batch: Any) -> str:
+    """The first batch's tensor shapes and the model's output shape for its first tensor, in words (or nothing)."""
+    tensors = [t for t in batch if isinstance(t, torch.Tensor)] if isinstance(batch, tuple | list) else []
+    if not tensors:
+        return ""
+    text = f" (the first batch holds {', '.join(str(tuple(t.shape)) for t in tensors)}"
+    try:
+        with torch.no_grad():
+            output = model(tensors[0])
+        text += f"; model(batch[0]) is {tuple(output.shape)}"
+    except Exception:  # a model that takes the batch otherwise: the shapes of the batch say enough
+        pass
+    return text + ")"
 
 
 def _check_loss(name: str, loss: Any) -> None:

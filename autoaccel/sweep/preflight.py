@@ -108,8 +108,10 @@ def check_workload_runs(spec: SweepSpec) -> str:
 
     started = time.perf_counter()
     draws = first_draws(spec)
-    dry_run(spec.workload, draws, spec.budget, spec.metrics)
+    stepped = dry_run(spec.workload, draws, spec.budget, spec.metrics, spec.workers)
     steps = f"each of {len(draws)} families' first draws" if len(draws) > 1 else draws[0][0]
+    if stepped < len(draws):  # built for several workers' gradients: the space's check built them as they will be
+        steps += f" ({len(draws) - stepped} built for {spec.workers} workers only: no step here)"
     return (
         f"its code ran once on the CPU in {time.perf_counter() - started:.1f} s: setup, the data check, one batch's"
         f" loss and backward, one optimizer step of {steps}, one evaluate()"
