@@ -9,6 +9,7 @@ and what was expected. It runs on the CPU: a sweep's driver holds no GPU, and on
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from autoaccel.errors import ConfigError, DataError
+from autoaccel.optim import build_optimizer
 from autoaccel.workloads import Workload, get_workload
 
 from .trial import _Setup, validate_trial_config
@@ -80,12 +82,9 @@ def dry_run(
     for label, optimizer, overrides in optimizers:
         kept = {k: v for k, v in budget.items() if k not in ("epochs", "steps")}
         config = {"workload": spec, "optimizer": dict(optimizer), "budget": {**kept, **overrides, "steps": 1}}
-        try:
-            setup = _call(name, "model()", _Setup, validate_trial_config({**config, "device": "cpu"})[0], instance)
-        except ConfigError as error:
-            if workers > 1 and not isinstance(error, WorkloadError):
-                continue  # a configuration for several workers' gradients
-            raise
+        if workers > 1 and not _builds_alone(optimizer):
+            continue  # a configuration for several workers' gradients
+        setup = _call(name, "model()", _Setup, validate_trial_config({**config, "device": "cpu"})[0], instance)
         model = setup.model
         if not isinstance(model, torch.nn.Module):
             raise WorkloadError(name, "model()", f"returned {type(model).__name__}; expected a torch nn.Module")
@@ -114,6 +113,15 @@ def dry_run(
     evaluated = _call(name, "evaluate()", instance.evaluate, model)
     _check_metrics(instance, evaluated, metrics)
     return steps
+
+
+def _builds_alone(optimizer: Mapping[str, Any]) -> bool:
+    """Whether one process can build the configuration (AdaScale over one gradient per step needs more workers)."""
+    try:
+        build_optimizer([torch.zeros(1, requires_grad=True)], copy.deepcopy(dict(optimizer)))
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _shapes(model: torch.nn.Module, batch: Any) -> str:
