@@ -184,3 +184,28 @@ def test_a_users_package_reaches_a_verdict_from_the_shell_and_from_python(tmp_pa
     assert result["sentences"] == verdicts  # what the command printed
     assert result["report"] == str(tmp_path / "report-python" / "index.html") and Path(result["report"]).is_file()
     assert result["folder"] == str(tmp_path / "sweeps" / "blobs-compare")
+
+
+def test_the_check_leaves_the_drivers_random_streams_as_they_were(tmp_path: Path) -> None:
+    """A trial seeds Python's, NumPy's and torch's generators; the driver that ran the check samples after it."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from autoaccel.sweep import load_spec
+    from autoaccel.sweep.preflight import check_workload_runs
+
+    spec = tmp_path / "quadratic.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, **SMALL, "workload": {"name": "quadratic", "samples": 64}}))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    streams = (random.random, np.random.random, lambda: torch.rand(1).item())
+
+    def seeded() -> None:
+        random.seed(1), np.random.seed(1), torch.manual_seed(1)
+
+    seeded()
+    expected = [draw() for draw in streams]
+    seeded()
+    assert "its code ran once" in check_workload_runs(load_spec(spec))  # it seeds every trial with seed 0
+    assert [draw() for draw in streams] == expected

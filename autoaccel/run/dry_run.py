@@ -9,11 +9,14 @@ and what was expected. It runs on the CPU: a sweep's driver holds no GPU, and on
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from autoaccel.errors import ConfigError, DataError
@@ -70,7 +73,30 @@ def dry_run(
     trial), a configuration only that many workers can build (AdaScale counts their gradients) takes no step here:
     the space's check built it as they will.
     """
-    spec = dict(workload)
+    with _random_state_kept():
+        return _dry_run(dict(workload), optimizers, budget, metrics, workers)
+
+
+@contextlib.contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """The caller's random streams as they were: a trial seeds Python's, NumPy's and torch's, and the driver that
+    runs this check samples and names things after it (CUDA's are left alone: reading them would start CUDA)."""
+    python, numpy, torch_cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.set_rng_state(torch_cpu)
+
+
+def _dry_run(
+    spec: dict[str, Any],
+    optimizers: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+    budget: Mapping[str, Any],
+    metrics: Sequence[str],
+    workers: int,
+) -> int:
     instance = get_workload(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
     name = instance.name
     _call(name, "setup()", instance.setup, torch.device("cpu"))

@@ -113,6 +113,6 @@ def check_workload_runs(spec: SweepSpec) -> str:
     if stepped < len(draws):  # built for several workers' gradients: the space's check built them as they will be
         steps += f" ({len(draws) - stepped} built for {spec.workers} workers only: no step here)"
     return (
-        f"its code ran once on the CPU in {time.perf_counter() - started:.1f} s: setup, the data check, one batch's"
+        f"its code ran once on the CPU in {time.perf_counter() - started:.2f} s: setup, the data check, one batch's"
         f" loss and backward, one optimizer step of {steps}, one evaluate()"
     )
