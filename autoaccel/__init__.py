@@ -7,10 +7,12 @@ so ``import autoaccel`` costs nothing until a name is used::
     autoaccel.run_trial({"workload": {"name": "admissions_mlp"}, "optimizer": {...}, "budget": {"epochs": 30}})
     autoaccel.run_sweep("trials/quickstart.yaml")
     autoaccel.build_report(["admissions-quickstart"], tracking_uri, "reports/quickstart")
+    autoaccel.compare("trials/quickstart.yaml").verdicts     # a comparison's verdict table (pandas)
 
 The packages, in the direction data flows (``docs/architecture.md``): ``config`` and ``errors`` (the schema) →
 ``optim`` and ``workloads`` → ``run`` (one trial) → ``sweep`` (spec → space → Ray Tune + Optuna) → ``tracking``
-(MLflow) → ``analysis`` (export, statistics, report); ``cluster`` and ``cli`` sit on top.
+(MLflow) → ``analysis`` (export, statistics, report) → ``comparison`` (sweep and report as one call); ``cluster``
+and ``cli`` sit on top.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ _LAZY = {
     **dict.fromkeys(("Trial", "run_trial"), "autoaccel.run"),
     **dict.fromkeys(("load_space", "load_spec", "run_sweep"), "autoaccel.sweep"),
     **dict.fromkeys(("build_report", "export"), "autoaccel.analysis"),
+    **dict.fromkeys(("Comparison", "compare"), "autoaccel.comparison"),
     "validate_cluster": "autoaccel.cluster",
 }
 __all__ = sorted(_LAZY)

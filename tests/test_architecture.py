@@ -88,6 +88,7 @@ LAYERS = (
     ("autoaccel.tracking",),
     ("autoaccel.sweep",),
     ("autoaccel.analysis",),
+    ("autoaccel.comparison",),
     ("autoaccel.cluster",),
     ("autoaccel.cli",),
 )

@@ -103,18 +103,19 @@ def _resume_hint(args: argparse.Namespace) -> str:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from autoaccel.comparison import report_folder
     from autoaccel.sweep import load_spec, run_sweep
 
     spec = load_spec(args.spec, args.set)  # every bad input fails here, before Ray starts
-    if args.command == "compare" and spec.compare is None:
-        raise ConfigError("compare", None, f"a compare section in {args.spec} (or run it with `autoaccel sweep`)")
-    report = (args.out or str(Path("reports") / spec.name)) if args.command == "compare" else None
+    report = report_folder(spec, args.out) if args.command == "compare" else None
     _check_outputs(files={"--output-json": args.output_json}, folders={"--out": report})  # written after the work
     if args.check:
         from autoaccel.sweep.preflight import check_environment
 
-        check_environment(spec, args.address)  # what run_sweep checks before Ray starts
-        print(f"{args.spec}: valid ({spec.num_samples} trials of {spec.workload['name']}, folder {spec.folder})")
+        ran = check_environment(spec, args.address)  # what run_sweep checks before Ray starts
+        print(f"{args.spec}: valid ({_trials_planned(spec)}, folder {spec.folder})")
+        if ran:
+            print(f"{_workload_name(spec)}: {ran}")
         return 0
     try:
         result = run_sweep(spec, resume=args.resume, address=args.address)
@@ -138,6 +139,21 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"{errored} trial(s) errored: their tracebacks are in {where}/**/error.txt", file=sys.stderr)
         return code or 1
     return code
+
+
+def _workload_name(spec: Any) -> str:
+    from autoaccel.workloads import workload_class
+
+    return workload_class(spec.workload["name"]).name  # a "module:Class" is named as it names itself
+
+
+def _trials_planned(spec: Any) -> str:
+    """What a sweep will train, in words: its trials, or a comparison's tuning trials and final runs."""
+    name = _workload_name(spec)
+    if spec.compare is None:
+        return f"{spec.num_samples} trials of {name}"
+    tuning, final = spec.compare.tuning_trials, spec.compare.final_trials
+    return f"{tuning} tuning trials + {final} final runs = {tuning + final} trials of {name}"
 
 
 def _check_outputs(*, files: Mapping[str, str | None], folders: Mapping[str, str | None]) -> None:

@@ -81,6 +81,7 @@ class SweepTracking(tune.Callback):
         from autoaccel.workloads import get_workload
 
         workload = get_workload(**spec.workload)
+        self.workload_name = workload.name  # what the report calls it, not the "module:Class" a spec may name
         # what a diverged epoch holds only as the workload's finite stand-in (or a mean with one in it)
         self.stand_ins = frozenset({*workload.metrics, "metric", "train_loss", f"{workload.metric}_std"})
         self.seed_key = f"{workload.metric}_seed"
@@ -93,7 +94,7 @@ class SweepTracking(tune.Callback):
                 Tags.SWEEP: spec.name,
                 Tags.SWEEP_ID: spec.sweep_id,
                 Tags.ROLE: SWEEP_ROLE,
-                Tags.WORKLOAD: spec.workload["name"],
+                Tags.WORKLOAD: workload.name,
                 Tags.FOLDER: str(spec.folder),
                 # what the analysis needs to rank trials and time them to target
                 Tags.METRIC: spec.metric,
@@ -211,7 +212,7 @@ class SweepTracking(tune.Callback):
             tags = {
                 Tags.TRIAL_ID: trial_id,
                 **({Tags.PHASE: self.phase.kind} if self.spec.compare else {}),
-                Tags.WORKLOAD: self.spec.workload["name"],
+                Tags.WORKLOAD: self.workload_name,
                 Tags.FAMILY: fam,
                 Tags.TECHNIQUE: technique_label(sample.optimizer),
                 Tags.SEED: seed,

@@ -42,7 +42,9 @@ from autoaccel.errors import ConfigError
 from autoaccel.run.budget import check_budget
 from autoaccel.tracking import resolve_tracking_uri
 from autoaccel.workloads import Workload, get_workload
+from autoaccel.workloads._registry import check_reaches_workers
 
+from ._importable import make_importable
 from .compare import FINAL_PHASE, TUNING_PHASE, Compare, TuningStudy, check_compare
 from .reruns import study_points
 from .space import SearchSpace, check, load_space
@@ -217,6 +219,7 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """Read and validate a sweep spec (``overrides`` are ``--set key=value``); raise ConfigError naming the file."""
     path = Path(path)
     source = str(path)
+    make_importable(path.parent, Path.cwd())  # a "module:Class" workload beside the spec or here, for Ray's workers too
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as error:
@@ -243,6 +246,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> SweepSpec:
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ConfigError("workload", spec, "a mapping with 'name' and the workload's options")
     workload = get_workload(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    check_reaches_workers(spec["name"])  # a class registered in this process only: Ray's workers never see it
 
     budget = check_budget(raw.get("budget"))
     resources = _resources(raw)  # first: a space's optimizers are built as a trial of this many workers builds them

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from autoaccel.config import Hyperparameter, check_all
-from autoaccel.errors import ConfigError
+from autoaccel.errors import ConfigError, DataError
 
 __all__ = ["InMemoryBatches", "Workload", "options_table"]
 
@@ -50,10 +50,30 @@ class Workload(abc.ABC):
     def check_options(self) -> None:  # noqa: B027 (a hook: most workloads have no cross-option rule)
         """Cross-option checks (raise :class:`ConfigError`); per-option ranges are in ``options``."""
 
-    def check_data(self) -> None:  # noqa: B027 (a hook: generated or fetched data has nothing to check)
+    def check_data(self) -> None:
         """What can be known about the data without training (raise :class:`~autoaccel.errors.DataError` naming the
         file, line and column): a sweep runs it before Ray starts, so bad data fails once, in seconds, instead of
-        inside every trial."""
+        inside every trial, and then again after :meth:`setup` (``autoaccel.run.dry_run``).
+
+        The default finds the loaded tensors the workload holds (its attributes: :class:`InMemoryBatches`, tensors,
+        tuples of tensors; none before ``setup``) and refuses a floating-point one with NaN or ±inf: trained on, it
+        would make every trial "diverge" and blame the optimizer. Override it to check data held otherwise (a
+        ``Dataset``, files), or to skip a check too costly for very large data."""
+        for attribute, value in vars(self).items():
+            tensors = value.tensors if isinstance(value, InMemoryBatches) else value
+            tensors = (tensors,) if isinstance(tensors, torch.Tensor) else tensors
+            if not isinstance(tensors, tuple | list):
+                continue
+            for i, tensor in enumerate(tensors):
+                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                    bad = ~torch.isfinite(tensor)
+                    if bad.any():
+                        where = tuple(int(j) for j in bad.nonzero()[0])
+                        raise DataError(
+                            f"workload {self.name}: self.{attribute}[{i}] holds {tensor[where].item()} at index "
+                            f"{where[0] if len(where) == 1 else where} ({int(bad.sum())} non-finite value(s) in all); "
+                            "expected finite numbers (clean or drop those examples in setup())"
+                        )
 
     @property
     @abc.abstractmethod

@@ -16,7 +16,7 @@ from autoaccel.errors import ConfigError
 
 from ._base import Workload
 
-__all__ = ["WORKLOADS", "get_workload", "register_workload", "workload_class"]
+__all__ = ["WORKLOADS", "check_reaches_workers", "get_workload", "register_workload", "workload_class"]
 
 _BUILTIN = {
     "admissions_mlp": "autoaccel.workloads.admissions:AdmissionsMLP",
@@ -63,6 +63,29 @@ def workload_class(name: Any) -> type[Workload]:
         if path:
             return _load(path, name)
     raise ConfigError("workload.name", name, "one of " + ", ".join(names()) + ", or 'package.module:ClassName'")
+
+
+def check_reaches_workers(name: Any) -> None:
+    """Raise ConfigError when ``name`` is known to this process only, through :func:`register_workload`: every Ray
+    worker looks the name up in its own process, and would fail there, once per trial. The error says what to name
+    instead: the class's ``"module:Class"`` (its module must be importable; a class defined in ``__main__``, a
+    notebook or a script, is in none)."""
+    if not isinstance(name, str) or name not in _REGISTERED or name in _BUILTIN or name in _plugins():
+        return
+    cls = _REGISTERED[name]
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        where = "__main__ (a notebook or a script)" if cls.__module__ == "__main__" else "a function"
+        allowed = (
+            f"a workload Ray's workers can import: {cls.__qualname__} is defined in {where}, where they cannot find "
+            f"it; put the class in a module beside the spec or the notebook (e.g. mywork.py) and name it "
+            f"'mywork:{cls.__name__}'"
+        )
+    else:
+        allowed = (
+            "a workload Ray's workers can import, not one registered in this process only: name it "
+            f"'{cls.__module__}:{cls.__qualname__}' (or declare the entry point autoaccel.workloads)"
+        )
+    raise ConfigError("workload.name", name, allowed)
 
 
 def get_workload(name: str, **options: Any) -> Workload:
