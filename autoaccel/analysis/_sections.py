@@ -141,11 +141,12 @@ def verdict(runs: pd.DataFrame, history: pd.DataFrame, table: pd.DataFrame | Non
     )
     several = table["experiment"].nunique() > 1
     section.text.extend(sentence(row, several) for _, row in table.iterrows())
-    for experiment, protocol in protocols(runs).items():
+    for experiment, protocol in protocols(runs).items():  # in the summary paragraph: text[1:] are the sentences
         where = f" ({experiment})" if several else ""
-        section.text.append(
-            f"Tuning protocol{where}: {protocol['replicates']} independent studies per family × "
-            f"{protocol['trials_per_study']} trials, {protocol['sampler']} + {protocol['scheduler']['type']}."
+        studies, trials = protocol["replicates"], protocol["trials_per_study"]
+        section.text[0] += (
+            f" Tuning protocol{where}: up to {studies} independent stud{'ies' if studies > 1 else 'y'} per family × "
+            f"{trials} trial{'s' * (trials > 1)}, {protocol['sampler']} + {protocol['scheduler']['type']}."
             + "".join(f" Note: {note}." for note in protocol.get("notes", []))
         )
     shown = table[list(_VERDICT_COLUMNS)].copy()
