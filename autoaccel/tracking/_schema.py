@@ -49,6 +49,7 @@ class Tags:
     BASELINES = "baselines"
     # a trial's
     TRIAL_ID = "trial_id"
+    EARLIER_TRIAL_IDS = "earlier_trial_ids"  # the Ray trials of killed drivers whose ask this trial re-ran
     PHASE = "phase"  # tuning | final, in a comparison
     FAMILY = "family"
     TECHNIQUE = "technique"
