@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,3 +55,33 @@ class DyingQuadratic(NoisyQuadratic):
             os.remove(marker)
             os.kill(os.getpid(), signal.SIGKILL)
         return super().loss(model, batch)
+
+
+class GatedQuadratic(NoisyQuadratic):
+    """While the file ``closed`` exists in the folder ``gate``, every trial but the first ``free`` (in the order
+    they first evaluate) waits at its first evaluation, before its first report: a test holds a sweep's later trials
+    running, for as long as it needs (one ``ticket-<n>`` file in ``gate`` per trial that reached it)."""
+
+    name = "gated_quadratic"
+    options = (
+        *NoisyQuadratic.options,
+        Hyperparameter("gate", str, "", "folder of the gate's files"),
+        Hyperparameter("free", int, 0, "trials that pass the closed gate", 0),
+    )
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        gate = Path(self.config["gate"])
+        if not hasattr(self, "_ticket"):
+            self._ticket = next(n for n in itertools.count() if _claimed(gate / f"ticket-{n}"))
+        while self._ticket >= self.config["free"] and (gate / "closed").exists():
+            time.sleep(0.05)
+        return super().evaluate(model)
+
+
+def _claimed(path: Path) -> bool:
+    """Whether this process created ``path`` (atomically: of processes racing for it, one does)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
