@@ -192,6 +192,60 @@ def test_a_trial_moved_after_its_last_epoch_is_tagged_with_its_new_node(tmp_path
     assert _epochs_logged(uri, run_id) == [1, 2]
 
 
+def test_a_resumed_driver_continues_the_child_run_of_each_orphaned_ask(tmp_path: Path) -> None:
+    """A driver killed after asking Optuna for two trials that Ray's snapshot never recorded: one had logged an epoch,
+    the other's run was created and the kill came before its params. The resumed driver's new Ray trials re-run the
+    two asks (their own configurations) and continue their child runs: relabelled, params complete, no epoch twice,
+    no second run."""
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from autoaccel.sweep import load_spec
+    from autoaccel.sweep._mlflow_callback import SweepTracking
+    from autoaccel.sweep._optuna import DefineByRun, TruthfulOptunaSearch
+    from autoaccel.sweep.driver import _prepare_folder
+    from autoaccel.tracking import Tags, encode_param, flatten
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = load_spec(_spec(tmp_path, uri, name="orphans", scheduler={"type": "fifo"}))
+    _prepare_folder(spec, resume=False)
+
+    def searcher() -> TruthfulOptunaSearch:
+        storage = JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
+        options = {"metric": spec.metric, "mode": spec.mode, "sampler_name": "random", "seed": 0, "trials": 6}
+        return TruthfulOptunaSearch(space=DefineByRun(QUICK), storage=storage, study_name="orphans", **options)
+
+    dead, killed = searcher(), SweepTracking(spec, time.monotonic(), open(os.devnull, "w"))  # noqa: SIM115
+    x, y = (SimpleNamespace(trial_id=t, config=dead.suggest(t)) for t in ("x", "y"))
+    killed.on_trial_start(0, [x], x)
+    killed.on_trial_result(0, [x], x, {"epoch": 1, "train_loss": 0.5, "metric": 0.5, "status": "completed"})
+    killed.flush()
+    _, _, tags = killed._describe(y)  # y's run created, the kill before its params
+    client = MlflowClient(uri)
+    client.create_run(killed.experiment_id, run_name="y", tags={**tags, Tags.PARENT: killed.parent})
+
+    resumed, tracking = searcher(), SweepTracking(spec, time.monotonic(), open(os.devnull, "w"))  # noqa: SIM115
+    tracking.search_with(resumed, None)
+    tracking.on_step_begin(0, [])  # Ray restored none of them: both asks are orphaned
+    x2, y2 = (SimpleNamespace(trial_id=t, config=resumed.suggest(t)) for t in ("x2", "y2"))
+    assert (x2.config, y2.config) == (x.config, y.config)  # their own configurations
+    for trial in (x2, y2):
+        tracking.on_trial_start(0, [x2, y2], trial)
+    tracking.on_trial_result(0, [x2], x2, {"epoch": 1, "train_loss": 0.5, "metric": 0.5, "status": "completed"})
+    tracking.flush()
+    children = _children(uri, "orphans")
+    assert len(children) == 2  # one run per ask
+    by_trial = {c.data.tags["trial_id"]: c for c in children}
+    assert by_trial["x2"].info.run_id == killed.runs["x"] and by_trial["x2"].data.tags["earlier_trial_ids"] == "x"
+    assert _epochs_logged(uri, by_trial["x2"].info.run_id) == [1]  # the replayed epoch not logged twice
+    _, params, _ = tracking._describe(y2)
+    assert by_trial["y2"].data.params == {k: encode_param(v) for k, v in flatten(params).items()}  # logged now
+    assert {c.info.status for c in children} == {"RUNNING"}
+
+
 def test_a_sweep_with_an_errored_trial_exits_1(
     ray_session: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

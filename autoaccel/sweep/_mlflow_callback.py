@@ -87,9 +87,11 @@ class SweepTracking(tune.Callback):
         self.stand_ins = frozenset({*workload.metrics, "metric", "train_loss", f"{workload.metric}_std"})
         self.seed_key = f"{workload.metric}_seed"
         parent = find_sweep_parent(client, exp, spec.name, sweep_id=spec.sweep_id, folder=str(spec.folder))
+        shown = _redacted(spec.raw)  # the spec as logged and attached: no password from a tracking URI
         if parent is not None:
             self.parent = parent.info.run_id
             client.update_run(self.parent, status="RUNNING")
+            self.tracker.log_params(self.parent, shown, set(parent.data.params))  # any a kill kept from it
         else:
             tags = {
                 Tags.SWEEP: spec.name,
@@ -109,7 +111,6 @@ class SweepTracking(tune.Callback):
                 # the distributions the space declares: the analysis reads them instead of guessing from values
                 **(encode_space(load_space(spec.space).declared()) if spec.space else {}),
             }
-            shown = _redacted(spec.raw)  # the spec as logged and attached: no password from a tracking URI
             self.parent = self.tracker.start_run(spec.name, shown, tags)
             if shown == spec.raw:  # nothing to hide: the folder's copy of the spec itself
                 client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
@@ -122,10 +123,13 @@ class SweepTracking(tune.Callback):
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}
         self.error_tagged: set[str] = set()  # trials an earlier driver recorded as errored, with the reason
+        # runs an earlier driver created, by trial: the params each holds (a kill can come before they are logged)
+        self.inherited: dict[str, set[str]] = {}
         for run in children(client, exp, self.parent):
             trial_id = run.data.tags.get(Tags.TRIAL_ID)
             if trial_id:  # a resumed sweep: keep each trial's run, and what it already holds
                 self.runs[trial_id] = run.info.run_id
+                self.inherited[trial_id] = set(run.data.params)
                 self.families[trial_id] = run.data.tags.get(Tags.FAMILY, "")
                 if Tags.ERROR in run.data.tags:
                     self.error_tagged.add(trial_id)
@@ -179,36 +183,43 @@ class SweepTracking(tune.Callback):
         trial_id = trial.trial_id
         if trial_id not in self.runs:
             self._take_over(trial_id)
-        if trial_id not in self.runs:
-            sample, seeds = plan(trial.config, self.spec.seeds)
-            fam = sample.family or technique_label(sample.optimizer)
-            seed = ",".join(map(str, seeds))
-            point = trial.config.get("point") or {}
-            source = point.get("source")
-            params = {
-                "optimizer": sample.optimizer,
-                "budget": {**self.spec.budget, **sample.budget},
-                "workload": self.spec.workload,
-                "seeds": seed,
-                **({"study": {"source_run": source, "perturbation": point["perturbation"]}} if source else {}),
-            }
-            tags = {
-                Tags.TRIAL_ID: trial_id,
-                **({Tags.PHASE: self.phase.kind} if self.spec.compare else {}),
-                Tags.WORKLOAD: self.spec.workload["name"],
-                Tags.FAMILY: fam,
-                Tags.TECHNIQUE: technique_label(sample.optimizer),
-                Tags.SEED: seed,
-                **({Tags.SOURCE_RUN: source} if source else {}),
-                Tags.STATUS: "running",
-                Tags.EPOCHS: 0,
-                Tags.WORLD_SIZE: self.spec.workers,  # what it asked for; its first report says what it measured
-                Tags.SWEEP: self.spec.name,
-            }
+        if trial_id in self.inherited:  # its params, those the driver that created it had not logged when killed
+            self.tracker.log_params(self.runs[trial_id], self._describe(trial)[1], self.inherited.pop(trial_id))
+        elif trial_id not in self.runs:
+            fam, params, tags = self._describe(trial)
             self.runs[trial_id] = self.tracker.start_run(f"{fam}-{trial_id}", params, tags, parent_id=self.parent)
             self.families[trial_id] = fam
             self.logged[trial_id] = 0
         return self.runs[trial_id]
+
+    def _describe(self, trial: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """A trial's child run: its family, params and first tags."""
+        sample, seeds = plan(trial.config, self.spec.seeds)
+        fam = sample.family or technique_label(sample.optimizer)
+        seed = ",".join(map(str, seeds))
+        point = trial.config.get("point") or {}
+        source = point.get("source")
+        params = {
+            "optimizer": sample.optimizer,
+            "budget": {**self.spec.budget, **sample.budget},
+            "workload": self.spec.workload,
+            "seeds": seed,
+            **({"study": {"source_run": source, "perturbation": point["perturbation"]}} if source else {}),
+        }
+        tags = {
+            Tags.TRIAL_ID: trial.trial_id,
+            **({Tags.PHASE: self.phase.kind} if self.spec.compare else {}),
+            Tags.WORKLOAD: self.spec.workload["name"],
+            Tags.FAMILY: fam,
+            Tags.TECHNIQUE: technique_label(sample.optimizer),
+            Tags.SEED: seed,
+            **({Tags.SOURCE_RUN: source} if source else {}),
+            Tags.STATUS: "running",
+            Tags.EPOCHS: 0,
+            Tags.WORLD_SIZE: self.spec.workers,  # what it asked for; its first report says what it measured
+            Tags.SWEEP: self.spec.name,
+        }
+        return fam, params, tags
 
     def _take_over(self, trial_id: str) -> None:
         """A new Ray trial that re-runs an ask a killed driver made (after Ray's last snapshot, so Ray forgot its
@@ -222,6 +233,8 @@ class SweepTracking(tune.Callback):
         before = held[-1]
         run_id = self.runs.pop(before)
         self.runs[trial_id], self.logged[trial_id] = run_id, self.logged.pop(before)
+        if before in self.inherited:
+            self.inherited[trial_id] = self.inherited.pop(before)
         self.families[trial_id] = family = self.families.pop(before, "")
         if before in self.error_tagged:
             self.error_tagged.discard(before)

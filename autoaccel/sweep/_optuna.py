@@ -90,19 +90,24 @@ class TruthfulOptunaSearch(OptunaSearch):
         holds (restored from Ray's snapshot; none in a fresh run)."""
         restored = set(restored)
         study = self._ot_study
-        self._ot_trials, self._reruns, self._earlier, self._ended_orphans = {}, [], {}, {}
         asked = study.get_trials(deepcopy=False)
+        # each Ray trial's ask: as the journal binds it (the saved searcher may be older than the snapshot, or newer)
+        bound = {ray_id: t._trial_id for ray_id, t in self._ot_trials.items() if ray_id in restored}
+        bound |= {t.user_attrs[RAY_TRIAL_ID]: t._trial_id for t in asked if t.user_attrs.get(RAY_TRIAL_ID) in restored}
+        self._ot_trials = {ray_id: optuna.Trial(study, storage_id) for ray_id, storage_id in bound.items()}
+        self._reruns, self._earlier, self._ended_orphans = [], {}, {}
         for frozen in asked:
             ray_id = frozen.user_attrs.get(RAY_TRIAL_ID)
-            if ray_id in restored:
-                self._ot_trials[ray_id] = optuna.Trial(study, frozen._trial_id)
+            if ray_id in bound:
                 if frozen.state.is_finished():
                     self._completed_trials.add(ray_id)
+            elif frozen._trial_id in bound.values():
+                continue  # bound by the saved searcher alone (a sweep started before asks named their trial)
             elif frozen.state == TrialState.RUNNING:
                 self._reruns.append(frozen._trial_id)
             elif ray_id is not None and "status" in frozen.user_attrs:
                 self._ended_orphans[ray_id] = frozen.user_attrs["status"]
-        orphans = len(asked) - len(self._ot_trials)
+        orphans = len(asked) - len(bound)
         if orphans and self.sampler_name:
             # the sampler Ray restored is where it was at the snapshot: it would draw again what the dead driver drew
             # after it (a random sampler exactly so); a stream of its own for each state of the study instead
