@@ -59,21 +59,25 @@ class DyingQuadratic(NoisyQuadratic):
 
 class GatedQuadratic(NoisyQuadratic):
     """While the file ``closed`` exists in the folder ``gate``, every trial but the first ``free`` (in the order
-    they first evaluate) waits at its first evaluation, before its first report: a test holds a sweep's later trials
-    running, for as long as it needs (one ``ticket-<n>`` file in ``gate`` per trial that reached it)."""
+    they first evaluate) waits at its ``at``-th evaluation, before that epoch's report: a test holds a sweep's later
+    trials running, for as long as it needs (one ``ticket-<n>`` file in ``gate`` per trial that evaluated)."""
 
     name = "gated_quadratic"
     options = (
         *NoisyQuadratic.options,
         Hyperparameter("gate", str, "", "folder of the gate's files"),
         Hyperparameter("free", int, 0, "trials that pass the closed gate", 0),
+        Hyperparameter("at", int, 1, "the evaluation (epoch) the others wait at", 1),
     )
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         gate = Path(self.config["gate"])
         if not hasattr(self, "_ticket"):
             self._ticket = next(n for n in itertools.count() if _claimed(gate / f"ticket-{n}"))
-        while self._ticket >= self.config["free"] and (gate / "closed").exists():
+            self._evaluations = 0
+        self._evaluations += 1
+        held = self._ticket >= self.config["free"] and self._evaluations == self.config["at"]
+        while held and (gate / "closed").exists():
             time.sleep(0.05)
         return super().evaluate(model)
 

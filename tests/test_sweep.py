@@ -444,6 +444,18 @@ def _count_epochs(db: Path) -> int:
     return rows[0]
 
 
+def _snapshot_names_checkpoints(tune_dir: Path, running: int) -> bool:
+    """Whether Ray's newest experiment snapshot (what --resume restores) holds ``running`` RUNNING trials, each with a
+    checkpoint from its last report."""
+    snapshots = sorted(tune_dir.glob("experiment_state-*.json"))
+    try:
+        trials = [(json.loads(t), json.loads(m)) for t, m in json.loads(snapshots[-1].read_text())["trial_data"]]
+    except (IndexError, ValueError, OSError):  # none yet, or one being copied
+        return False
+    held = [m for t, m in trials if t["status"] == "RUNNING" and (m["last_result"] or {}).get("checkpoint_dir_name")]
+    return len(held) == running
+
+
 def _kill_session(process: subprocess.Popen) -> None:
     """SIGKILL the driver by PID, then whatever Ray processes it left in its session (never `ray stop`)."""
     os.kill(process.pid, signal.SIGKILL)
@@ -463,10 +475,14 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
+    # the first two trials run to the end; the last two report two epochs each and wait at the third (a gate)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "closed").touch()
     spec = _spec(
         tmp_path,
         name="killed",
-        workload={"name": "sweep_workloads:SlowQuadratic", "samples": 64, "delay": 0.4},
+        workload={"name": "sweep_workloads:GatedQuadratic", "samples": 64, "gate": str(gate), "free": 2, "at": 3},
         budget={"epochs": 5, "batch_size": 16},
         search={"sampler": "tpe", "num_samples": 4, "max_concurrent": 2, "seed": 0},
         scheduler={"type": "fifo"},
@@ -481,10 +497,11 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     driver = subprocess.Popen(
         started, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 240
-    while _count_epochs(db) < 8 and time.monotonic() < deadline and driver.poll() is None:
+    # mid-sweep, whatever the machine's load: 2 × 5 + 2 × 2 epochs logged, and Ray's newest snapshot names the held
+    # trials' checkpoints (the resume continues from them)
+    while _count_epochs(db) < 14 or not _snapshot_names_checkpoints(db.parent / "tune", 2):
+        assert driver.poll() is None, "the sweep ended before the test could kill it"
         time.sleep(0.2)
-    assert driver.poll() is None, "the sweep ended before the test could kill it"
     if how == "SIGKILL":
         _kill_session(driver)
     else:  # as Ctrl-C: Ray stops the trials, the sweep records them as interrupted and says how to resume
@@ -506,10 +523,10 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
         ]
         assert parent.info.status == "KILLED"
         # from here on it is Ctrl-C's state, whose --resume test_compare.py's SIGINT test runs to the end
-        assert 8 <= _count_epochs(db) < 20
+        assert _count_epochs(db) == 14
         return
-    epochs_at_kill = _count_epochs(db)
-    assert 8 <= epochs_at_kill < 20  # mid-sweep
+    assert _count_epochs(db) == 14  # nothing more: the held trials waited
+    (gate / "closed").unlink()
 
     summary = tmp_path / "summary.json"
     resumed = subprocess.run(
