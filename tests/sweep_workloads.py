@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,3 +80,37 @@ class PausingQuadratic(NoisyQuadratic):
             while not os.path.exists(self.config["release"]) and time.monotonic() < deadline:
                 time.sleep(0.05)
         return super().evaluate(model)
+
+
+class GatedQuadratic(NoisyQuadratic):
+    """While the file ``closed`` exists in the folder ``gate``, every trial but the first ``free`` (in the order
+    they first evaluate) waits at its ``at``-th evaluation, before that epoch's report: a test holds a sweep's later
+    trials running, for as long as it needs (one ``ticket-<n>`` file in ``gate`` per trial that evaluated)."""
+
+    name = "gated_quadratic"
+    options = (
+        *NoisyQuadratic.options,
+        Hyperparameter("gate", str, "", "folder of the gate's files"),
+        Hyperparameter("free", int, 0, "trials that pass the closed gate", 0),
+        Hyperparameter("at", int, 1, "the evaluation (epoch) the others wait at", 1),
+    )
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        gate = Path(self.config["gate"])
+        if not hasattr(self, "_ticket"):
+            self._ticket = next(n for n in itertools.count() if _claimed(gate / f"ticket-{n}"))
+            self._evaluations = 0
+        self._evaluations += 1
+        held = self._ticket >= self.config["free"] and self._evaluations == self.config["at"]
+        while held and (gate / "closed").exists():
+            time.sleep(0.05)
+        return super().evaluate(model)
+
+
+def _claimed(path: Path) -> bool:
+    """Whether this process created ``path`` (atomically: of processes racing for it, one does)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

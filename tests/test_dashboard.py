@@ -36,8 +36,8 @@ def test_optuna_dashboard_serves_a_sweep_journal_on_loopback(tmp_path: Path) -> 
         [executable, str(journal), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline, body = time.monotonic() + 60, None
-        while body is None and time.monotonic() < deadline and server.poll() is None:
+        body = None
+        while body is None and server.poll() is None:  # as long as it takes to start (pytest-timeout: a hang)
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
                     body = json.loads(response.read())

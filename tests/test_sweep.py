@@ -192,6 +192,60 @@ def test_a_trial_moved_after_its_last_epoch_is_tagged_with_its_new_node(tmp_path
     assert _epochs_logged(uri, run_id) == [1, 2]
 
 
+def test_a_resumed_driver_continues_the_child_run_of_each_orphaned_ask(tmp_path: Path) -> None:
+    """A driver killed after asking Optuna for two trials that Ray's snapshot never recorded: one had logged an epoch,
+    the other's run was created and the kill came before its params. The resumed driver's new Ray trials re-run the
+    two asks (their own configurations) and continue their child runs: relabelled, params complete, no epoch twice,
+    no second run."""
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from autoaccel.sweep import load_spec
+    from autoaccel.sweep._mlflow_callback import SweepTracking
+    from autoaccel.sweep._optuna import DefineByRun, TruthfulOptunaSearch
+    from autoaccel.sweep.driver import _prepare_folder
+    from autoaccel.tracking import Tags, encode_param, flatten
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = load_spec(_spec(tmp_path, uri, name="orphans", scheduler={"type": "fifo"}))
+    _prepare_folder(spec, resume=False)
+
+    def searcher() -> TruthfulOptunaSearch:
+        storage = JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
+        options = {"metric": spec.metric, "mode": spec.mode, "sampler_name": "random", "seed": 0, "trials": 6}
+        return TruthfulOptunaSearch(space=DefineByRun(QUICK), storage=storage, study_name="orphans", **options)
+
+    dead, killed = searcher(), SweepTracking(spec, time.monotonic(), open(os.devnull, "w"))  # noqa: SIM115
+    x, y = (SimpleNamespace(trial_id=t, config=dead.suggest(t)) for t in ("x", "y"))
+    killed.on_trial_start(0, [x], x)
+    killed.on_trial_result(0, [x], x, {"epoch": 1, "train_loss": 0.5, "metric": 0.5, "status": "completed"})
+    killed.flush()
+    _, _, tags = killed._describe(y)  # y's run created, the kill before its params
+    client = MlflowClient(uri)
+    client.create_run(killed.experiment_id, run_name="y", tags={**tags, Tags.PARENT: killed.parent})
+
+    resumed, tracking = searcher(), SweepTracking(spec, time.monotonic(), open(os.devnull, "w"))  # noqa: SIM115
+    tracking.search_with(resumed, None)
+    tracking.on_step_begin(0, [])  # Ray restored none of them: both asks are orphaned
+    x2, y2 = (SimpleNamespace(trial_id=t, config=resumed.suggest(t)) for t in ("x2", "y2"))
+    assert (x2.config, y2.config) == (x.config, y.config)  # their own configurations
+    for trial in (x2, y2):
+        tracking.on_trial_start(0, [x2, y2], trial)
+    tracking.on_trial_result(0, [x2], x2, {"epoch": 1, "train_loss": 0.5, "metric": 0.5, "status": "completed"})
+    tracking.flush()
+    children = _children(uri, "orphans")
+    assert len(children) == 2  # one run per ask
+    by_trial = {c.data.tags["trial_id"]: c for c in children}
+    assert by_trial["x2"].info.run_id == killed.runs["x"] and by_trial["x2"].data.tags["earlier_trial_ids"] == "x"
+    assert _epochs_logged(uri, by_trial["x2"].info.run_id) == [1]  # the replayed epoch not logged twice
+    _, params, _ = tracking._describe(y2)
+    assert by_trial["y2"].data.params == {k: encode_param(v) for k, v in flatten(params).items()}  # logged now
+    assert {c.info.status for c in children} == {"RUNNING"}
+
+
 def test_a_sweep_with_an_errored_trial_exits_1(
     ray_session: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -390,6 +444,18 @@ def _count_epochs(db: Path) -> int:
     return rows[0]
 
 
+def _snapshot_names_checkpoints(tune_dir: Path, running: int) -> bool:
+    """Whether Ray's newest experiment snapshot (what --resume restores) holds ``running`` RUNNING trials, each with a
+    checkpoint from its last report."""
+    snapshots = sorted(tune_dir.glob("experiment_state-*.json"))
+    try:
+        trials = [(json.loads(t), json.loads(m)) for t, m in json.loads(snapshots[-1].read_text())["trial_data"]]
+    except (IndexError, ValueError, OSError):  # none yet, or one being copied
+        return False
+    held = [m for t, m in trials if t["status"] == "RUNNING" and (m["last_result"] or {}).get("checkpoint_dir_name")]
+    return len(held) == running
+
+
 def _kill_session(process: subprocess.Popen) -> None:
     """SIGKILL the driver by PID, then whatever Ray processes it left in its session (never `ray stop`)."""
     os.kill(process.pid, signal.SIGKILL)
@@ -409,10 +475,14 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
+    # the first two trials run to the end; the last two report two epochs each and wait at the third (a gate)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "closed").touch()
     spec = _spec(
         tmp_path,
         name="killed",
-        workload={"name": "sweep_workloads:SlowQuadratic", "samples": 64, "delay": 0.4},
+        workload={"name": "sweep_workloads:GatedQuadratic", "samples": 64, "gate": str(gate), "free": 2, "at": 3},
         budget={"epochs": 5, "batch_size": 16},
         search={"sampler": "tpe", "num_samples": 4, "max_concurrent": 2, "seed": 0},
         scheduler={"type": "fifo"},
@@ -427,10 +497,11 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     driver = subprocess.Popen(
         started, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 240
-    while _count_epochs(db) < 8 and time.monotonic() < deadline and driver.poll() is None:
+    # mid-sweep, whatever the machine's load: 2 × 5 + 2 × 2 epochs logged, and Ray's newest snapshot names the held
+    # trials' checkpoints (the resume continues from them)
+    while _count_epochs(db) < 14 or not _snapshot_names_checkpoints(db.parent / "tune", 2):
+        assert driver.poll() is None, "the sweep ended before the test could kill it"
         time.sleep(0.2)
-    assert driver.poll() is None, "the sweep ended before the test could kill it"
     if how == "SIGKILL":
         _kill_session(driver)
     else:  # as Ctrl-C: Ray stops the trials, the sweep records them as interrupted and says how to resume
@@ -452,10 +523,10 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
         ]
         assert parent.info.status == "KILLED"
         # from here on it is Ctrl-C's state, whose --resume test_compare.py's SIGINT test runs to the end
-        assert 8 <= _count_epochs(db) < 20
+        assert _count_epochs(db) == 14
         return
-    epochs_at_kill = _count_epochs(db)
-    assert 8 <= epochs_at_kill < 20  # mid-sweep
+    assert _count_epochs(db) == 14  # nothing more: the held trials waited
+    (gate / "closed").unlink()
 
     summary = tmp_path / "summary.json"
     resumed = subprocess.run(
@@ -469,31 +540,24 @@ def test_killed_driver_then_resume_completes_with_one_run_per_trial(tmp_path: Pa
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     uri = f"sqlite:///{db}"
     children = _children(uri, "killed")
-    live = [c for c in children if c.data.tags["status"] != "interrupted"]
-    assert len(live) == 4 == len({c.data.tags["trial_id"] for c in live})  # exactly one child run per trial
     errors = [p.read_text()[-1500:] for p in (tmp_path / "sweeps" / "killed" / "tune").rglob("error.txt")]
     states = [(c.data.tags.get("trial_id"), c.data.tags["status"], c.info.status) for c in children], errors
-    assert all(c.info.status in ("FINISHED", "KILLED") for c in children), states  # nothing left RUNNING
-    for child in live:
-        assert child.data.tags["status"] == "completed"
+    assert len(children) == 4 == len({c.data.tags["trial_id"] for c in children}), states  # one child run per trial
+    for child in children:  # nothing left RUNNING, nothing interrupted
+        assert (child.info.status, child.data.tags["status"]) == ("FINISHED", "completed"), states
         assert _epochs_logged(uri, child.info.run_id) == [1, 2, 3, 4, 5]  # gap-free, no duplicates
     parent = MlflowClient(uri).get_run(json.loads(summary.read_text())["parent_run_id"])
     assert parent.info.status == "FINISHED"
     study = _study(tmp_path / "sweeps" / "killed", "killed")
-    states = [t.state for t in study.trials]
-    assert TrialState.RUNNING not in states and states.count(TrialState.COMPLETE) == 4
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # exactly the trials asked for
     by_trial = {c.data.tags["trial_id"]: c for c in children}
-    for trial in study.trials:  # Optuna and MLflow agree trial by trial: each ask names its Ray trial
-        ray_id = trial.user_attrs["ray_trial_id"]
-        if trial.state == TrialState.COMPLETE:
-            assert by_trial[ray_id].data.tags["status"] == "completed"
-        else:  # an ask the dead driver made after Ray's last snapshot: closed, and named as such
-            assert trial.user_attrs["status"] == "abandoned", trial.user_attrs
-            assert ray_id not in by_trial or by_trial[ray_id].data.tags["status"] == "interrupted"
+    for trial in study.trials:  # Optuna and MLflow agree trial by trial: each ask names its Ray trial's child run
+        assert by_trial[trial.user_attrs["ray_trial_id"]].data.tags["status"] == trial.user_attrs["status"]
     assert json.loads(summary.read_text())["resumed_from_checkpoint"] >= 1  # mid-run trials continued
     # every checkpoint a snapshot could name was kept until the end; then each trial keeps its latest only
     kept = [sorted(d.name for d in t.glob("checkpoint_*")) for t in (tmp_path / "sweeps" / "killed" / "tune").iterdir()]
-    # (a trial the killed driver started and its last snapshot missed is not resumed: its folder stays as it was)
+    # (a trial the killed driver started and its last snapshot missed is re-run under another Ray trial: its own folder
+    # stays as it was)
     assert all(len(k) <= 1 for k in kept) and sum(len(k) == 1 for k in kept) >= 4, kept
 
 

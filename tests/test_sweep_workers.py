@@ -83,10 +83,10 @@ def _sweep(tmp_path: Path, families: tuple[str, ...], samples: int, scheduler: d
 
 def _assert_resources_back(ray: Any) -> None:
     """Every trial's workers were given back: the cluster's free resources return to what it has."""
-    deadline = time.monotonic() + 30
-    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
+    # Ray's placement-group cleaner polls: waited for, however long it takes on a loaded machine (never given back,
+    # the test ends at pytest-timeout's limit)
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
         time.sleep(0.5)
-    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]
     from ray.util import placement_group_table
 
     assert {pg["state"] for pg in placement_group_table().values()} <= {"REMOVED"}

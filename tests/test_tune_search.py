@@ -9,6 +9,7 @@ from pathlib import Path
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 
 from autoaccel.sweep._optuna import DefineByRun, TruthfulOptunaSearch
 
@@ -98,3 +99,71 @@ def test_asha_stops_again_a_trial_it_stopped_before_the_driver_died(tmp_path: Pa
     assert asha.milestones == [2.0, 4.0, 8.0] and asha._brackets[0]._rungs[-1][1] == {"a": -0.5}  # its record read
     assert asha.on_trial_result(None, stopped, {"budget_epochs": 3.0, "metric": 0.1}) == ResumableASHA.STOP
     assert asha.on_trial_result(None, other, {"budget_epochs": 1.0, "metric": 0.9}) == ResumableASHA.CONTINUE
+
+
+def _killed_driver_study(tmp_path: Path, sampler: str = "random") -> TruthfulOptunaSearch:
+    """What a killed driver left: Ray's snapshot knew trial `a` only; after it the driver asked for `b` (running at
+    the kill), `c` (finished before it) and one more it never bound to a Ray trial (killed in between)."""
+    searcher = TruthfulOptunaSearch(
+        space=DefineByRun(SPACE),
+        metric="metric",
+        mode="min",
+        storage=JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal"))),
+        study_name="s",
+        sampler_name=sampler,
+        seed=0,
+        trials=5,
+    )
+    for trial_id in ("a", "b", "c"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_complete("c", _result(4))
+    DefineByRun(SPACE)(searcher._ot_study.ask())  # the unbound ask: its configuration drawn, the kill came next
+    return searcher
+
+
+def test_a_resumed_searcher_reruns_each_orphaned_ask_with_its_own_configuration(tmp_path: Path) -> None:
+    killed = _killed_driver_study(tmp_path)
+    drawn = {t.number: t.params for t in killed._ot_study.trials}
+    # the searcher Ray restores: from its snapshot, which held `a` only; its random sampler is where it was then, so it
+    # would draw again exactly what the dead driver drew after it (here: a new one from the same seed)
+    restored = TruthfulOptunaSearch(
+        space=DefineByRun(SPACE),
+        metric="metric",
+        mode="min",
+        storage=JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal"))),
+        study_name="s",
+        sampler_name="random",
+        seed=0,
+        trials=5,
+    )
+    restored._ot_trials = {"a": restored._ot_study.trials[0]}
+    restored.adopt({"a"})
+    assert restored.ended_orphans() == {"c": "completed"} and restored.reruns_waiting == 2
+    assert restored.suggest("b2") is not None and restored.suggest("x2") is not None
+    trials = {t.number: t for t in restored._ot_study.trials}
+    assert [trials[n].user_attrs["ray_trial_id"] for n in range(4)] == ["a", "b2", "c", "x2"]  # the same asks
+    assert {n: trials[n].params for n in range(4)} == drawn  # each with its own configuration
+    assert trials[1].user_attrs["earlier_ray_trial_ids"] == ["b"] and restored.earlier_trials("b2") == ["b"]
+    assert restored.earlier_trials("x2") == []  # never bound: no earlier Ray trial, no child run to continue
+    fresh = restored.suggest("d")  # the one ask still missing: a fresh sample, not one the dead driver drew (reseeded)
+    assert fresh is not None and restored._ot_study.trials[4].params not in drawn.values()
+    assert restored.suggest("e") is Searcher.FINISHED  # five asks: the study holds what was asked for
+    assert len(restored._ot_study.trials) == 5
+
+
+def test_a_rerun_takes_over_the_asha_records_of_the_trial_it_reruns(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from autoaccel.sweep._asha import ResumableASHA, stopped_trials
+
+    path = tmp_path / "asha.json"
+    rungs = [{"milestone": m, "recorded": {"a": -0.5, "b": -0.7} if m == 2.0 else {}} for m in (8.0, 4.0, 2.0)]
+    path.write_text(json.dumps({"rungs": rungs, "stopped": ["a"]}))
+    asha = ResumableASHA(path, time_attr="budget_epochs", max_t=8, grace_period=2, reduction_factor=2)
+    asha.set_search_properties("metric", "min")
+    asha.rename("a", "a2")  # a2 re-runs a: one trial in the rung, not two, and the stop is a2's
+    assert json.loads(path.read_text())["rungs"][-1]["recorded"] == {"a2": -0.5, "b": -0.7}
+    assert stopped_trials(path) == {"a2"}
+    rerun = SimpleNamespace(trial_id="a2")
+    asha.on_trial_add(None, rerun)
+    assert asha.on_trial_result(None, rerun, {"budget_epochs": 1.0, "metric": 0.1}) == ResumableASHA.STOP

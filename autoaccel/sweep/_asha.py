@@ -72,6 +72,18 @@ class ResumableASHA(ASHAScheduler):
         self._save()
         return action
 
+    def rename(self, before: str, after: str) -> None:
+        """Trial ``after`` re-runs trial ``before`` (an ask a killed driver made after Ray's last snapshot): its
+        rung records and its stop are the re-run's, not a second trial's."""
+        if not self._loaded:
+            self._load()
+        for _, recorded in self._brackets[0]._rungs:
+            if before in recorded:
+                recorded[after] = recorded.pop(before)
+        if before in self._stopped:
+            self._stopped = (self._stopped - {before}) | {after}
+        self._save()
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_loaded"] = False  # unpickled by Tuner.restore: read the rungs from disk again
@@ -111,6 +123,10 @@ class PerStudy(FIFOScheduler):
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def rename(self, before: str, after: str) -> None:
+        for scheduler in self.schedulers.values():
+            scheduler.rename(before, after)
 
     @property
     def milestones(self) -> list[float]:

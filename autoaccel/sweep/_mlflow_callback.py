@@ -46,6 +46,9 @@ class SweepTracking(tune.Callback):
         self._connected = False
         self._lock = threading.Lock()  # the driver connects in a thread while Ray starts the first trials
         self.pruner = CheckpointPruner()
+        self.searcher: Any = None  # the run's Optuna searcher (none for a run over given points)
+        self.scheduler: Any = None  # its ASHA (none for FIFO)
+        self._adopted = True
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("spec", "started", "phase", "phase_trials", "phase_done", "resumed")
@@ -64,6 +67,7 @@ class SweepTracking(tune.Callback):
         self.log = sys.stderr
         self._lock = threading.Lock()
         self.pruner = CheckpointPruner()
+        self.searcher, self.scheduler, self._adopted = None, None, True
 
     # -- MLflow ---------------------------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -86,9 +90,11 @@ class SweepTracking(tune.Callback):
         self.stand_ins = frozenset({*workload.metrics, "metric", "train_loss", f"{workload.metric}_std"})
         self.seed_key = f"{workload.metric}_seed"
         parent = find_sweep_parent(client, exp, spec.name, sweep_id=spec.sweep_id, folder=str(spec.folder))
+        shown = _redacted(spec.raw)  # the spec as logged and attached: no password from a tracking URI
         if parent is not None:
             self.parent = parent.info.run_id
             client.update_run(self.parent, status="RUNNING")
+            self.tracker.log_params(self.parent, shown, set(parent.data.params))  # any a kill kept from it
         else:
             tags = {
                 Tags.SWEEP: spec.name,
@@ -109,7 +115,6 @@ class SweepTracking(tune.Callback):
                 # the distributions the space declares: the analysis reads them instead of guessing from values
                 **(encode_space(load_space(spec.space).declared()) if spec.space else {}),
             }
-            shown = _redacted(spec.raw)  # the spec as logged and attached: no password from a tracking URI
             self.parent = self.tracker.start_run(spec.name, shown, tags)
             if shown == spec.raw:  # nothing to hide: the folder's copy of the spec itself
                 client.log_artifact(self.parent, str(spec.folder / "spec.yaml"))
@@ -123,10 +128,13 @@ class SweepTracking(tune.Callback):
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}
         self.error_tagged: set[str] = set()  # trials an earlier driver recorded as errored, with the reason
+        # runs an earlier driver created, by trial: the params each holds (a kill can come before they are logged)
+        self.inherited: dict[str, set[str]] = {}
         for run in children(client, exp, self.parent):
             trial_id = run.data.tags.get(Tags.TRIAL_ID)
             if trial_id:  # a resumed sweep: keep each trial's run, and what it already holds
                 self.runs[trial_id] = run.info.run_id
+                self.inherited[trial_id] = set(run.data.params)
                 self.families[trial_id] = run.data.tags.get(Tags.FAMILY, "")
                 if Tags.ERROR in run.data.tags:
                     self.error_tagged.add(trial_id)
@@ -197,32 +205,11 @@ class SweepTracking(tune.Callback):
     def _child(self, trial: Any) -> str:
         trial_id = trial.trial_id
         if trial_id not in self.runs:
-            sample, seeds = plan(trial.config, self.spec.seeds)
-            fam = sample.family or technique_label(sample.optimizer)
-            seed = ",".join(map(str, seeds))
-            point = trial.config.get("point") or {}
-            source = point.get("source")
-            params = {
-                "optimizer": sample.optimizer,
-                "budget": {**self.spec.budget, **sample.budget},
-                "workload": self.spec.workload,
-                "seeds": seed,
-                **({"study": {"source_run": source, "perturbation": point["perturbation"]}} if source else {}),
-            }
-            tags = {
-                Tags.TRIAL_ID: trial_id,
-                **({Tags.PHASE: self.phase.kind} if self.spec.compare else {}),
-                Tags.WORKLOAD: self.workload_name,
-                Tags.FAMILY: fam,
-                Tags.TECHNIQUE: technique_label(sample.optimizer),
-                Tags.SEED: seed,
-                **({Tags.SOURCE_RUN: source} if source else {}),
-                **self._study_tags(trial.config, point),
-                Tags.STATUS: "running",
-                Tags.EPOCHS: 0,
-                Tags.WORLD_SIZE: self.spec.workers,  # what it asked for; its first report says what it measured
-                Tags.SWEEP: self.spec.name,
-            }
+            self._take_over(trial_id)
+        if trial_id in self.inherited:  # its params, those the driver that created it had not logged when killed
+            self.tracker.log_params(self.runs[trial_id], self._describe(trial)[1], self.inherited.pop(trial_id))
+        elif trial_id not in self.runs:
+            fam, params, tags = self._describe(trial)
             self.runs[trial_id] = self.tracker.start_run(f"{fam}-{trial_id}", params, tags, parent_id=self.parent)
             self.families[trial_id] = fam
             self.logged[trial_id] = 0
@@ -242,6 +229,60 @@ class SweepTracking(tune.Callback):
         study = next(s for s in self.spec.compare.studies if s.key == config[STUDY_KEY])
         return {Tags.REPLICATE: study.replicate, Tags.SAMPLER_SEED: study.sampler_seed}
 
+    def _describe(self, trial: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """A trial's child run: its family, params and first tags."""
+        sample, seeds = plan(trial.config, self.spec.seeds)
+        fam = sample.family or technique_label(sample.optimizer)
+        seed = ",".join(map(str, seeds))
+        point = trial.config.get("point") or {}
+        source = point.get("source")
+        params = {
+            "optimizer": sample.optimizer,
+            "budget": {**self.spec.budget, **sample.budget},
+            "workload": self.spec.workload,
+            "seeds": seed,
+            **({"study": {"source_run": source, "perturbation": point["perturbation"]}} if source else {}),
+        }
+        tags = {
+            Tags.TRIAL_ID: trial.trial_id,
+            **({Tags.PHASE: self.phase.kind} if self.spec.compare else {}),
+            Tags.WORKLOAD: self.workload_name,
+            Tags.FAMILY: fam,
+            Tags.TECHNIQUE: technique_label(sample.optimizer),
+            Tags.SEED: seed,
+            **({Tags.SOURCE_RUN: source} if source else {}),
+            **self._study_tags(trial.config, point),
+            Tags.STATUS: "running",
+            Tags.EPOCHS: 0,
+            Tags.WORLD_SIZE: self.spec.workers,  # what it asked for; its first report says what it measured
+            Tags.SWEEP: self.spec.name,
+        }
+        return fam, params, tags
+
+    def _take_over(self, trial_id: str) -> None:
+        """A new Ray trial that re-runs an ask a killed driver made (after Ray's last snapshot, so Ray forgot its
+        trial) continues that ask's child run: relabelled with its own trial id, running again, the epochs it
+        holds kept (the re-run trains the same configuration on the same seeds, so it replays exactly those and
+        logs only what comes after). One child run per Optuna trial, never an `interrupted` one beside its re-run."""
+        earlier = self.searcher.earlier_trials(trial_id) if self.searcher is not None else []
+        held = [t for t in earlier if t in self.runs]
+        if not held:
+            return
+        before = held[-1]
+        run_id = self.runs.pop(before)
+        self.runs[trial_id], self.logged[trial_id] = run_id, self.logged.pop(before)
+        if before in self.inherited:
+            self.inherited[trial_id] = self.inherited.pop(before)
+        self.families[trial_id] = family = self.families.pop(before, "")
+        if before in self.error_tagged:
+            self.error_tagged.discard(before)
+            self.error_tagged.add(trial_id)
+        self.tracker.set_tags(run_id, {Tags.TRIAL_ID: trial_id, Tags.EARLIER_TRIAL_IDS: ",".join(earlier)})
+        self.client.update_run(run_id, status="RUNNING", name=f"{family}-{trial_id}")
+        if self.scheduler is not None:
+            self.scheduler.rename(before, trial_id)
+        self._say(f"{trial_id} re-runs the configuration of {before}, which a killed driver had started")
+
     # -- Tune callback hooks --------------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write every queued epoch now (before the driver exits, or Ray snapshots the experiment)."""
@@ -255,6 +296,19 @@ class SweepTracking(tune.Callback):
         self.flush()
         self.pruner.snapshot()
         return None
+
+    def search_with(self, searcher: Any, scheduler: Any) -> None:
+        """The Optuna searcher of the run about to start (Ray's restored one on --resume), told at the run's first
+        step which Ray trials the run holds, before its first suggestion; and its scheduler, if it is ASHA (whose
+        records of a trial a re-run takes over)."""
+        self.searcher, self.scheduler, self._adopted = searcher, scheduler, False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """Before the run's first suggestion (Tune asks its searcher after this hook, in every step): the searcher
+        learns which Ray trials Ray restored, and reconciles its study with the journal (``TruthfulOptunaSearch``)."""
+        if not self._adopted:
+            self._adopted = True
+            self.searcher.adopt(t.trial_id for t in trials)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._connect()
@@ -338,14 +392,16 @@ class SweepTracking(tune.Callback):
     def begin(self, phase: Phase, trials: int) -> None:
         """The driver starts ``phase`` of ``trials`` trials (a comparison runs several, one after another)."""
         self.phase, self.phase_trials, self.phase_done = phase, trials, 0
+        self.searcher, self.scheduler, self._adopted = None, None, True
         self.best = None
         if phase.name:
             self._say(f"phase {phase.name}: {trials} trial(s)")
 
     def settle(self, grid: Any) -> int:
-        """After one fit(): leave no MLflow child and no Optuna trial of it RUNNING; the number of trials a Ctrl-C
-        left unfinished (continued by --resume): trials short of their budget that ASHA did not stop, trials that
-        never started, and samples never drawn."""
+        """After one fit(): leave no MLflow child of it RUNNING (an Optuna trial is left running only by a Ctrl-C,
+        and --resume finishes it: its searcher re-runs every unfinished ask); the number of trials a Ctrl-C left
+        unfinished (continued by --resume): trials short of their budget that ASHA did not stop, trials that never
+        started, and samples never drawn."""
         self._connect()
         self.writer.flush()
         self.pruner.finish()
@@ -360,20 +416,20 @@ class SweepTracking(tune.Callback):
                 never_started += 1
             # continued from a checkpoint (a retry, or --resume): fewer epochs trained since the restore
             self.resumed += metrics.get("iterations_since_restore", 0) < metrics.get("training_iteration", 0)
+        # asks a killed driver made after Ray's last snapshot that ended before it died: done, in no Ray run
+        ended_before = self.searcher.ended_orphans() if self.searcher is not None else {}
         # Ctrl-C ends fit() normally (Ray handles SIGINT), with fewer trials than asked when it came early
-        undrawn = max(self.phase_trials - len(grid), 0) if self.phase.samples else 0
+        undrawn = max(self.phase_trials - len(grid) - len(ended_before), 0) if self.phase.samples else 0
         unfinished = {tid for tid, status in ended.items() if status == "interrupted"}
         for run in self._children():
             if run.info.status == "RUNNING":  # a trial whose end the callback never saw
                 history = self.client.get_metric_history(run.info.run_id, "train_loss")
                 epochs = max((m.step for m in history), default=0)
-                status = ended.get(run.data.tags.get(Tags.TRIAL_ID), "interrupted")
+                tid = run.data.tags.get(Tags.TRIAL_ID)
+                # (one that ended in Optuna just before the kill, and not yet in MLflow: it ended as Optuna says)
+                status = ended.get(tid) or ended_before.get(tid, "interrupted")
                 self.tracker.finish(run.info.run_id, status, {Tags.EPOCHS: epochs})
-        left = len(unfinished) + never_started + undrawn
-        if not left and self.phase.samples:  # Optuna trials nobody will resume are not pending any more
-            for study in self.phase.study_names(self.spec.name):
-                _close_optuna_study(self.spec, study)
-        return left
+        return len(unfinished) + never_started + undrawn
 
     def close(self, unfinished: int) -> dict[str, Any]:
         """End the parent run (KILLED when a Ctrl-C left trials unfinished); print and return the summary."""
@@ -485,23 +541,3 @@ def _redacted(raw: dict[str, Any]) -> dict[str, Any]:
         if isinstance(shown.get(section), dict) and isinstance(shown[section].get(key), str):
             shown[section][key] = redact_uri(shown[section][key])
     return shown
-
-
-def _close_optuna_study(spec: SweepSpec, study_name: str) -> None:
-    """Optuna trials still RUNNING after fit() belong to no live Ray trial (the driver died between asking Optuna
-    and Ray's experiment snapshot recording the trial): mark them FAIL, status ``abandoned``, so the study does not
-    count them as pending forever. Each names its Ray trial (``ray_trial_id``), the MLflow child run with that
-    ``trial_id`` (left ``interrupted``, with whatever epochs it logged) is its record."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    from optuna.trial import TrialState
-
-    storage = JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        return
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(frozen._trial_id, "status", "abandoned")
-        storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL)

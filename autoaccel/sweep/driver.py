@@ -16,6 +16,9 @@ What this module takes care of, beyond wiring (each is a known trap of Ray 2.60 
   that stand-in is never a measurement: Optuna gets only the measured epochs (the trial PRUNED, status diverged)
   and MLflow does not log it.
 - ``Tuner.restore`` forgets the scheduler: ASHA's rungs are persisted here and reloaded on ``--resume``.
+- ``Tuner.restore`` forgets the trials the dead driver asked Optuna for after Ray's last experiment snapshot, and
+  counts from that snapshot: the searcher re-runs each such ask with its own configuration (its MLflow child run
+  continues) and says itself when the study holds every ask (``TruthfulOptunaSearch``).
 - ``Tuner.restore`` remembers the controller's pending per-trial decisions (a STOP waiting on a checkpoint save when
   the driver died) and would carry them out on the restarted trials: they are dropped first.
 - After every run (and every resume) no MLflow run and no Optuna trial is left RUNNING.
@@ -351,7 +354,7 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
     from optuna.storages.journal import JournalFileBackend
     from ray import tune
 
-    from ._optuna import DefineByRun, PerStudySearch, TruthfulOptunaSearch, make_sampler
+    from ._optuna import DefineByRun, PerStudySearch, TruthfulOptunaSearch
 
     scheduler = _scheduler(spec, phase) if phase.samples else None
     payload = {
@@ -389,6 +392,9 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
         # Ray unpickles its own copy of the callback: use ours, so that one object (one lock) talks to MLflow
         tuner._local_tuner._run_config.callbacks = [tracking]
+        restored = tuner._local_tuner._tune_config  # the searcher and scheduler Ray restores its state into
+        if phase.samples:  # the searcher reconciles with the journal before its first suggestion
+            tracking.search_with(restored.search_alg, _resumable(restored.scheduler))
         return tuner.fit()
     run_config = tune.RunConfig(
         name=tune_dir.name,
@@ -416,7 +422,9 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
             space=DefineByRun(str(spec.space), study),
             metric=list(spec.metrics) if len(spec.metrics) > 1 else spec.metric,
             mode=list(spec.modes) if len(spec.modes) > 1 else spec.mode,
-            sampler=make_sampler(spec.sampler, spec.seed if study is None else study.sampler_seed),
+            sampler_name=spec.sampler,
+            seed=spec.seed if study is None else study.sampler_seed,
+            trials=spec.compare.trials_per_family if study else spec.num_samples,  # the asks its study holds
             storage=storage,
             study_name=name,
         )
@@ -425,9 +433,10 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
 
     if phase.studies:
         named = zip(phase.studies, phase.study_names(spec.name), strict=True)
-        search = PerStudySearch({s.key: searcher(s, name) for s, name in named}, spec.compare.trials_per_family)
+        search = PerStudySearch({s.key: searcher(s, name) for s, name in named})
     else:
         search = searcher(None, spec.name)
+    tracking.search_with(search, _resumable(scheduler))
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -435,13 +444,22 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
             scheduler=scheduler,
             metric=spec.metric,
             mode=spec.mode,
-            num_samples=spec.num_samples,
+            # the searcher says when the study holds every ask (FINISHED), not Ray's count of the trials it made: a
+            # resumed Ray counts from its last snapshot, and forgets the asks a killed driver made after it
+            num_samples=-1,
             max_concurrent_trials=concurrent,
             reuse_actors=spec.workers == 1,  # a Ray Train driver is not reusable (and cheap)
         ),
         run_config=run_config,
     )
     return tuner.fit()
+
+
+def _resumable(scheduler: Any) -> Any:
+    """The scheduler if it keeps records of its own across drivers (ASHA's), else None."""
+    from ._asha import PerStudy, ResumableASHA
+
+    return scheduler if isinstance(scheduler, PerStudy | ResumableASHA) else None
 
 
 def _forget_pending_decisions(tune_dir: Path) -> None:

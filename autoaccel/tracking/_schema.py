@@ -50,6 +50,7 @@ class Tags:
     PROTOCOL = "autoaccel.protocol"  # a comparison's tuning protocol and what it can cost, JSON
     # a trial's
     TRIAL_ID = "trial_id"
+    EARLIER_TRIAL_IDS = "earlier_trial_ids"  # the Ray trials of killed drivers whose ask this trial re-ran
     PHASE = "phase"  # tuning | final, in a comparison
     FAMILY = "family"
     TECHNIQUE = "technique"

@@ -14,7 +14,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,18 +177,25 @@ class Tracker:
     def start_run(
         self, name: str, params: Mapping[str, Any], tags: Mapping[str, Any], parent_id: str | None = None
     ) -> str:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import RunTag
 
         tags = {**tags, **({Tags.PARENT: parent_id} if parent_id else {})}
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
         run_id = run.info.run_id
-        # MLflow caps a param value at 6000 characters; configs are far below it.
-        params = [Param(k, encode_param(v)) for k, v in flatten(params).items()]
-        for start in range(0, len(params), 100):  # log_batch takes at most 100 params per call
-            self.client.log_batch(run_id, params=params[start : start + 100])
+        self.log_params(run_id, params)
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any], held: Collection[str] = ()) -> None:
+        """``params`` (nested: flattened) on the run, but those it ``held`` already (MLflow refuses to change one):
+        a run a kill left between its creation and its params gets them when its trial resumes."""
+        from mlflow.entities import Param
+
+        # MLflow caps a param value at 6000 characters; configs are far below it.
+        flat = [Param(k, encode_param(v)) for k, v in flatten(params).items() if k not in held]
+        for start in range(0, len(flat), 100):  # log_batch takes at most 100 params per call
+            self.client.log_batch(run_id, params=flat[start : start + 100])
 
     def log_epoch(
         self, run_id: str, metrics: Mapping[str, Any], step: int, tags: Mapping[str, Any] | None = None
