@@ -15,6 +15,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from ._asha import stopped_trials
+from ._optuna_internals import storage_id
 from .compare import STUDY_KEY, TuningStudy
 from .space import load_space
 from .trainable import trial_status
@@ -92,8 +93,10 @@ class TruthfulOptunaSearch(OptunaSearch):
         study = self._ot_study
         asked = study.get_trials(deepcopy=False)
         # each Ray trial's ask: as the journal binds it (the saved searcher may be older than the snapshot, or newer)
-        bound = {ray_id: t._trial_id for ray_id, t in self._ot_trials.items() if ray_id in restored}
-        bound |= {t.user_attrs[RAY_TRIAL_ID]: t._trial_id for t in asked if t.user_attrs.get(RAY_TRIAL_ID) in restored}
+        bound = {ray_id: storage_id(t) for ray_id, t in self._ot_trials.items() if ray_id in restored}
+        bound |= {
+            t.user_attrs[RAY_TRIAL_ID]: storage_id(t) for t in asked if t.user_attrs.get(RAY_TRIAL_ID) in restored
+        }
         self._ot_trials = {ray_id: optuna.Trial(study, storage_id) for ray_id, storage_id in bound.items()}
         self._reruns, self._earlier, self._ended_orphans = [], {}, {}
         for frozen in asked:
@@ -101,10 +104,10 @@ class TruthfulOptunaSearch(OptunaSearch):
             if ray_id in bound:
                 if frozen.state.is_finished():
                     self._completed_trials.add(ray_id)
-            elif frozen._trial_id in bound.values():
+            elif storage_id(frozen) in bound.values():
                 continue  # bound by the saved searcher alone (a sweep started before asks named their trial)
             elif frozen.state == TrialState.RUNNING:
-                self._reruns.append(frozen._trial_id)
+                self._reruns.append(storage_id(frozen))
             elif ray_id is not None and "status" in frozen.user_attrs:
                 self._ended_orphans[ray_id] = frozen.user_attrs["status"]
         orphans = len(asked) - len(bound)
@@ -139,7 +142,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None or trial_id in self._completed_trials:
             return None
-        if ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished():
+        if ot_trial.storage.get_trial(storage_id(ot_trial)).state.is_finished():
             self._completed_trials.add(trial_id)
             return None
         return ot_trial
@@ -171,7 +174,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         ot_trial = self._live(trial_id)
         if ot_trial is None or isinstance(self.metric, list) or not result:
             return
-        known = ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values
+        known = ot_trial.storage.get_trial(storage_id(ot_trial)).intermediate_values
         for epoch_result in result.get("epochs") or [result]:
             step = int(epoch_result.get("epoch", 0))
             measured = epoch_result.get("status") != "diverged"  # a diverged epoch's value is a stand-in

@@ -52,6 +52,7 @@ from autoaccel.errors import ConfigError
 from autoaccel.ports import free_loopback_port
 from autoaccel.tracking import LEGACY_SWEEP_ID
 
+from ._ray_internals import forget_pending_decisions, ray_core_imported, restored_tune_config, use_callbacks
 from ._timing import time_configurations
 from .compare import TuningStudy
 from .preflight import check_environment, cluster_address
@@ -221,7 +222,7 @@ def _private_ray_environment(address: str | None) -> None:
     its configuration then (a setting made now would reach the servers but not this driver): Ray's own defaults apply,
     every interface, and token authentication with the token in ~/.ray/auth_token."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if cluster_address(address) or "ray._raylet" in sys.modules:
+    if cluster_address(address) or ray_core_imported():
         return
     for variable, value in (
         ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
@@ -388,11 +389,11 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         # Unfinished trials continue from their checkpoints; errored ones get another chance from theirs too: a dead
         # driver can leave a trial errored that was not at fault. (Optuna keeps the FAIL it was told: it cannot
         # reopen a finished trial; MLflow records how the retry ends.)
-        _forget_pending_decisions(tune_dir)
+        forget_pending_decisions(tune_dir)
         tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
         # Ray unpickles its own copy of the callback: use ours, so that one object (one lock) talks to MLflow
-        tuner._local_tuner._run_config.callbacks = [tracking]
-        restored = tuner._local_tuner._tune_config  # the searcher and scheduler Ray restores its state into
+        use_callbacks(tuner, [tracking])
+        restored = restored_tune_config(tuner)  # the searcher and scheduler Ray restores its state into
         if phase.samples:  # the searcher reconciles with the journal before its first suggestion
             tracking.search_with(restored.search_alg, _resumable(restored.scheduler))
         return tuner.fit()
@@ -460,27 +461,6 @@ def _resumable(scheduler: Any) -> Any:
     from ._asha import PerStudy, ResumableASHA
 
     return scheduler if isinstance(scheduler, PerStudy | ResumableASHA) else None
-
-
-def _forget_pending_decisions(tune_dir: Path) -> None:
-    """Drop the per-trial decisions the dead driver's Tune controller had not carried out yet from its experiment
-    snapshots, before ``Tuner.restore`` reads them back (Ray 2.60 saves them with the controller's state).
-
-    A decision waits there while the trial's checkpoint is being saved. A Ctrl-C in that moment (a trial's final
-    report in, its STOP pending) left ``STOP`` behind; the restored trial restarts from its checkpoint before that and
-    Tune carried out the stale STOP at its first new save, ending it short of its budget for good (found by the
-    interrupted-comparison test). Every trial they were about is restarted from a checkpoint anyway;
-    ASHA's own stops are re-applied from its persisted record (``ResumableASHA``). Only the snapshot Tune reads, the
-    newest by name, is changed."""
-    snapshots = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
-    if not snapshots:
-        return
-    state = json.loads(snapshots[-1].read_text())
-    runner = state.get("runner_data", {})
-    pending = ("_cached_trial_decisions", "_queued_trial_decisions")
-    if any(runner.get(key) for key in pending):
-        runner.update({key: {} for key in pending})
-        _write_atomically(snapshots[-1], json.dumps(state))
 
 
 def _concurrency(spec: SweepSpec) -> int:
