@@ -259,3 +259,22 @@ def test_best_order_breaks_ties_by_the_second_metric_then_the_earlier_trial() ->
     )
     assert [t["id"] for t in order] == [4, 3, 1, 6, 2, 5]
     assert [t["id"] for t in objective.best_order(trials, lambda t: t["value"], "max")] == [1, 3, 4, 6, 2, 5]
+
+
+def test_a_tuned_technique_against_a_fixed_baseline_uses_every_study() -> None:
+    """A baseline whose space fixes its configuration has one study; the technique's three studies are each paired
+    with it on every seed (none dropped), and the t runs over the technique's studies (the baseline has no tuning
+    luck of its own)."""
+    table = _replicated([0.8, 0.9, 1.0])
+    fixed = table[(table["family"] == "fam") | (table["tuning_replicate"] == 0)]
+    row = verdict_table(fixed).iloc[0]
+    assert row["n_runs"] == 30 and row["tuning_replicates"] == 3 and row["test"] == "t over tuning replicates"
+    assert row["ratio"] == pytest.approx(0.9, rel=0.02) and row["verdict"] == "inconclusive"
+    agree = _replicated([0.9, 0.9, 0.9])
+    row = verdict_table(agree[(agree["family"] == "fam") | (agree["tuning_replicate"] == 0)]).iloc[0]
+    assert row["n_runs"] == 30 and row["verdict"] == "better" and row["ratio_ci_high"] < 0.95
+    # and the other way round: a fixed technique against a baseline tuned three times
+    swapped = table.assign(family=table["family"].map({"fam": "base", "base": "fam"}))
+    swapped = swapped.assign(baseline=np.where(swapped["family"] == "fam", "base", None))
+    row = verdict_table(swapped[(swapped["family"] == "base") | (swapped["tuning_replicate"] == 0)]).iloc[0]
+    assert row["n_runs"] == 30 and row["tuning_replicates"] == 3

@@ -56,6 +56,7 @@ from ._paired_test import (
     detectable,
     holm_shaffer,
     location,
+    matched_cells,
     median_interval,
     paired_evidence,
     verdict_rule,
@@ -258,7 +259,7 @@ def verdict_table(
                 base = elsewhere[0] if len(elsewhere) == 1 else None  # at several batches: no one reference
             f, b = own.sides, base.sides if base is not None else {}
             paired = {(i, j): _pair(f[i], b[j], mode) for i in f for j in b}
-            both = [_outcomes(f[r], b[r], paired[(r, r)], mode) for r in f if r in b]
+            both = [_outcomes(f[i], b[j], paired[(i, j)], mode) for i, j in matched_cells(paired)]
             matched = {k: np.concatenate([o[k] for o in both]) if both else np.array([]) for k in _OUTCOMES}
             found = paired_evidence({k: v["log_ratio"] for k, v in paired.items()}, ci, equivalence_margin)
             evidence.append(found)

@@ -80,11 +80,12 @@ def _curves(history: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _compute(rows: pd.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
-    """The median over the runs of seconds of training steps used: last step × cost per step (failed runs too:
-    they used what they used; a run with no evaluation counts nothing)."""
+    """The median over the side's completed runs of seconds of training steps used: last step × cost per step (a
+    failed run stopped early: its steps say nothing of what the side's budget costs; no completed run: ∞)."""
+    done = rows[rows["status"] == "completed"]
     totals = [
         curves[run_id][0][-1] * cost
-        for run_id, cost in zip(rows["run_id"], rows["cost_per_step_s"], strict=True)
+        for run_id, cost in zip(done["run_id"], done["cost_per_step_s"], strict=True)
         if run_id in curves and len(curves[run_id][0]) and cost > 0
     ]
     return float(np.median(totals)) if totals else math.inf
@@ -93,13 +94,18 @@ def _compute(rows: pd.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarray]
 def _within(rows: pd.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarray]], budget: float) -> pd.DataFrame:
     """The runs with ``final_metric`` as it stood at the last evaluation within ``budget`` seconds of steps (the
     run's own final value when that is its end); a run with no evaluation within it has no result there (NaN:
-    the pairing leaves it out); a failed run stays a failure."""
+    the pairing leaves it out). A failed run stays a failure if it failed within the budget; one that failed after
+    it is read, completed, at its last evaluation before (at equal compute it had not failed yet)."""
     rows = rows.copy()
     for index, row in rows.iterrows():
         steps, values = curves.get(row["run_id"], (np.array([]), np.array([])))
-        reached = np.nonzero(steps * row["cost_per_step_s"] <= budget * (1 + 1e-9))[0]
+        within = steps * row["cost_per_step_s"] <= budget * (1 + 1e-9)
+        reached = np.nonzero(within)[0]
+        failed = row["status"] != "completed"
         if reached.size == 0:
             rows.loc[index, "final_metric"] = math.nan
-        elif reached[-1] < steps.size - 1:
+        elif failed and reached[-1] < steps.size - 1 and math.isfinite(values[reached[-1]]):
+            rows.loc[index, ["final_metric", "status"]] = [values[reached[-1]], "completed"]
+        elif not failed and reached[-1] < steps.size - 1:
             rows.loc[index, "final_metric"] = values[reached[-1]]
     return rows

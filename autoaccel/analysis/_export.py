@@ -6,6 +6,9 @@
     run_id string, experiment string, sweep string, trial_id string, workload string, family string,
     technique string, seed string,
     phase string         tuning | final in a comparison, else null,
+    tuning_replicate int64, sampler_seed int64   a comparison's trial: which of its family's independent tuning
+                         studies (a final run: whose choice it re-runs), and that study's sampler seed; else null,
+    cost_per_step_s double   a comparison's final run: its configuration's seconds per step, timed alone,
     baseline string      the family a comparison measures this trial's family against, else null,
     status string        completed | stopped_early | diverged | errored | interrupted,
     epochs int64,
@@ -15,6 +18,7 @@
     mode string          its direction, min | max (the parent's ``workload_mode`` tag),
     target float64       the workload's target for time-to-target (the parent's ``target`` tag),
     sweep_metric string, sweep_mode string   what the sweep ranked trials by (the parent's ``metric``/``mode``),
+    protocol string      a comparison's tuning protocol as its parent run recorded it (JSON), else null,
     <param> ...          one column per MLflow param (``optimizer.lr``, ``budget.epochs``, ``seeds`` ...), sorted by
                          name, typed from all its values: bool, int64, float64, else string; 'None'/'null' and an
                          absent (conditional) param are null,

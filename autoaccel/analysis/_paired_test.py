@@ -56,6 +56,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,7 @@ __all__ = [
     "detectable",
     "holm_shaffer",
     "location",
+    "matched_cells",
     "median_interval",
     "paired_evidence",
     "verdict_rule",
@@ -109,30 +111,41 @@ class Evidence:
 
 def paired_evidence(cells: Mapping[tuple[int, int], np.ndarray], ci: float, margin: float) -> Evidence:
     """The row's test from ``cells``: (technique replicate, baseline replicate) → the paired log ratios over the
-    seeds both ran (no NaN; ±∞ for a failure). Replicates are matched by number: technique replicate r with
-    baseline replicate r."""
+    seeds both ran (no NaN; ±∞ for a failure). Replicates are matched by number (technique replicate r with baseline
+    replicate r) — or, when one side has a single study (a family whose space fixes its configuration), that study
+    with every replicate of the other side: no run is left out."""
     alpha = 1.0 - ci
     delta = math.log1p(margin)
     rows, columns = sorted({i for i, _ in cells}), sorted({j for _, j in cells})
-    matched = [r for r in rows if (r, r) in cells]
+    matched = matched_cells(cells)
     n_seeds = min((d.size for d in cells.values()), default=0)
     h = {key: _hodges_lehmann(d) for key, d in cells.items()}
-    spread = _spread([h[(r, r)] for r in matched]) if len(matched) > 1 else math.nan
-    replicates = min(len(rows), len(columns))
+    spread = _spread([h[key] for key in matched]) if len(matched) > 1 else math.nan
+    replicates = max(len(rows), len(columns)) if min(len(rows), len(columns)) == 1 else min(len(rows), len(columns))
     if _by_replicates(cells, h):
         grid = np.array([[h[(i, j)] for j in columns] for i in rows])
         return _replicate_t(grid, alpha, delta, n_seeds, spread)
-    pooled = np.concatenate([cells[(r, r)] for r in matched]) if matched else np.array([])
+    pooled = np.concatenate([cells[key] for key in matched]) if matched else np.array([])
     test = SEEDS if replicates < 2 else RUNS
     return _signed_rank(pooled, alpha, delta, test, n_seeds, max(replicates, 1), spread)
 
 
+def matched_cells(cells: Mapping[tuple[int, int], Any]) -> list[tuple[int, int]]:
+    """The (technique replicate, baseline replicate) pairs whose runs a row's outcomes (wins, speed, the pooled
+    test) rest on: replicate r with replicate r, or every pair when one side has a single study."""
+    rows, columns = {i for i, _ in cells}, {j for _, j in cells}
+    if min(len(rows), len(columns), 2) == 1:
+        return sorted(cells)
+    return sorted((r, r) for r in rows if (r, r) in cells)
+
+
 def _by_replicates(cells: Mapping[tuple[int, int], np.ndarray], h: Mapping[tuple[int, int], float]) -> bool:
-    """The t over replicates applies: two or more on each side, every pair with seeds and a finite estimate."""
+    """The t over replicates applies: two or more studies on at least one side (a side with one study, a fixed
+    configuration, has no tuning luck of its own), every pair with seeds and a finite estimate."""
     rows, columns = {i for i, _ in cells}, {j for _, j in cells}
     complete = len(cells) == len(rows) * len(columns)
     return (
-        min(len(rows), len(columns)) >= 2
+        max(len(rows), len(columns)) >= 2
         and complete
         and all(d.size for d in cells.values())
         and all(math.isfinite(v) for v in h.values())
@@ -145,7 +158,7 @@ def location(cells: Mapping[tuple[int, int], np.ndarray], by_replicates: bool) -
     of their Hodges–Lehmann estimates, else the Hodges–Lehmann estimate over the matched runs."""
     if by_replicates:
         return float(np.mean([_hodges_lehmann(d) for d in cells.values()]))
-    matched = [d for (i, j), d in cells.items() if i == j]
+    matched = [cells[key] for key in matched_cells(cells)]
     return _hodges_lehmann(np.concatenate(matched)) if matched else math.nan
 
 
@@ -262,11 +275,14 @@ def _replicate_t(h: np.ndarray, alpha: float, delta: float, n_seeds: int, spread
 
     n_rows, n_columns = h.shape
     estimate = float(h.mean())
-    a = float(h.mean(axis=1).var(ddof=1)) / n_rows
-    b = float(h.mean(axis=0).var(ddof=1)) / n_columns
+    # each side's tuning luck from how much its studies disagree; a side with one study (a fixed configuration)
+    # has none: its term is 0 and adds no degrees of freedom
+    a = float(h.mean(axis=1).var(ddof=1)) / n_rows if n_rows > 1 else 0.0
+    b = float(h.mean(axis=0).var(ddof=1)) / n_columns if n_columns > 1 else 0.0
     se = math.sqrt(a + b)
-    df = (a + b) ** 2 / (a**2 / (n_rows - 1) + b**2 / (n_columns - 1)) if a + b > 0 else n_rows + n_columns - 2.0
-    replicates = min(n_rows, n_columns)
+    terms = [t**2 / (n - 1) for t, n in ((a, n_rows), (b, n_columns)) if n > 1]
+    df = (a + b) ** 2 / sum(terms) if a + b > 0 else n_rows + n_columns - 2.0
+    replicates = min(n_rows, n_columns) if min(n_rows, n_columns) > 1 else max(n_rows, n_columns)
     if se == 0.0:  # every replicate pair gives the same estimate: no spread to test against
         p = 1.0 if estimate == 0.0 else 0.0
         equivalent = 0.0 if abs(estimate) < delta else 1.0

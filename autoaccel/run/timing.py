@@ -35,7 +35,8 @@ def seconds_per_step(config: Mapping[str, Any], steps: int = TIMED_STEPS, warmup
         setup = Trial(config).setup
         cuda = setup.device.type == "cuda"
         epochs = (setup.workload.batches(setup.global_batch, setup.generator) for _ in itertools.count())
-        # as the trial does: a last batch too small for the optimizer's micro-batches is skipped
+        # as the trial does: a last batch too small for the optimizer's micro-batches is skipped (a whole batch never
+        # is: the trial's setup refuses a batch size below the micro-batches, so this never runs dry)
         batches = (
             b for b in itertools.chain.from_iterable(epochs) if setup.workload.batch_size_of(b) >= setup.micro_batches
         )

@@ -351,33 +351,11 @@ def _run_phases(spec: SweepSpec, tracking: Any, connected: Any, resume: bool) ->
 
 def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] | None, restore: bool) -> Any:
     """One Ray Tune run: restored from its folder, or started (sampling with Optuna, or over given points)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
     from ray import tune
 
-    from ._optuna import DefineByRun, PerStudySearch, TruthfulOptunaSearch
-
     scheduler = _scheduler(spec, phase) if phase.samples else None
-    payload = {
-        "workload": spec.workload,
-        "budget": spec.budget,
-        "seeds": list(spec.seeds),
-        "device": spec.device,
-        "milestones": getattr(scheduler, "milestones", []),  # where ASHA decides: the trials report there
-        "report_every_s": spec.checkpoint_every_s,
-    }
     tune_dir = phase.tune_dir(spec.folder)
-    resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
-    if spec.workers > 1:  # the trial drives a Ray Train job: its workers ask for the resources, Ray places them
-        payload.update(
-            workers=spec.workers,
-            resources=dict(spec.resources),
-            max_failures=spec.max_failures,
-            worker_start_timeout_s=spec.worker_start_timeout_s,
-            train_storage=str(tune_dir),
-        )
-        resources = dict(DRIVER_RESOURCES)
-    trainable = tune.with_resources(tune.with_parameters(train_sampled, payload=payload), resources)
+    trainable = _trainable(spec, tune_dir, milestones=getattr(scheduler, "milestones", []))
     concurrent = _concurrency(spec)
     if concurrent < spec.max_concurrent:
         needs = spec.trial_needs()
@@ -414,29 +392,7 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
             run_config=run_config,
         )
         return tuner.fit()
-    storage = JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
-
-    def searcher(study: TuningStudy | None, name: str) -> TruthfulOptunaSearch:
-        """An Optuna study over the space (its sampler seeded with the spec's seed), or one of a comparison's tuning
-        studies over one family (its sampler seeded with the study's own seed)."""
-        found = TruthfulOptunaSearch(
-            space=DefineByRun(str(spec.space), study),
-            metric=list(spec.metrics) if len(spec.metrics) > 1 else spec.metric,
-            mode=list(spec.modes) if len(spec.modes) > 1 else spec.mode,
-            sampler_name=spec.sampler,
-            seed=spec.seed if study is None else study.sampler_seed,
-            trials=spec.compare.trials_per_family if study else spec.num_samples,  # the asks its study holds
-            storage=storage,
-            study_name=name,
-        )
-        found.scheduler_state = str(phase.asha_path(spec.folder, study))
-        return found
-
-    if phase.studies:
-        named = zip(phase.studies, phase.study_names(spec.name), strict=True)
-        search = PerStudySearch({s.key: searcher(s, name) for s, name in named})
-    else:
-        search = searcher(None, spec.name)
+    search = _search(spec, phase)
     tracking.search_with(search, _resumable(scheduler))
     tuner = tune.Tuner(
         trainable,
@@ -454,6 +410,62 @@ def _fit(spec: SweepSpec, phase: Phase, tracking: Any, points: Sequence[Point] |
         run_config=run_config,
     )
     return tuner.fit()
+
+
+def _trainable(spec: SweepSpec, tune_dir: Path, milestones: Sequence[float]) -> Any:
+    """What each Ray trial runs (``train_sampled`` with the sweep's payload) and the resources it holds."""
+    from ray import tune
+
+    payload = {
+        "workload": spec.workload,
+        "budget": spec.budget,
+        "seeds": list(spec.seeds),
+        "device": spec.device,
+        "milestones": list(milestones),  # where ASHA decides: the trials report there
+        "report_every_s": spec.checkpoint_every_s,
+    }
+    resources = {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]}
+    if spec.workers > 1:  # the trial drives a Ray Train job: its workers ask for the resources, Ray places them
+        payload.update(
+            workers=spec.workers,
+            resources=dict(spec.resources),
+            max_failures=spec.max_failures,
+            worker_start_timeout_s=spec.worker_start_timeout_s,
+            train_storage=str(tune_dir),
+        )
+        resources = dict(DRIVER_RESOURCES)
+    return tune.with_resources(tune.with_parameters(train_sampled, payload=payload), resources)
+
+
+def _search(spec: SweepSpec, phase: Phase) -> Any:
+    """The searcher of a sampled phase: one Optuna study over the space (its sampler seeded with the spec's seed),
+    or one per tuning study of a comparison over its family (seeded with the study's own seed), all in the sweep's
+    journal."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from ._optuna import DefineByRun, PerStudySearch, TruthfulOptunaSearch
+
+    storage = JournalStorage(JournalFileBackend(str(spec.folder / "optuna.journal")))
+
+    def searcher(study: TuningStudy | None, name: str) -> TruthfulOptunaSearch:
+        found = TruthfulOptunaSearch(
+            space=DefineByRun(str(spec.space), study),
+            metric=list(spec.metrics) if len(spec.metrics) > 1 else spec.metric,
+            mode=list(spec.modes) if len(spec.modes) > 1 else spec.mode,
+            sampler_name=spec.sampler,
+            seed=spec.seed if study is None else study.sampler_seed,
+            trials=spec.compare.trials_per_family if study else spec.num_samples,  # the asks its study holds
+            storage=storage,
+            study_name=name,
+        )
+        found.scheduler_state = str(phase.asha_path(spec.folder, study))
+        return found
+
+    if not phase.studies:
+        return searcher(None, spec.name)
+    named = zip(phase.studies, phase.study_names(spec.name), strict=True)
+    return PerStudySearch({s.key: searcher(s, name) for s, name in named})
 
 
 def _resumable(scheduler: Any) -> Any:
