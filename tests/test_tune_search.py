@@ -68,7 +68,7 @@ def test_a_stop_the_dead_driver_left_pending_is_not_carried_out_by_the_resumed_o
     # it after one report: the resume drops them, and leaves every other part of the snapshot as it was
     from ray.tune.utils.serialization import _loads_with_cloudpickle
 
-    from autoaccel.sweep.driver import _forget_pending_decisions
+    from autoaccel.sweep._ray_internals import forget_pending_decisions
 
     runner = {"_iteration": 7, "_cached_trial_decisions": {"a": "STOP"}, "_queued_trial_decisions": {"b": "PAUSE"}}
     snapshot = {"trial_data": [["{}", "{}"]], "runner_data": runner, "stats": {"start_time": 1.0}}
@@ -77,7 +77,7 @@ def test_a_stop_the_dead_driver_left_pending_is_not_carried_out_by_the_resumed_o
     (tmp_path / "experiment_state-2.json").write_text(json.dumps(snapshot))
     (tmp_path / "experiment_state-0.json").write_text("{half a file")  # an older one a kill cut: Tune never reads it
     untouched = (tmp_path / "experiment_state-1.json").stat().st_ino
-    _forget_pending_decisions(tmp_path)
+    forget_pending_decisions(tmp_path)
     restored = _loads_with_cloudpickle((tmp_path / "experiment_state-2.json").read_text())  # as Tune reads it
     assert restored == {**snapshot, "runner_data": {**runner, **older["runner_data"]}}
     assert (tmp_path / "experiment_state-1.json").stat().st_ino == untouched  # only the newest is Tune's: kept
