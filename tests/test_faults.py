@@ -77,12 +77,14 @@ def _finished_trials(db: Path) -> int:
 def _asks(folder: Path) -> dict[str, Any] | None:
     """What the journal holds beside Ray's newest experiment snapshot (the one a resume restores): each ask's
     configuration and state by number, and the orphaned ones (their Ray trial in no snapshot) with their Ray trial
-    (None: killed before it was bound); None while a file is half written."""
+    (None: killed before it was bound); and each Ray trial's MLflow child run; None while a file is half written."""
     snapshots = sorted((folder / "tune").glob("experiment_state-*.json"))
     try:
         state = json.loads(snapshots[-1].read_text()) if snapshots else {"trial_data": []}
         study = _study(folder, "faults")
-    except (ValueError, KeyError, OSError):
+        with sqlite3.connect(folder / "mlflow.db", timeout=1) as connection:
+            runs = dict(connection.execute("select value, run_uuid from tags where key = 'trial_id'"))
+    except (ValueError, KeyError, OSError, sqlite3.Error):
         return None
     recorded = {json.loads(trial)["trial_id"] for trial, _ in state["trial_data"]}
     return {
@@ -92,6 +94,7 @@ def _asks(folder: Path) -> dict[str, Any] | None:
             for t in study.trials
             if t.user_attrs.get("ray_trial_id") not in recorded
         },
+        "runs": runs,
     }
 
 
@@ -161,10 +164,12 @@ def _check(folder: Path, kills: Sequence[dict[str, Any]] = ()) -> None:
             assert trials[number].params.items() >= params.items(), (trials[number].params, params)
         for number, (ray_id, state) in kill["orphans"].items():
             rerun = trials[number]
-            if state == "RUNNING" and ray_id is not None:  # re-run under a new Ray trial, its child run continued
+            if state == "RUNNING" and ray_id is not None:  # re-run under a new Ray trial
                 assert ray_id in rerun.user_attrs["earlier_ray_trial_ids"], rerun.user_attrs
                 child = by_trial[rerun.user_attrs["ray_trial_id"]]
-                assert ray_id in child.data.tags["earlier_trial_ids"].split(","), child.data.tags
+                if ray_id in kill["runs"]:  # it had started: its child run continued, not a second one
+                    assert child.info.run_id == kill["runs"][ray_id], (child.data.tags, kill["runs"])
+                    assert ray_id in child.data.tags["earlier_trial_ids"].split(","), child.data.tags
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -277,7 +277,8 @@ class SweepTracking(tune.Callback):
         if before in self.error_tagged:
             self.error_tagged.discard(before)
             self.error_tagged.add(trial_id)
-        self.tracker.set_tags(run_id, {Tags.TRIAL_ID: trial_id, Tags.EARLIER_TRIAL_IDS: ",".join(earlier)})
+        relabel = {Tags.TRIAL_ID: trial_id, Tags.EARLIER_TRIAL_IDS: ",".join(earlier), Tags.STATUS: "running"}
+        self.tracker.set_tags(run_id, relabel)
         self.client.update_run(run_id, status="RUNNING", name=f"{family}-{trial_id}")
         if self.scheduler is not None:
             self.scheduler.rename(before, trial_id)
