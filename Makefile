@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 TEST_WORKERS ?= 2
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 # The quickstart comparison, from scratch each time: its folder (sweep state and MLflow store) is the demo's own.
 # `autoaccel compare` tunes every family, re-runs the best configurations on paired seeds and writes the report.
