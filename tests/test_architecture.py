@@ -58,6 +58,16 @@ def _imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
     return found
 
 
+def _plugin_trial(optimizer: dict, epochs: int) -> dict:
+    """A trial of a plugin technique's stack on a small quadratic, on the CPU."""
+    return {
+        "workload": {"name": "quadratic", "dim": 8, "samples": 64},
+        "optimizer": optimizer,
+        "budget": {"epochs": epochs, "batch_size": 16},
+        "device": "cpu",
+    }
+
+
 def test_no_import_cycle_counting_imports_inside_functions() -> None:
     modules = _modules()
     graph = {name: _imports(name, tree, set(modules)) for name, tree in modules.items()}
@@ -283,12 +293,7 @@ def test_registered_technique_is_built_validated_and_driven_by_the_runner() -> N
             validate_config({"base": "sgd", "twice_test": {"parts": 0}})
         opt = build_optimizer([torch.zeros(1, requires_grad=True)], {"base": "sgd", "twice_test": {"parts": 3}})
         assert isinstance(opt, _Twice) and opt.micro_batches == 3
-        config = {
-            "workload": {"name": "quadratic", "dim": 8, "samples": 64},
-            "optimizer": {"base": "sgd", "lr": 0.01, "twice_test": {"parts": 4}},
-            "budget": {"epochs": 2, "batch_size": 16},
-            "device": "cpu",
-        }
+        config = _plugin_trial({"base": "sgd", "lr": 0.01, "twice_test": {"parts": 4}}, epochs=2)
         result = run_trial(config)
         runner_opt = built[-1]
         assert result["status"] == "completed" and result["step"] == 8
@@ -334,12 +339,7 @@ def test_a_registered_technique_gets_what_its_capabilities_declare() -> None:
     )
     register_technique(gain)
     try:
-        config = {
-            "workload": {"name": "quadratic", "dim": 8, "samples": 64},
-            "optimizer": {"base": "sgd", "lr": 0.01, "gain_test": {"factor": 3}},
-            "budget": {"epochs": 1, "batch_size": 16},
-            "device": "cpu",
-        }
+        config = _plugin_trial({"base": "sgd", "lr": 0.01, "gain_test": {"factor": 3}}, epochs=1)
         result = run_trial(config)
         assert result["lr"] == pytest.approx(0.02) and result["gain_test_r"] == 2.0
         assert "gain_test_r" in _progress_statistics()
@@ -414,12 +414,7 @@ def test_a_registered_base_is_evaluated_on_the_weights_it_declares_also_inside_a
     )
     register_technique(polyak)
     try:
-        config = {
-            "workload": {"name": "quadratic", "dim": 8, "samples": 64},
-            "optimizer": {"base": "polyak_test", "lr": 0.1, "anderson": {"history": 2}},
-            "budget": {"epochs": 2, "batch_size": 16},
-            "device": "cpu",
-        }
+        config = _plugin_trial({"base": "polyak_test", "lr": 0.1, "anderson": {"history": 2}}, epochs=2)
         trial = Trial(config)
         history = list(trial.epochs())
         model, workload, opt = trial.setup.model, trial.workload, trial.setup.optimizer

@@ -101,10 +101,9 @@ def test_asha_stops_again_a_trial_it_stopped_before_the_driver_died(tmp_path: Pa
     assert asha.on_trial_result(None, other, {"budget_epochs": 1.0, "metric": 0.9}) == ResumableASHA.CONTINUE
 
 
-def _killed_driver_study(tmp_path: Path, sampler: str = "random") -> TruthfulOptunaSearch:
-    """What a killed driver left: Ray's snapshot knew trial `a` only; after it the driver asked for `b` (running at
-    the kill), `c` (finished before it) and one more it never bound to a Ray trial (killed in between)."""
-    searcher = TruthfulOptunaSearch(
+def _journal_searcher(tmp_path: Path, sampler: str) -> TruthfulOptunaSearch:
+    """A searcher of 5 trials over the sweep folder's journal, as a driver (the killed one, or the next) builds it."""
+    return TruthfulOptunaSearch(
         space=DefineByRun(SPACE),
         metric="metric",
         mode="min",
@@ -114,6 +113,12 @@ def _killed_driver_study(tmp_path: Path, sampler: str = "random") -> TruthfulOpt
         seed=0,
         trials=5,
     )
+
+
+def _killed_driver_study(tmp_path: Path, sampler: str = "random") -> TruthfulOptunaSearch:
+    """What a killed driver left: Ray's snapshot knew trial `a` only; after it the driver asked for `b` (running at
+    the kill), `c` (finished before it) and one more it never bound to a Ray trial (killed in between)."""
+    searcher = _journal_searcher(tmp_path, sampler)
     for trial_id in ("a", "b", "c"):
         searcher.suggest(trial_id)
     searcher.on_trial_complete("c", _result(4))
@@ -126,16 +131,7 @@ def test_a_resumed_searcher_reruns_each_orphaned_ask_with_its_own_configuration(
     drawn = {t.number: t.params for t in killed._ot_study.trials}
     # the searcher Ray restores: from its snapshot, which held `a` only; its random sampler is where it was then, so it
     # would draw again exactly what the dead driver drew after it (here: a new one from the same seed)
-    restored = TruthfulOptunaSearch(
-        space=DefineByRun(SPACE),
-        metric="metric",
-        mode="min",
-        storage=JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal"))),
-        study_name="s",
-        sampler_name="random",
-        seed=0,
-        trials=5,
-    )
+    restored = _journal_searcher(tmp_path, "random")
     restored._ot_trials = {"a": restored._ot_study.trials[0]}
     restored.adopt({"a"})
     assert restored.ended_orphans() == {"c": "completed"} and restored.reruns_waiting == 2
